@@ -1,0 +1,236 @@
+"""Checkpoints: safetensors weights + JSON state, written atomically, never unpickled.
+
+Layout under ``RUN_DIR/checkpoints/``::
+
+    step-00001200/          one complete checkpoint (written as a .tmp dir, then renamed)
+        model.safetensors   model weights
+        optimizer.safetensors  optimizer tensors (Adam moments, ...)
+        state.json          step, epoch, data position, metrics, optimizer hyper-parameters,
+                            schedule state, RNG state, sha256 of both tensor files
+    last.json               {"checkpoint": "step-00001200", ...} replaced atomically
+    best.json               the same for the best validation score
+
+A checkpoint directory only ever appears complete (``rename`` is atomic), and a pointer is
+only written after its directory is durable, so a kill at any moment leaves the previous
+pointer valid. Loading re-checks the sha256 of each tensor file.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from seqkit.errors import CheckpointError
+
+POINTERS = ("last", "best")
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# -- optimizer state <-> (tensors, json) -------------------------------------------------------
+def split_optimizer_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors: dict[str, torch.Tensor] = {}
+    per_param: dict[str, dict[str, Any]] = {}
+    for idx, slots in state["state"].items():
+        plain: dict[str, Any] = {}
+        for name, value in slots.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{idx}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                plain[name] = value
+        per_param[str(idx)] = plain
+    return tensors, {"param_groups": state["param_groups"], "plain": per_param}
+
+
+def join_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {int(k): dict(v) for k, v in meta["plain"].items()}
+    for key, value in tensors.items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def rng_state() -> dict[str, str]:
+    out = {"torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode("ascii")}
+    if torch.cuda.is_available():
+        out["cuda"] = [base64.b64encode(s.numpy().tobytes()).decode("ascii") for s in torch.cuda.get_rng_state_all()]
+    return out
+
+
+def set_rng_state(saved: dict[str, Any]) -> None:
+    raw = base64.b64decode(saved["torch"])
+    torch.set_rng_state(torch.frombuffer(bytearray(raw), dtype=torch.uint8))
+    if "cuda" in saved and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8) for s in saved["cuda"]])
+
+
+# -- whole checkpoints ---------------------------------------------------------------------------
+def model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """State dict with tied parameters stored once (safetensors refuses shared storage)."""
+    seen: dict[int, str] = {}
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in model.state_dict().items():
+        key = tensor.data_ptr()
+        if key in seen and tensor.numel() > 0:
+            continue
+        seen[key] = name
+        out[name] = tensor.detach().cpu().contiguous()
+    return out
+
+
+def load_model_tensors(model: torch.nn.Module, path: Path) -> None:
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types for bad files
+        raise CheckpointError(f"{path}: cannot read weights: {exc}") from None
+    expected = model.state_dict()
+    for name, tensor in tensors.items():
+        if name not in expected:
+            raise CheckpointError(f"{path}: unexpected tensor '{name}' (does the recipe match the checkpoint?)")
+        if tuple(expected[name].shape) != tuple(tensor.shape):
+            raise CheckpointError(
+                f"{path}: tensor '{name}' has shape {tuple(tensor.shape)}, model expects {tuple(expected[name].shape)}"
+            )
+    missing = model.load_state_dict(tensors, strict=False).missing_keys
+    # Tied weights are stored once; the missing alias is filled through the tie itself.
+    untied = [k for k in missing if not _is_tied_alias(model, k, tensors)]
+    if untied:
+        raise CheckpointError(f"{path}: missing tensor '{untied[0]}' ({len(untied)} missing in all)")
+
+
+def _is_tied_alias(model: torch.nn.Module, name: str, tensors: dict[str, torch.Tensor]) -> bool:
+    state = model.state_dict()
+    ptr = state[name].data_ptr()
+    return any(state[k].data_ptr() == ptr for k in tensors if k in state)
+
+
+def save_checkpoint(
+    ckpt_dir: Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    state: dict[str, Any],
+    pointers: tuple[str, ...] = ("last",),
+    keep: int = 1,
+) -> Path:
+    """Write ``step-N/`` atomically, point ``pointers`` at it, prune unreferenced ones."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    name = f"step-{step:08d}"
+    final = ckpt_dir / name
+    if not final.exists():
+        tmp = ckpt_dir / f".{name}.tmp-{os.getpid()}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        save_file(model_tensors(model), str(tmp / "model.safetensors"))
+        meta: dict[str, Any] = {}
+        if optimizer is not None:
+            opt_tensors, meta = split_optimizer_state(optimizer.state_dict())
+            save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+        full = dict(state, step=step, optimizer=meta, rng=rng_state())
+        full["sha256"] = {f.name: sha256_file(f) for f in sorted(tmp.glob("*.safetensors"))}
+        (tmp / "state.json").write_text(json.dumps(full, indent=1), encoding="utf-8")
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        fsync_dir(tmp)
+        os.replace(tmp, final)
+        fsync_dir(ckpt_dir)
+    for pointer in pointers:
+        atomic_write_text(ckpt_dir / f"{pointer}.json", json.dumps({"checkpoint": name, "step": step, "metrics": state.get("metrics", {})}))
+    prune(ckpt_dir, keep)
+    return final
+
+
+def prune(ckpt_dir: Path, keep: int) -> None:
+    """Delete checkpoint dirs no pointer names, keeping the newest ``keep``; and stale temps."""
+    referenced = {read_pointer(ckpt_dir, p) for p in POINTERS}
+    dirs = sorted(d for d in ckpt_dir.glob("step-*") if d.is_dir())
+    recent = set(dirs[-keep:]) if keep > 0 else set()
+    for d in dirs:
+        if d.name not in referenced and d not in recent:
+            shutil.rmtree(d, ignore_errors=True)
+    for tmp in ckpt_dir.glob(".step-*.tmp-*"):
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_pointer(ckpt_dir: Path, pointer: str) -> str | None:
+    path = ckpt_dir / f"{pointer}.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))["checkpoint"]
+    except (json.JSONDecodeError, KeyError) as exc:
+        raise CheckpointError(f"{path}: unreadable checkpoint pointer ({exc})") from None
+
+
+def resolve_checkpoint(run_dir: Path, which: str = "best") -> Path:
+    """The checkpoint dir that ``which`` (best|last) points to; best falls back to last."""
+    ckpt_dir = run_dir / "checkpoints"
+    for pointer in (which, "last") if which == "best" else (which,):
+        name = read_pointer(ckpt_dir, pointer)
+        if name is not None:
+            path = ckpt_dir / name
+            if not path.is_dir():
+                raise CheckpointError(f"{ckpt_dir / (pointer + '.json')}: points to missing checkpoint {path}")
+            return path
+    raise CheckpointError(f"{run_dir}: no checkpoint found (is this a run directory that has trained?)")
+
+
+def load_checkpoint_state(path: Path) -> dict[str, Any]:
+    """state.json of one checkpoint, after checking the sha256 of its tensor files."""
+    try:
+        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: state.json missing (incomplete checkpoint)") from None
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path / 'state.json'}: corrupt JSON ({exc})") from None
+    for fname, digest in state.get("sha256", {}).items():
+        fpath = path / fname
+        if not fpath.exists():
+            raise CheckpointError(f"{fpath}: missing from checkpoint")
+        if sha256_file(fpath) != digest:
+            raise CheckpointError(f"{fpath}: sha256 mismatch; the file is corrupt or was modified")
+    return state
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, path: Path, meta: dict[str, Any]) -> None:
+    tensors = load_file(str(path / "optimizer.safetensors"))
+    optimizer.load_state_dict(join_optimizer_state(tensors, meta))

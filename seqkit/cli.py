@@ -1,0 +1,230 @@
+"""The ``seqkit`` command line (click). Heavy imports happen inside commands, so
+``seqkit --help`` and ``seqkit plugins`` stay fast and work without torch."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from seqkit import __version__
+from seqkit.errors import SeqkitError
+
+override_option = click.option(
+    "-o", "--override", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
+    help="Set a recipe value before validation (value parsed as YAML); repeatable.",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="seqkit")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def cli(verbose: bool) -> None:
+    """seqkit: recurrent sequence-to-sequence models from recipe to torch-free runtime."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(message)s",
+                        stream=sys.stderr)
+
+
+@cli.command()
+def plugins() -> None:
+    """List installed plugins: kind, name, distribution, version, status."""
+    from seqkit.registry import default_registry
+
+    registry = default_registry()
+    rows = [("KIND", "NAME", "DISTRIBUTION", "VERSION", "STATUS")]
+    for info in registry.all():
+        error = registry.check(info)
+        rows.append((info.kind, info.name, info.distribution, info.version, "ok" if error is None else f"broken: {error}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4])
+
+
+@cli.group()
+def recipe() -> None:
+    """Inspect recipes."""
+
+
+@recipe.command("check")
+@click.argument("path", type=click.Path(path_type=Path))
+@override_option
+def recipe_check(path: Path, overrides: tuple[str, ...]) -> None:
+    """Validate PATH and print the resolved recipe (every default filled in)."""
+    from seqkit.recipe import dump_recipe, load_recipe
+
+    click.echo(dump_recipe(load_recipe(path, list(overrides))), nl=False)
+
+
+@cli.command()
+@click.argument("recipe_path", metavar="RECIPE", type=click.Path(path_type=Path))
+@override_option
+@click.option("--resume", is_flag=True, help="Continue the run in the recipe's run_dir from its last checkpoint.")
+def train(recipe_path: Path, overrides: tuple[str, ...], resume: bool) -> None:
+    """Train a model from RECIPE (or continue a run directory with --resume)."""
+    from seqkit.runs import train_run
+
+    metrics = train_run(recipe_path, list(overrides), resume)
+    click.echo(json.dumps({k: v for k, v in metrics.items() if isinstance(v, (int, float))}))
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--split", default="test", show_default=True, type=click.Choice(["valid", "test"]))
+@click.option("--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "last"]))
+@click.option("--beam", type=int, default=None, help="Beam size (default: the recipe's search.beam_size).")
+@click.option("--strategy", type=click.Choice(["greedy", "beam"]), default=None)
+@click.option("--output", type=click.Path(path_type=Path), default=None, help="Write hypotheses to this file.")
+@click.option("--device", default="cpu", show_default=True)
+def evaluate(run_dir: Path, split: str, which: str, beam: int | None, strategy: str | None,
+             output: Path | None, device: str) -> None:
+    """Score a run on a data split (BLEU/chrF, ROUGE or loss) and print JSON."""
+    from seqkit.evaluate import evaluate_run
+
+    result = evaluate_run(run_dir, split=split, which=which, beam=beam, strategy=strategy, output=output, device=device)
+    click.echo(json.dumps(result, indent=1))
+
+
+@cli.command()
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.option("-i", "--input", "input_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Default: stdin.")
+@click.option("-O", "--output", "output_path", type=click.Path(path_type=Path), default=None, help="Default: stdout.")
+@click.option("--beam", type=int, default=None, help="Beam size; 1 means greedy.")
+@click.option("--strategy", type=click.Choice(["greedy", "beam", "sample"]), default=None)
+@click.option("--n-best", type=int, default=None)
+@click.option("--length-penalty", type=float, default=None)
+@click.option("--batch-size", type=int, default=None)
+@click.option("--device", default="cpu", show_default=True)
+def translate(model_dir: Path, input_path: Path | None, output_path: Path | None, beam: int | None,
+              strategy: str | None, n_best: int | None, length_penalty: float | None,
+              batch_size: int | None, device: str) -> None:
+    """Translate lines with MODEL_DIR: a run directory (torch) or an exported model (onnxruntime)."""
+    from seqkit.evaluate import open_translator
+
+    options = {"beam_size": beam, "strategy": strategy, "n_best": n_best,
+               "length_penalty": length_penalty, "batch_size": batch_size}
+    if beam is not None and strategy is None:
+        options["strategy"] = "greedy" if beam == 1 else "beam"
+    translator = open_translator(model_dir, {k: v for k, v in options.items() if v is not None}, device=device)
+    src = open(input_path, encoding="utf-8", errors="strict") if input_path else click.get_text_stream("stdin")
+    try:
+        lines = [line.rstrip("\n") for line in src]
+    except UnicodeDecodeError as exc:
+        raise SeqkitError(f"{input_path or 'stdin'}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    results = translator.translate(lines)
+    out = open(output_path, "w", encoding="utf-8") if output_path else click.get_text_stream("stdout")
+    with out:
+        for res in results:
+            if n_best and n_best > 1:
+                for text, score in res.n_best:
+                    out.write(f"{score:.4f}\t{text}\n")
+            else:
+                out.write(res.text + "\n")
+    # Warnings (truncated lines) were already logged to stderr by the Translator, one per line.
+
+
+@cli.command("export")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("-o", "--output", "model_dir", required=True, type=click.Path(path_type=Path),
+              help="The exported model directory to create (must not exist or be empty).")
+@click.option("--opset", type=int, default=None, help="ONNX opset (default: seqkit.export's, 17).")
+@click.option("--quantize", type=click.Choice(["int8"]), default=None, help="Dynamic int8 quantization of the weights.")
+@click.option("--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "last"]))
+def export_model(run_dir: Path, model_dir: Path, opset: int | None, quantize: str | None, which: str) -> None:
+    """Export RUN_DIR to ONNX for the torch-free runtime; verifies parity with torch first."""
+    from seqkit.export import export_run
+    from seqkit.runtime.format import verify_manifest
+
+    out = export_run(run_dir, model_dir, quantize=quantize, which=which, **({"opset": opset} if opset else {}))
+    manifest = verify_manifest(out)
+    click.echo(json.dumps({"model_dir": str(out), "files": sorted(manifest.files),
+                           "verification": manifest.verification}, indent=1))
+
+
+def _sampling_overrides(**options: float | int | None) -> dict[str, float | int]:
+    """Validate sampling options with SearchConfig's own constraints (torch-free)."""
+    from pydantic import ValidationError
+
+    from seqkit.search import SearchConfig
+
+    given = {k: v for k, v in options.items() if v is not None}
+    try:
+        SearchConfig.model_validate(given)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise click.BadParameter(first["msg"], param_hint=f"--{str(first['loc'][0]).replace('_', '-')}") from None
+    return given
+
+
+def _open_generator(model_dir: Path, overrides: dict[str, float | int], which: str, device: str) -> object:
+    """A Generator over an exported language model (onnxruntime) or a run directory (torch)."""
+    from seqkit.errors import CheckpointError
+    from seqkit.evaluate import is_exported
+
+    if not model_dir.is_dir():
+        raise CheckpointError(f"{model_dir}: no such model or run directory")
+    if is_exported(model_dir):
+        from seqkit.runtime import load_model
+
+        return load_model(model_dir).generator(**overrides)
+    import torch
+
+    from seqkit.inference import Generator
+    from seqkit.models import TorchStepper
+    from seqkit.runs import load_run
+
+    run = load_run(model_dir, which, device)
+    if run.recipe.task != "lm":
+        raise CheckpointError(f"{model_dir}: a {run.recipe.task} model does not generate from a prompt; use `seqkit translate`")
+    return Generator(TorchStepper(run.model, torch.device(device)), run.tgt_tok,
+                     run.recipe.search.model_copy(update=overrides))
+
+
+@cli.command()
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.option("--prompt", default="", help="Text to continue (default: the model's start token).")
+@click.option("--max-chars", "max_tokens", type=click.IntRange(min=1), default=None,
+              help="Tokens to generate: characters for a char LM (default: the recipe's search.max_len).")
+@click.option("--temperature", type=float, default=None)
+@click.option("--top-k", type=int, default=None, help="Sample from the k most probable tokens (0: off).")
+@click.option("--top-p", type=float, default=None, help="Nucleus sampling mass (1: off).")
+@click.option("--seed", type=int, default=None, help="Same seed, same text (torch and onnxruntime alike).")
+@click.option("--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "last"]),
+              help="Run directories only.")
+@click.option("--device", default="cpu", show_default=True, help="Run directories only.")
+def generate(model_dir: Path, prompt: str, max_tokens: int | None, temperature: float | None, top_k: int | None,
+             top_p: float | None, seed: int | None, which: str, device: str) -> None:
+    """Sample text from a language model: MODEL_DIR is a run directory (torch) or an exported model (onnxruntime)."""
+    overrides = _sampling_overrides(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    generator = _open_generator(model_dir, overrides, which, device)
+    click.echo(generator.generate(prompt, max_tokens=max_tokens))  # type: ignore[attr-defined]
+
+
+def main() -> None:
+    # Idle OpenMP threads spin by default. On a machine shared with other busy processes that
+    # spinning made training steps 3-10x slower (measured, docs/benchmarks.md); sleeping
+    # threads cost little when the machine is otherwise idle. Must be set before torch loads.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    try:
+        code = cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except SeqkitError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

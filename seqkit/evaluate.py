@@ -1,0 +1,99 @@
+"""Evaluation and translation front ends shared by the CLI: a run directory decodes with
+torch, an exported model directory with onnxruntime, through the same Translator."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from seqkit.errors import CheckpointError
+
+
+def is_exported(path: Path) -> bool:
+    return (path / "manifest.json").is_file()
+
+
+def open_translator(model_dir: Path, search_overrides: dict[str, Any], device: str = "cpu") -> Any:
+    """A Translator over an exported model (onnxruntime) or a run directory (torch)."""
+    if not model_dir.is_dir():
+        raise CheckpointError(f"{model_dir}: no such model or run directory")
+    if is_exported(model_dir):
+        from seqkit.runtime import load_model
+
+        return load_model(model_dir).translator(**search_overrides)
+    import torch
+
+    from seqkit.inference import Translator
+    from seqkit.models import TorchStepper
+    from seqkit.runs import load_run
+
+    run = load_run(model_dir, "best", device)
+    if run.recipe.task not in ("translation", "summarization"):
+        raise CheckpointError(f"{model_dir}: a {run.recipe.task} model cannot translate; use `seqkit generate`")
+    search = run.recipe.search.model_copy(update=search_overrides)
+    type(search).model_validate(search.model_dump())  # re-check constraints after overrides
+    return Translator(TorchStepper(run.model, torch.device(device)), run.src_tok, run.tgt_tok, search,
+                      max_src_len=run.recipe.data.max_src_len)
+
+
+def evaluate_run(run_dir: Path, *, split: str, which: str, beam: int | None, strategy: str | None,
+                 output: Path | None, device: str) -> dict[str, Any]:
+    """Decode a split with the run's search settings and score it.
+
+    Summarization also scores the lead baseline (:func:`lead_baseline`) on the same split, as
+    ``lead_rouge1/2/L``; classification reports accuracy and macro-F1 instead of decoding.
+    """
+    import torch
+
+    from seqkit import metrics as M
+    from seqkit.classify import evaluate_classifier, is_classification_run
+    from seqkit.data import load_split
+    from seqkit.runs import load_run
+    from seqkit.tasks import translate_lines
+
+    if is_classification_run(run_dir):
+        return evaluate_classifier(run_dir, split=split, which=which, output=output, device=device)
+    run = load_run(run_dir, which, device)
+    recipe = run.recipe
+    if getattr(recipe.data, split) is None and recipe.task != "lm":
+        raise CheckpointError(f"{run_dir}: the recipe has no data.{split} split")
+    corpus = load_split(recipe.data, split, recipe.base_dir, cache_dir=run_dir / "cache")
+    if recipe.task == "lm":
+        from seqkit.lm import evaluate_lm
+
+        return evaluate_lm(run, corpus)
+    strategy = strategy or ("beam" if (beam or recipe.search.beam_size) > 1 else "greedy")
+    start = time.perf_counter()
+    hyps = translate_lines(run.model, run.src_tok, run.tgt_tok, recipe, corpus.src, strategy=strategy,
+                           device=torch.device(device), beam_size=beam)
+    seconds = time.perf_counter() - start
+    if output is not None:
+        output.write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
+    result: dict[str, Any] = {"split": split, "checkpoint": run.checkpoint.name, "sentences": len(hyps),
+                              "strategy": strategy, "beam": beam or recipe.search.beam_size,
+                              "decode_seconds": round(seconds, 2)}
+    if recipe.task == "summarization":
+        result.update(M.rouge(hyps, corpus.tgt))
+        train = load_split(recipe.data, "train", recipe.base_dir, cache_dir=run_dir / "cache")
+        n_words = lead_words(train.tgt)
+        lead = M.rouge(lead_baseline(corpus.src, n_words), corpus.tgt)
+        result.update({"lead_words": n_words, **{f"lead_{k}": v for k, v in lead.items()}})
+    else:
+        bleu, chrf = M.bleu(hyps, corpus.tgt), M.chrf(hyps, corpus.tgt)
+        result.update({"bleu": round(bleu.score, 2), "bleu_signature": str(bleu.signature),
+                       "chrf": round(chrf.score, 2), "chrf_signature": str(chrf.signature)})
+    with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"event": "evaluate", **result}) + "\n")
+    return result
+
+
+def lead_words(references: list[str]) -> int:
+    """N for the lead baseline: the mean number of words of the (training) references, rounded."""
+    return max(1, round(sum(len(r.split()) for r in references) / max(len(references), 1)))
+
+
+def lead_baseline(sources: list[str], n_words: int) -> list[str]:
+    """The first ``n_words`` whitespace-separated words of each source (the "lead-N" summary)."""
+    return [" ".join(s.split()[:n_words]) for s in sources]

@@ -1,0 +1,217 @@
+"""Text in, text out over any :class:`~seqkit.search.StepFunction`; imports no torch.
+
+:class:`Translator` serves seq2seq models (translation, summarization), :class:`Generator`
+language models. Both work unchanged over the torch stepper and the onnxruntime one.
+
+Source encoding is shared with training through :func:`encode_source`: the tokenizer's ids,
+cut to ``max_len - 1``, then eos. The trainer calls the same function, so the model sees at
+inference exactly the layout it was trained on.
+
+Input cleaning (:func:`clean_text`, inference only): text must be a ``str`` encodable as UTF-8
+(lone surrogates are an :class:`~seqkit.errors.InputError` naming the line); C0/C1 control
+characters other than tab become spaces and surrounding whitespace is stripped, so a stray
+``\\r`` or NUL does not reach the tokenizer as an unknown token.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from seqkit.errors import InputError
+from seqkit.search import Hypothesis, SearchConfig, StepFunction, beam_search, greedy, sample
+
+log = logging.getLogger("seqkit")
+
+# Unicode category Cc minus tab: U+0000-0008, U+000A-001F, U+007F-009F.
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def clean_text(text: Any, where: str) -> str:
+    """Validate and normalize one input text; ``where`` names it in errors ("line 3")."""
+    if not isinstance(text, str):
+        raise InputError(f"{where}: expected text, got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(f"{where}: not valid Unicode text ({exc.reason} at character {exc.start})") from None
+    return _CONTROL.sub(" ", text).strip()
+
+
+def encode_source(tokenizer: Any, text: str, max_len: int) -> tuple[list[int], bool]:
+    """Source ids as the model sees them: ``encode(text)[:max_len - 1] + [eos]``.
+
+    Returns (ids, truncated). Used by both the trainer and :class:`Translator`.
+    """
+    if max_len < 1:
+        raise ValueError(f"max_len must be >= 1 (room for eos), got {max_len}")
+    ids = tokenizer.encode(text)
+    return ids[: max_len - 1] + [tokenizer.eos_id], len(ids) > max_len - 1
+
+
+def pad_batch(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ids -> (src (B, S) int64 right-padded with pad_id, lengths (B,) int64)."""
+    lengths = np.array([len(r) for r in rows], dtype=np.int64)
+    src = np.full((len(rows), int(lengths.max()) if len(rows) else 0), pad_id, dtype=np.int64)
+    for i, r in enumerate(rows):
+        src[i, : len(r)] = r
+    return src, lengths
+
+
+@dataclass
+class TranslationResult:
+    """One translated line. ``score`` is the best hypothesis' ranking score (see seqkit.search).
+
+    ``attention``: (len(tokens) + 1, len(src_tokens)) source attention of the best hypothesis
+    (last row: while emitting eos; columns include the source eos), only when asked for and the
+    model has attention. An empty input line gives text "", score 0.0 and no model call.
+    """
+
+    text: str
+    tokens: list[int]
+    score: float
+    n_best: list[tuple[str, float]]
+    attention: np.ndarray | None
+    src_tokens: list[int]
+    warnings: list[str] = field(default_factory=list)
+
+
+class Translator:
+    """Batched text-to-text decoding with the strategy named in ``config.strategy``."""
+
+    def __init__(self, fn: StepFunction, src_tokenizer: Any, tgt_tokenizer: Any, config: SearchConfig, *, max_src_len: int):
+        if max_src_len < 2:
+            raise ValueError(f"max_src_len must be >= 2 (one token and eos), got {max_src_len}")
+        self.fn, self.config, self.max_src_len = fn, config, max_src_len
+        self.src_tokenizer, self.tgt_tokenizer = src_tokenizer, tgt_tokenizer
+
+    def translate(self, lines: Sequence[str], *, return_attention: bool = False) -> list[TranslationResult]:
+        """One result per line, in input order. Batches hold lines of similar length."""
+        results: list[TranslationResult | None] = [None] * len(lines)
+        todo: list[tuple[int, list[int], list[str]]] = []  # (line index, source ids, warnings)
+        for i, line in enumerate(lines):
+            text = clean_text(line, f"line {i + 1}")
+            if not text:
+                results[i] = TranslationResult("", [], 0.0, [("", 0.0)], None, [], [])
+                continue
+            ids, truncated = encode_source(self.src_tokenizer, text, self.max_src_len)
+            warnings = []
+            if truncated:
+                warnings.append(f"line {i + 1}: source longer than {self.max_src_len} tokens (eos included); truncated")
+                log.warning(warnings[-1])
+            todo.append((i, ids, warnings))
+        todo.sort(key=lambda item: -len(item[1]))  # longest first; stable, so ties keep input order
+        rng = np.random.default_rng(self.config.seed)  # one stream over all batches (sampling)
+        size = self.config.batch_size
+        for start in range(0, len(todo), size):
+            chunk = todo[start : start + size]
+            src, lengths = pad_batch([ids for _, ids, _ in chunk], self.src_tokenizer.pad_id)
+            for (i, ids, warnings), hyps in zip(chunk, self._decode(src, lengths, rng, return_attention)):
+                results[i] = self._result(hyps, ids, warnings, return_attention)
+        return results  # type: ignore[return-value]  # every slot is filled above
+
+    def _decode(self, src: np.ndarray, lengths: np.ndarray, rng: np.random.Generator, return_attention: bool) -> list[list[Hypothesis]]:
+        cfg, tgt = self.config, self.tgt_tokenizer
+        common = {"bos_id": tgt.bos_id, "eos_id": tgt.eos_id, "max_len": cfg.max_lengths(lengths)}
+        if cfg.strategy == "greedy":
+            hyps = greedy(self.fn, src, lengths, min_len=cfg.min_len, return_attention=return_attention, **common)
+            return [[h] for h in hyps]
+        if cfg.strategy == "beam":
+            return beam_search(
+                self.fn, src, lengths, beam_size=cfg.beam_size, min_len=cfg.min_len, length_penalty=cfg.length_penalty,
+                n_best=cfg.n_best, no_repeat_ngram_size=cfg.no_repeat_ngram_size, return_attention=return_attention, **common,
+            )
+        hyps = sample(self.fn, src, lengths, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, seed=rng, **common)
+        return [[h] for h in hyps]
+
+    def _result(self, hyps: list[Hypothesis], src_ids: list[int], warnings: list[str], return_attention: bool) -> TranslationResult:
+        decode = self.tgt_tokenizer.decode
+        best = hyps[0]
+        return TranslationResult(
+            text=decode(best.tokens),
+            tokens=best.tokens,
+            score=best.score,
+            n_best=[(decode(h.tokens), h.score) for h in hyps],
+            attention=best.attention if return_attention else None,
+            src_tokens=src_ids,
+            warnings=warnings,
+        )
+
+
+def default_start_ids(tokenizer: Any) -> list[int]:
+    """What a language model is fed for an empty prompt: the newline id if "\\n" is one known
+    token (a char LM trained on a contiguous stream without bos has seen it between lines),
+    else ``[bos_id]``."""
+    ids = tokenizer.encode("\n")
+    return ids if len(ids) == 1 and ids[0] != tokenizer.unk_id else [tokenizer.bos_id]
+
+
+class Generator:
+    """Prompted sampling from a language model (a StepFunction whose source is empty).
+
+    Language models are trained on a contiguous token stream without bos, so the prompt's ids
+    are fed as they are; an empty prompt feeds ``start_ids`` (default: :func:`default_start_ids`).
+    Arguments left None take their value from ``config`` (max_tokens from ``config.max_len``).
+    """
+
+    def __init__(self, fn: StepFunction, tokenizer: Any, config: SearchConfig, *, start_ids: Sequence[int] | None = None):
+        self.fn, self.tokenizer, self.config = fn, tokenizer, config
+        self.start_ids = list(start_ids) if start_ids is not None else default_start_ids(tokenizer)
+        if not self.start_ids:
+            raise ValueError("start_ids must hold at least one id")
+
+    def generate_ids(
+        self,
+        prompt: str = "",
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        stop_at_eos: bool = True,
+    ) -> list[int]:
+        """The generated ids only (the prompt excluded)."""
+        cfg = self.config
+        prompt = clean_prompt(prompt)
+        prefix = self.tokenizer.encode(prompt) if prompt else self.start_ids
+        if self.tokenizer.unk_id in prefix:
+            log.warning("prompt holds characters/tokens outside the vocabulary; they are fed as unk")
+        hyp = sample(
+            self.fn, np.zeros((1, 0), dtype=np.int64), np.zeros(1, dtype=np.int64),
+            bos_id=self.tokenizer.bos_id, eos_id=self.tokenizer.eos_id,
+            max_len=cfg.max_len if max_tokens is None else max_tokens,
+            temperature=cfg.temperature if temperature is None else temperature,
+            top_k=cfg.top_k if top_k is None else top_k,
+            top_p=cfg.top_p if top_p is None else top_p,
+            seed=cfg.seed if seed is None else seed,
+            prefix=[prefix], stop_at_eos=stop_at_eos,
+        )[0]
+        return hyp.tokens
+
+    def generate(
+        self,
+        prompt: str = "",
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        stop_at_eos: bool = True,
+    ) -> str:
+        """prompt + decoded continuation (exact for character tokenizers; word/subword
+        tokenizers may need a separator the continuation does not start with)."""
+        ids = self.generate_ids(prompt, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                                seed=seed, stop_at_eos=stop_at_eos)
+        return prompt + self.tokenizer.decode(ids)
+
+
+def clean_prompt(prompt: Any) -> str:
+    """A prompt is validated like a line but kept verbatim: newlines and spaces are content."""
+    clean_text(prompt, "prompt")
+    return prompt

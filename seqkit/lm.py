@@ -1,0 +1,161 @@
+"""Language-model task: truncated BPTT over contiguous token streams (the char-rnn way).
+
+The training text is encoded once (the target tokenizer; no bos/eos: the text is one stream)
+and cut into ``train.batch_size`` contiguous rows; batch k holds columns
+``[k * bptt, (k + 1) * bptt)`` of every row (:func:`seqkit.batching.lm_stream_batches`), so row
+b of batch k + 1 continues row b of batch k.
+
+Hidden state. The final state of batch k, detached from the graph, is the initial state of
+batch k + 1: gradients flow back ``bptt`` steps, information flows across the whole epoch.
+The state starts from zeros whenever a batch does not follow the previous one: at the start of
+every epoch, and on resume (the state is not checkpointed: a resumed run restarts it from
+zeros at the batch it resumes from, which costs a few dozen characters of context per stream).
+
+Each epoch shifts the streams by a random offset in ``[0, bptt)`` (seeded by ``(seed, epoch)``,
+so resuming reproduces it): the chunk boundaries differ from epoch to epoch.
+
+Loss. Plain NLL: ``train.label_smoothing`` is a seq2seq setting and is *not* applied here, so
+the training loss and the validation ``loss`` are the same quantity, nats per token (nats per
+character with a character tokenizer). Validation runs over the whole validation text (for
+``format: text`` without a valid split: the last ``data.valid_fraction`` of the text) as
+``EVAL_STREAMS`` streams with carried state and reports ``loss``, ``ppl`` and ``bits_per_char``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from seqkit.batching import lm_stream_batches
+from seqkit.errors import DataError
+from seqkit.tasks import smoothed_loss
+
+log = logging.getLogger("seqkit")
+
+# Streams used to score a held-out text. Each stream starts from a zero state, so fewer
+# streams lose less context at stream starts; 16 keeps validation of tinyshakespeare's 111k
+# characters to a few seconds of batched forward passes.
+EVAL_STREAMS = 16
+
+
+def encode_stream(tokenizer: Any, text: str, what: str) -> np.ndarray:
+    """The text's ids as one int64 stream (no bos/eos). ``what`` names the text in errors."""
+    ids = np.asarray(tokenizer.encode(text), dtype=np.int64)
+    if len(ids) < 2:
+        raise DataError(f"{what}: the text encodes to {len(ids)} token(s); a language model needs at least 2")
+    return ids
+
+
+def detach_state(state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    return tuple(s.detach() for s in state)
+
+
+class LMTask:
+    """The Trainer's adapter for ``task: lm`` (see the module docstring for the scheme)."""
+
+    def __init__(self, recipe: Any, model: torch.nn.Module, tgt_tok: Any, train: Any, valid: Any | None,
+                 device: torch.device):
+        self.recipe, self.model, self.device, self.tok = recipe, model, device, tgt_tok
+        self.train_cfg = recipe.train_cfg
+        self.ids = encode_stream(tgt_tok, train.text, "data.train")
+        self.valid_ids = encode_stream(tgt_tok, valid.text, "data.valid") if valid is not None else None
+        self.chars_per_token = len(valid.text) / len(self.valid_ids) if valid is not None else 1.0
+        cfg = self.train_cfg
+        # Each stream must hold at least one full chunk, after the epoch offset (< bptt).
+        if (len(self.ids) - cfg.bptt) // cfg.batch_size < cfg.bptt:
+            raise DataError(
+                f"data.train: {len(self.ids)} tokens are too few for train.batch_size={cfg.batch_size} "
+                f"streams of at least train.bptt={cfg.bptt} tokens; lower them"
+            )
+        self._epoch: int | None = None
+        self._streams: tuple[torch.Tensor, torch.Tensor] | None = None  # (inputs, targets), each (B, N)
+        self._state: tuple[torch.Tensor, ...] | None = None
+        self._next_chunk = -1  # the chunk whose input continues the carried state
+
+    # -- what the Trainer calls ----------------------------------------------------------------
+    def batches(self, epoch: int, seed: int) -> list[int]:
+        """Chunk indices of this epoch, in stream order (they must not be shuffled)."""
+        cfg = self.train_cfg
+        if self._epoch != epoch:
+            offset = int(np.random.default_rng([seed, epoch, 7]).integers(0, cfg.bptt))
+            ids = self.ids[offset:]
+            n = (len(ids) - 1) // cfg.batch_size
+            inputs = ids[: cfg.batch_size * n].reshape(cfg.batch_size, n)
+            targets = ids[1 : cfg.batch_size * n + 1].reshape(cfg.batch_size, n)
+            self._streams = (torch.from_numpy(inputs).to(self.device), torch.from_numpy(targets).to(self.device))
+            self._epoch, self._next_chunk, self._state = epoch, -1, None
+        n_cols = self._streams[0].size(1)
+        return list(range(-(-n_cols // cfg.bptt)))
+
+    def end_epoch(self) -> None:
+        self._epoch, self._streams, self._state, self._next_chunk = None, None, None, -1
+
+    def loss(self, chunk: int) -> tuple[torch.Tensor, int, torch.Tensor]:
+        """Summed NLL over chunk ``chunk`` (B, <=bptt) of the streams; carries the state on."""
+        bptt = self.train_cfg.bptt
+        inputs, targets = (s[:, chunk * bptt : (chunk + 1) * bptt] for s in self._streams)  # (B, T)
+        state = self._state if chunk == self._next_chunk else None
+        if state is None and chunk > 0:
+            log.debug("lm: chunk %d starts from a zero state (resumed mid-epoch)", chunk)
+        logits, state = self.model(inputs, state)  # (B, T, V)
+        self._state, self._next_chunk = detach_state(state), chunk + 1
+        loss, nll = smoothed_loss(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), self.tok.pad_id, 0.0)
+        return loss, int(targets.numel()), nll
+
+    @torch.inference_mode()
+    def validate(self, cfg: Any) -> dict[str, Any]:
+        if self.valid_ids is None:
+            raise DataError("data.valid: a language model needs validation text")
+        nll, n = stream_nll(self.model, self.valid_ids, cfg.bptt, self.device)
+        return lm_metrics(nll, n, self.chars_per_token)
+
+
+def stream_nll(model: torch.nn.Module, ids: np.ndarray, bptt: int, device: torch.device,
+               streams: int = EVAL_STREAMS) -> tuple[float, int]:
+    """(summed NLL in nats, number of scored tokens) of ``ids`` under ``model`` (eval mode).
+
+    ``streams`` contiguous rows (fewer for a short text), state carried across chunks of
+    ``bptt``; every token but the first of each row is scored once.
+    """
+    model.eval()
+    streams = max(1, min(streams, (len(ids) - 1) // 2))
+    state, nll, n = None, 0.0, 0
+    with torch.inference_mode():
+        for inputs, targets in lm_stream_batches(ids, streams, bptt):
+            x = torch.from_numpy(np.ascontiguousarray(inputs)).to(device)
+            y = torch.from_numpy(np.ascontiguousarray(targets)).to(device)
+            logits, state = model(x, state)  # (B, T, V)
+            nll += float(torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)),
+                                                           y.reshape(-1), reduction="sum"))
+            n += int(y.numel())
+    return nll, n
+
+
+def lm_metrics(nll: float, tokens: int, chars_per_token: float) -> dict[str, Any]:
+    """loss (nats/token), ppl (per token) and bits_per_char (total bits / characters).
+
+    ``chars_per_token``: characters of the scored text per token, 1.0 for a character
+    tokenizer, so there ``bits_per_char == loss / ln 2`` exactly.
+    """
+    loss = nll / max(tokens, 1)
+    return {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "bits_per_char": loss / chars_per_token / math.log(2),
+            "tokens": tokens}
+
+
+def evaluate_lm(run: Any, corpus: Any) -> dict[str, Any]:
+    """``seqkit evaluate`` for a language model: NLL of ``corpus.text`` (a :class:`LoadedRun`).
+
+    Appends an ``evaluate`` event to the run's metrics.jsonl and returns it.
+    """
+    ids = encode_stream(run.tgt_tok, corpus.text, f"data.{corpus.name}")
+    nll, n = stream_nll(run.model, ids, run.recipe.train_cfg.bptt, run.device)
+    result = {"split": corpus.name, "checkpoint": run.checkpoint.name, "chars": len(corpus.text),
+              **lm_metrics(nll, n, len(corpus.text) / len(ids))}
+    with open(run.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"event": "evaluate", **result}) + "\n")
+    return result

@@ -1,0 +1,122 @@
+"""Evaluation metrics: BLEU and chrF (sacrebleu), ROUGE (rouge-score), perplexity, bits/char,
+accuracy and macro-F1.
+
+Scales: BLEU, chrF and ROUGE are reported in 0-100 (sacrebleu's scale; ROUGE F1 x 100 to match),
+accuracy and macro-F1 in 0-1. sacrebleu and rouge-score are training-side dependencies
+(``seqkit[train]``), imported on first use so that perplexity and classification metrics work
+without them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Hashable, Sequence
+
+from seqkit.errors import DataError
+
+# What ``text_metrics`` computes per task; TASK_METRICS in seqkit.recipe selects on one of them.
+TASK_TEXT_METRICS: dict[str, tuple[str, ...]] = {
+    "translation": ("bleu", "chrf"),
+    "summarization": ("rouge1", "rouge2", "rougeL"),
+}
+
+
+@dataclass(frozen=True)
+class MetricResult:
+    """A corpus score and the sacrebleu signature that makes it reproducible."""
+
+    name: str
+    score: float
+    signature: str
+
+
+def _check_pairs(name: str, hyps: Sequence[str], refs: Sequence[str]) -> None:
+    if len(hyps) != len(refs):
+        raise DataError(f"{name}: {len(hyps)} hypotheses but {len(refs)} references")
+
+
+def bleu(hyps: Sequence[str], refs: Sequence[str]) -> MetricResult:
+    """Corpus BLEU with sacrebleu's defaults (13a tokenization, cased, exp smoothing), 0-100."""
+    from sacrebleu.metrics import BLEU
+
+    _check_pairs("bleu", hyps, refs)
+    metric = BLEU()
+    result = metric.corpus_score(list(hyps), [list(refs)])
+    return MetricResult("bleu", float(result.score), str(metric.get_signature()))
+
+
+def chrf(hyps: Sequence[str], refs: Sequence[str]) -> MetricResult:
+    """Corpus chrF (character 6-grams, beta 2; sacrebleu defaults), 0-100."""
+    from sacrebleu.metrics import CHRF
+
+    _check_pairs("chrf", hyps, refs)
+    metric = CHRF()
+    result = metric.corpus_score(list(hyps), [list(refs)])
+    return MetricResult("chrf", float(result.score), str(metric.get_signature()))
+
+
+def rouge(hyps: Sequence[str], refs: Sequence[str]) -> dict[str, float]:
+    """Mean ROUGE-1/2/L F1 over sentence pairs, x 100 (rouge-score, Porter stemmer).
+
+    rouge-score's tokenizer lowercases and keeps only [a-z0-9] runs: it suits English; text in
+    other scripts scores 0. An empty corpus scores 0.
+    """
+    from rouge_score import rouge_scorer
+
+    _check_pairs("rouge", hyps, refs)
+    keys = ("rouge1", "rouge2", "rougeL")
+    scorer = rouge_scorer.RougeScorer(list(keys), use_stemmer=True)
+    totals = dict.fromkeys(keys, 0.0)
+    for hyp, ref in zip(hyps, refs):
+        scores = scorer.score(ref, hyp)  # (target, prediction)
+        for key in keys:
+            totals[key] += scores[key].fmeasure
+    n = max(len(hyps), 1)
+    return {key: 100.0 * total / n for key, total in totals.items()}
+
+
+def text_metrics(task: str, hyps: Sequence[str], refs: Sequence[str]) -> dict[str, float]:
+    """The corpus metrics of a text-generation task (see TASK_TEXT_METRICS), by name."""
+    if task not in TASK_TEXT_METRICS:
+        raise ValueError(f"no text metrics for task '{task}'; known: {sorted(TASK_TEXT_METRICS)}")
+    if task == "summarization":
+        return rouge(hyps, refs)
+    return {"bleu": bleu(hyps, refs).score, "chrf": chrf(hyps, refs).score}
+
+
+def perplexity(nll_per_token: float) -> float:
+    """exp(mean negative log-likelihood in nats per token); inf when it overflows."""
+    try:
+        return math.exp(nll_per_token)
+    except OverflowError:
+        return math.inf
+
+
+def bits_per_char(nats_per_char: float) -> float:
+    """Mean negative log-likelihood per character converted from nats to bits."""
+    return nats_per_char / math.log(2)
+
+
+def accuracy(preds: Sequence[Hashable], labels: Sequence[Hashable]) -> float:
+    """Fraction of predictions equal to their label (0-1); 0.0 for no examples."""
+    _check_pairs("accuracy", preds, labels)  # type: ignore[arg-type]
+    if not labels:
+        return 0.0
+    return sum(p == y for p, y in zip(preds, labels)) / len(labels)
+
+
+def macro_f1(preds: Sequence[Hashable], labels: Sequence[Hashable]) -> float:
+    """Unweighted mean of per-class F1 over every class seen in labels or predictions (0-1).
+
+    A class with no true positive scores 0 (sklearn's ``zero_division=0``); no examples -> 0.0.
+    """
+    _check_pairs("macro_f1", preds, labels)  # type: ignore[arg-type]
+    classes = set(labels) | set(preds)
+    if not classes:
+        return 0.0
+    tp = Counter(y for p, y in zip(preds, labels) if p == y)
+    n_pred, n_true = Counter(preds), Counter(labels)
+    # F1 = 2TP / (2TP + FP + FN) = 2TP / (predicted + actual)
+    return sum(2 * tp[c] / (n_pred[c] + n_true[c]) for c in classes) / len(classes)

@@ -1,0 +1,283 @@
+"""Models composed from plugins: :class:`Seq2Seq` (encoder + decoder), :class:`LanguageModel`
+(decoder only) and :class:`Classifier` (encoder + pooling + linear head).
+
+``build_model`` turns the recipe's ``model:`` section (:class:`ModelConfig`) into a module;
+``TorchStepper`` adapts either model to the search step-function protocol (numpy in, numpy out)
+so that greedy/beam/sampling search is written once for torch and onnxruntime alike.
+
+What ONNX export traces, with flat tuples of tensors:
+
+- ``Seq2Seq.encode(src (B, S), src_lengths (B,)) -> (memory, state)``
+- ``step(y_prev (B,), memory, state) -> (logits (B, V), attention (B, S) or (B, 0), state)``
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import save as safetensors_bytes
+from torch import Tensor, nn
+
+from seqkit.errors import PluginError, SeqkitError
+from seqkit.registry import build_plugin, validate_spec
+
+State = tuple[Tensor, ...]
+SEQ2SEQ_TASKS = ("translation", "summarization")
+MODEL_TASKS = (*SEQ2SEQ_TASKS, "lm", "classification")
+
+
+class HeadConfig(BaseModel):
+    """``model.head``: how a classifier turns the encoder output into class logits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # mean / max: over the encoder outputs of the real (unpadded) positions; last: the top
+    # layer's final hidden state (both directions when bidirectional).
+    pooling: Literal["mean", "max", "last"] = "mean"
+    dropout: float = Field(0.3, ge=0.0, lt=1.0)  # on the pooled vector, before the linear layer
+
+
+class ModelConfig(BaseModel):
+    """The recipe's ``model:`` section. Plugin options are validated by each plugin's Config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Plugin specs {"type": <name>, ...options}; see `seqkit plugins` for the names.
+    encoder: dict[str, Any] = Field(default_factory=lambda: {"type": "lstm"})  # unused by task lm
+    decoder: dict[str, Any] = Field(default_factory=lambda: {"type": "lstm"})  # unused by classification
+    head: HeadConfig = Field(default_factory=HeadConfig)  # classification only
+    # One embedding matrix for source and target; only meaningful with a shared vocabulary
+    # (tokenizer.shared) and equal embedding_dim in encoder and decoder.
+    share_embeddings: bool = False
+    # Longest source/output, in tokens, the model serves at inference (export and runtime
+    # truncate to it).
+    max_len: int = Field(256, ge=1)
+
+
+def validate_model_config(cfg: ModelConfig, task: str) -> None:
+    """Resolve every plugin spec and check sizes, so a bad recipe fails when it is loaded.
+
+    Raises PluginError whose message starts with the dotted recipe path (``model.decoder``,
+    ``model.decoder.attention.type``, ...).
+    """
+    _check_task(task)
+    if task == "classification":
+        validate_spec("encoder", cfg.encoder, "model.encoder")
+    elif task == "lm":
+        attention = cfg.decoder.get("attention")
+        if attention is not None and (not isinstance(attention, dict) or attention.get("type") != "none"):
+            raise PluginError(
+                "model.decoder.attention: a language model has no source to attend to; "
+                "remove this key (or set type: none)"
+            )
+    else:
+        validate_spec("encoder", cfg.encoder, "model.encoder")
+        if "attention" in cfg.decoder:
+            validate_spec("attention", cfg.decoder["attention"], "model.decoder.attention")
+    if task != "classification":
+        validate_spec("decoder", cfg.decoder, "model.decoder")
+    # Size constraints (luong-dot, bridge: copy, share_embeddings) only show when the modules
+    # are built; on the meta device that costs no memory and no time.
+    try:
+        with torch.device("meta"):
+            build_model(cfg, task, 8, 8, 0)
+    except SeqkitError:
+        raise
+    except Exception:  # noqa: BLE001 - a plugin that cannot build on meta fails at the real build
+        pass
+
+
+def build_model(cfg: ModelConfig, task: str, src_vocab: int | None, tgt_vocab: int,
+                pad_id: int) -> Seq2Seq | LanguageModel | Classifier:
+    """Seq2Seq for translation/summarization, LanguageModel (decoder only) for lm, Classifier
+    for classification (there ``tgt_vocab`` is the number of classes)."""
+    _check_task(task)
+    if task == "lm":
+        cls, dec_config = validate_spec("decoder", cfg.decoder, "model.decoder")
+        if "attention" in type(dec_config).model_fields:  # the stored config says what runs
+            dec_config = dec_config.model_copy(update={"attention": {"type": "none"}})
+        return LanguageModel(cls(dec_config, tgt_vocab, pad_id, None))
+    if src_vocab is None:
+        raise ValueError(f"task {task!r} needs a source vocabulary size")
+    encoder = build_plugin("encoder", cfg.encoder, "model.encoder", src_vocab, pad_id)
+    if task == "classification":
+        return Classifier(encoder, cfg.head, tgt_vocab)
+    decoder = build_plugin("decoder", cfg.decoder, "model.decoder", tgt_vocab, pad_id, encoder)
+    if cfg.share_embeddings:
+        _share_embeddings(encoder, decoder)
+    return Seq2Seq(encoder, decoder)
+
+
+def _check_task(task: str) -> None:
+    if task not in MODEL_TASKS:
+        raise PluginError(f"task: seqkit.models has no model for task '{task}'; tasks: {', '.join(MODEL_TASKS)}")
+
+
+def _share_embeddings(encoder: nn.Module, decoder: nn.Module) -> None:
+    embeddings = []
+    for name, module in (("encoder", encoder), ("decoder", decoder)):
+        embedding = dict(module.named_children()).get("embedding")  # plugins need not own one
+        if not isinstance(embedding, nn.Embedding):
+            raise PluginError(f"model.share_embeddings: the {name} plugin has no `embedding` (nn.Embedding) to share")
+        embeddings.append(embedding)
+    src, tgt = embeddings
+    if src.weight.shape != tgt.weight.shape:
+        raise PluginError(
+            f"model.share_embeddings: source embedding {tuple(src.weight.shape)} and target embedding "
+            f"{tuple(tgt.weight.shape)} differ (vocabulary x embedding_dim); share the tokenizer "
+            "(tokenizer.shared) and use one embedding_dim"
+        )
+    src.weight = tgt.weight
+
+
+class Seq2Seq(nn.Module):
+    """Encoder + decoder. ``forward`` is teacher-forced; ``encode`` + ``step`` decode."""
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+
+    @property
+    def state_batch_dims(self) -> tuple[int, ...]:
+        return self.decoder.state_batch_dims
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[State, State]:
+        """src (B, S) int64, src_lengths (B,) int64 -> (memory, initial decoder state)."""
+        enc = self.encoder(src, src_lengths)
+        return self.decoder.init(enc, src.size(0))
+
+    def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
+        """tgt_in (B, T) starts with bos -> logits (B, T, V)."""
+        memory, state = self.encode(src, src_lengths)
+        logits, _, _ = self.decoder(tgt_in, memory, state)
+        return logits
+
+    def step(self, y_prev: Tensor, memory: State, state: State) -> tuple[Tensor, Tensor, State]:
+        """y_prev (B,) -> (logits (B, V), attention (B, S) or (B, 0), new state)."""
+        return self.decoder.step(y_prev, memory, state)
+
+
+class LanguageModel(nn.Module):
+    """A decoder with no encoder: next-token prediction over a stream (TBPTT-friendly)."""
+
+    def __init__(self, decoder: nn.Module):
+        super().__init__()
+        self.decoder = decoder
+
+    @property
+    def state_batch_dims(self) -> tuple[int, ...]:
+        return self.decoder.state_batch_dims
+
+    def init_state(self, batch_size: int) -> State:
+        """Zero state for ``batch_size`` streams."""
+        return self.decoder.init(None, batch_size)[1]
+
+    def forward(self, tgt_in: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """tgt_in (B, T) -> (logits (B, T, V), final state). The caller detaches the state
+        between truncated-BPTT batches."""
+        if state is None:
+            state = self.init_state(tgt_in.size(0))
+        logits, _, state = self.decoder(tgt_in, (), state)
+        return logits, state
+
+    def step(self, y_prev: Tensor, memory: State = (), state: State | None = None) -> tuple[Tensor, Tensor, State]:
+        """y_prev (B,) -> (logits (B, V), attention (B, 0), new state); memory is always ()."""
+        if state is None:
+            state = self.init_state(y_prev.size(0))
+        return self.decoder.step(y_prev, memory, state)
+
+
+class Classifier(nn.Module):
+    """Encoder plugin + pooling + dropout + linear layer: a sequence to class logits."""
+
+    def __init__(self, encoder: nn.Module, head: HeadConfig, num_classes: int):
+        super().__init__()
+        if num_classes < 2:
+            raise SeqkitError(f"a classifier needs at least 2 classes, got {num_classes}")
+        self.encoder = encoder
+        self.pooling = head.pooling
+        size = encoder.final_size if head.pooling == "last" else encoder.output_size
+        self.dropout = nn.Dropout(head.dropout)
+        self.output = nn.Linear(size, num_classes)
+
+    def pool(self, src: Tensor, src_lengths: Tensor) -> Tensor:
+        """src (B, S) int64, src_lengths (B,) int64 -> one vector per sequence (B, H)."""
+        enc = self.encoder(src, src_lengths)
+        if self.pooling == "last":
+            return enc.hidden[-1]  # (B, H_final) top layer
+        mask = enc.mask.unsqueeze(-1)  # (B, S, 1)
+        if self.pooling == "max":
+            return enc.memory.masked_fill(~mask, float("-inf")).max(dim=1).values
+        return (enc.memory * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+
+    def forward(self, src: Tensor, src_lengths: Tensor) -> Tensor:
+        """src (B, S), src_lengths (B,) -> logits (B, C)."""
+        return self.output(self.dropout(self.pool(src, src_lengths)))
+
+
+class TorchStepper:
+    """The search step-function protocol over a torch model: numpy in, numpy out.
+
+    Memory and state stay torch tensors on ``device`` (search treats them as opaque and only
+    reorders them through ``select_memory``/``select_state``). The caller puts the model in
+    eval mode.
+    """
+
+    def __init__(self, model: Seq2Seq | LanguageModel, device: torch.device | str | None = None):
+        self.model = model
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.state_batch_dims = model.state_batch_dims
+
+    def start(self, src: np.ndarray, lengths: np.ndarray) -> tuple[State, State]:
+        """src (B, S) int64 (LM: (B, 0)), lengths (B,) int64 -> (memory, state)."""
+        with torch.inference_mode():
+            if isinstance(self.model, LanguageModel):
+                return (), self.model.init_state(int(src.shape[0]))
+            src_t = torch.as_tensor(src, dtype=torch.long, device=self.device)
+            lengths_t = torch.as_tensor(lengths, dtype=torch.long, device=self.device)
+            return self.model.encode(src_t, lengths_t)
+
+    def step(self, y_prev: np.ndarray, memory: State, state: State) -> tuple[np.ndarray, np.ndarray | None, State]:
+        """y_prev (N,) int64 -> (log_probs (N, V) float32, attention (N, S) float32 or None, state)."""
+        with torch.inference_mode():
+            y = torch.as_tensor(y_prev, dtype=torch.long, device=self.device)
+            logits, attn, state = self.model.step(y, memory, state)
+            log_probs = torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
+            weights = attn.float().cpu().numpy() if attn.size(-1) > 0 else None
+        return log_probs, weights, state
+
+    def select_memory(self, memory: State, index: np.ndarray) -> State:
+        """Gather batch rows (dim 0) of every memory tensor: index (N',) int64."""
+        idx = torch.as_tensor(index, dtype=torch.long, device=self.device)
+        with torch.inference_mode():
+            return tuple(m.index_select(0, idx) for m in memory)
+
+    def select_state(self, state: State, index: np.ndarray) -> State:
+        """Gather batch rows of every state tensor along its ``state_batch_dims`` entry."""
+        idx = torch.as_tensor(index, dtype=torch.long, device=self.device)
+        with torch.inference_mode():
+            return tuple(s.index_select(dim, idx) for s, dim in zip(state, self.state_batch_dims))
+
+
+# -- weights ----------------------------------------------------------------------------------
+def save_weights(model: nn.Module, path: str | Path) -> None:
+    """Write the model's weights to a safetensors file, atomically; tied weights stored once."""
+    from seqkit.checkpoint import atomic_write_bytes, model_tensors
+
+    atomic_write_bytes(Path(path), safetensors_bytes(model_tensors(model)))
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load weights saved by :func:`save_weights` (or a checkpoint's model.safetensors).
+
+    A file that does not match the model raises CheckpointError naming the file and the first
+    unexpected, missing or mis-shaped tensor.
+    """
+    from seqkit.checkpoint import load_model_tensors
+
+    load_model_tensors(model, Path(path))

@@ -1,0 +1,211 @@
+"""Recipes: YAML files loaded with ``safe_load`` into typed, validated models.
+
+Every error names the recipe file and the dotted key path (``model.decoder.attention.type``);
+``key.sub=value`` overrides (values parsed as YAML) are applied before validation, so a
+misspelled override key fails exactly like a misspelled key in the file.
+
+Each section's model and defaults live with the component that uses it: ``DataConfig`` in
+:mod:`seqkit.data`, ``TokenizerSection`` in :mod:`seqkit.tokenizers`, ``ModelConfig`` in
+:mod:`seqkit.models`, ``TrainConfig`` in :mod:`seqkit.train`, ``SearchConfig`` in
+:mod:`seqkit.search`.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from seqkit.data import DataConfig
+from seqkit.errors import PluginError, RecipeError
+from seqkit.registry import format_validation_error, validate_spec
+from seqkit.search import SearchConfig
+from seqkit.tokenizers import TokenizerSection
+
+Task = Literal["translation", "summarization", "lm", "classification"]
+
+# The metric each task selects checkpoints on, and whether higher is better.
+TASK_METRICS: dict[str, tuple[str, bool]] = {
+    "translation": ("bleu", True),
+    "summarization": ("rouge2", True),
+    "lm": ("loss", False),
+    "classification": ("accuracy", True),
+}
+
+
+def _train_config_cls() -> type[BaseModel]:
+    from seqkit.train import TrainConfig  # torch-importing; only needed once a recipe is loaded
+
+    return TrainConfig
+
+
+def _model_config_cls() -> type[BaseModel]:
+    from seqkit.models import ModelConfig
+
+    return ModelConfig
+
+
+class Recipe(BaseModel):
+    """A whole run: task, data, tokenizer, model, training and search settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: Task
+    description: str = ""
+    # Where the run writes; relative paths resolve against the current directory.
+    run_dir: str
+    seed: int = 1
+    data: DataConfig
+    tokenizer: TokenizerSection = Field(default_factory=TokenizerSection)
+    model: dict[str, Any] = Field(default_factory=dict)
+    train: dict[str, Any] = Field(default_factory=dict)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+
+    # Set by load_recipe: the directory relative data paths resolve against.
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @property
+    def model_cfg(self) -> Any:
+        return _model_config_cls().model_validate(self.model)
+
+    @property
+    def train_cfg(self) -> Any:
+        return _train_config_cls().model_validate(self.train)
+
+    def resolved(self) -> dict[str, Any]:
+        """The recipe with every default filled in, as plain data (what recipe.yaml stores)."""
+        out = self.model_dump(mode="json", exclude={"base_dir", "model", "train"})
+        out["model"] = self.model_cfg.model_dump(mode="json")
+        out["train"] = self.train_cfg.model_dump(mode="json")
+        # Data paths are stored absolute so the run directory reproduces from anywhere.
+        out["data"] = _absolute_data_paths(out["data"], self.base_dir)
+        return out
+
+
+def _absolute_data_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    data = copy.deepcopy(data)
+    for split in ("train", "valid", "test"):
+        files = data.get(split)
+        if not files:
+            continue
+        for key in ("src", "tgt", "path"):
+            if files.get(key):
+                files[key] = str((base / files[key]).resolve())
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` -> (["a", "b", "c"], yaml-parsed value)."""
+    if "=" not in text:
+        raise RecipeError(f"override {text!r}: expected key.path=value")
+    key, raw = text.split("=", 1)
+    parts = [p for p in key.strip().split(".")]
+    if not all(parts):
+        raise RecipeError(f"override {text!r}: empty key in path {key!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"override {text!r}: value is not valid YAML: {exc}") from exc
+    return parts, value
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set each ``key.path=value`` in a copy of ``tree``; intermediate mappings are created."""
+    tree = copy.deepcopy(tree)
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = tree
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                path = ".".join(parts[: i + 1])
+                raise RecipeError(f"override {text!r}: {path} is a {type(child).__name__}, not a mapping")
+            node = child
+        node[parts[-1]] = value
+    return tree
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: recipe file not found") from None
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise RecipeError(f"{path}: cannot read recipe: {exc.strerror}") from None
+    try:
+        tree = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        raise RecipeError(f"{path}: YAML syntax error at {where}: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{path}: YAML error: {exc}") from None
+    if tree is None:
+        raise RecipeError(f"{path}: recipe is empty")
+    if not isinstance(tree, dict):
+        raise RecipeError(f"{path}: top level must be a mapping of sections, got {type(tree).__name__}")
+    return tree
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Load, override and validate a recipe; every plugin named in it is resolved too."""
+    path = Path(path)
+    tree = read_yaml(path)
+    try:
+        tree = apply_overrides(tree, overrides or [])
+    except RecipeError as exc:
+        raise RecipeError(f"{path}: {exc}") from None
+    tree.setdefault("run_dir", str(Path("runs") / path.stem))
+    return validate_recipe(tree, source=str(path), base_dir=path.resolve().parent)
+
+
+def validate_recipe(tree: dict[str, Any], *, source: str, base_dir: Path) -> Recipe:
+    try:
+        recipe = Recipe.model_validate({**tree, "base_dir": base_dir})
+    except ValidationError as exc:
+        raise RecipeError(_prefixed(source, format_validation_error(exc, "", Recipe))) from None
+    _validate_section(source, "model", recipe.model, _model_config_cls())
+    _validate_section(source, "train", recipe.train, _train_config_cls())
+    try:
+        _validate_plugins(recipe)
+    except PluginError as exc:
+        raise RecipeError(_prefixed(source, str(exc))) from None
+    return recipe
+
+
+def _validate_section(source: str, name: str, data: dict[str, Any], model: type[BaseModel]) -> None:
+    try:
+        model.model_validate(data)
+    except ValidationError as exc:
+        raise RecipeError(_prefixed(source, format_validation_error(exc, name, model))) from None
+
+
+def _validate_plugins(recipe: Recipe) -> None:
+    from seqkit.models import validate_model_config
+
+    tok = recipe.tokenizer
+    validate_spec("tokenizer", tok.source, "tokenizer.source")
+    if not tok.shared and tok.target is not None:
+        validate_spec("tokenizer", tok.target, "tokenizer.target")
+    validate_model_config(recipe.model_cfg, recipe.task)
+
+
+def _prefixed(source: str, message: str) -> str:
+    return "\n".join(f"{source}: {line}" for line in message.splitlines())
+
+
+def suggest(name: str, choices: list[str]) -> str:
+    guess = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    return f"; did you mean '{guess[0]}'?" if guess else ""
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.resolved(), sort_keys=False, allow_unicode=True)

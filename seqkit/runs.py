@@ -1,0 +1,175 @@
+"""Run directories: create one for training, reopen one for resume, evaluation and export.
+
+A run directory alone reproduces the run: ``recipe.yaml`` (resolved, data paths absolute),
+``tokenizer/`` and ``checkpoints/`` (see :mod:`seqkit.checkpoint`).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from seqkit import checkpoint as ckpt
+from seqkit.errors import CheckpointError, SeqkitError
+from seqkit.recipe import TASK_METRICS, Recipe, dump_recipe, load_recipe
+
+log = logging.getLogger("seqkit")
+
+RECIPE_FILE = "recipe.yaml"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / RECIPE_FILE).is_file()
+
+
+def open_recipe_for_training(path: Path, overrides: list[str], resume: bool) -> Recipe:
+    """The recipe to train with. Resuming reads the run's own recipe.yaml (plus overrides)."""
+    if path.is_dir():
+        if not resume:
+            raise SeqkitError(f"{path} is a directory: give a recipe file, or add --resume to continue that run")
+        return _reopen(path, overrides)
+    recipe = load_recipe(path, overrides)
+    run_dir = Path(recipe.run_dir)
+    if resume:
+        if not is_run_dir(run_dir):
+            raise CheckpointError(f"--resume: {run_dir} holds no run ({RECIPE_FILE} missing); train without --resume first")
+        return _reopen(run_dir, overrides)
+    if (run_dir / "checkpoints").exists() and any((run_dir / "checkpoints").iterdir()):
+        raise SeqkitError(
+            f"{run_dir} already holds a trained run; continue it with --resume, or choose another "
+            f"directory with -o run_dir=PATH"
+        )
+    return recipe
+
+
+def _reopen(run_dir: Path, overrides: list[str]) -> Recipe:
+    return load_recipe(run_dir / RECIPE_FILE, [*overrides, f"run_dir={run_dir}"])
+
+
+def write_recipe(recipe: Recipe, run_dir: Path) -> None:
+    ckpt.atomic_write_text(run_dir / RECIPE_FILE, dump_recipe(recipe))
+
+
+def prepare_tokenizers(recipe: Recipe, run_dir: Path, train: Any, resume: bool) -> tuple[Any, Any]:
+    from seqkit.tokenizers import build_tokenizers, load_tokenizers, save_tokenizers
+
+    tok_dir = run_dir / "tokenizer"
+    if resume or (tok_dir / "tgt" / "tokenizer.json").exists():
+        return load_tokenizers(tok_dir)
+    if recipe.task == "lm":
+        texts_src, texts_tgt = None, [train.text]
+    else:
+        texts_src, texts_tgt = train.src, train.tgt
+    log.info("training tokenizers")
+    workdir = run_dir / "tokenizer.work"
+    src, tgt = build_tokenizers(recipe.tokenizer, texts_src, texts_tgt, workdir)
+    save_tokenizers(tok_dir, src, tgt)
+    shutil.rmtree(workdir, ignore_errors=True)
+    return load_tokenizers(tok_dir)
+
+
+def build_task(recipe: Recipe, run_dir: Path, resume: bool, device: torch.device) -> Any:
+    from seqkit.data import load_split
+    from seqkit.models import build_model
+
+    import datasets
+
+    datasets.disable_progress_bars()
+    cache = run_dir / "cache"
+    train = load_split(recipe.data, "train", recipe.base_dir, cache_dir=cache)
+    valid = load_split(recipe.data, "valid", recipe.base_dir, cache_dir=cache) if _has_valid(recipe) else None
+    if recipe.task == "classification":  # text tokenizer only, plus labels.json
+        from seqkit.classify import build_classify_task
+
+        return build_classify_task(recipe, run_dir, resume, device, train, valid)
+    src_tok, tgt_tok = prepare_tokenizers(recipe, run_dir, train, resume)
+    model = build_model(recipe.model_cfg, recipe.task, src_tok.vocab_size if src_tok else None,
+                        tgt_tok.vocab_size, tgt_tok.pad_id).to(device)
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("model: %s, %.2fM parameters", type(model).__name__, n_params / 1e6)
+    if recipe.task == "lm":
+        from seqkit.lm import LMTask
+
+        return LMTask(recipe, model, tgt_tok, train, valid, device)
+    if valid is None:
+        raise SeqkitError("data.valid: a validation split is required for translation/summarization recipes")
+    from seqkit.tasks import Seq2SeqTask
+
+    return Seq2SeqTask(recipe, model, src_tok, tgt_tok, train, valid, device)
+
+
+def _has_valid(recipe: Recipe) -> bool:
+    return recipe.data.valid is not None or recipe.task == "lm"
+
+
+def train_run(recipe_path: Path, overrides: list[str], resume: bool) -> dict[str, Any]:
+    """``seqkit train``: everything between a recipe and a trained run directory."""
+    from seqkit.train import Trainer, check_run_dir_writable, pick_device
+
+    recipe = open_recipe_for_training(recipe_path, overrides, resume)
+    cfg = recipe.train_cfg
+    run_dir = Path(recipe.run_dir)
+    device = pick_device(cfg.device)
+    check_run_dir_writable(run_dir)
+    _attach_log_file(run_dir)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    seed_everything(recipe.seed)
+    write_recipe(recipe, run_dir)
+    task = build_task(recipe, run_dir, resume, device)
+    trainer = Trainer(task, cfg, run_dir, seed=recipe.seed, metric=TASK_METRICS[recipe.task])
+    if resume:
+        trainer.resume()
+    log.info("training on %s; run directory %s", device, run_dir)
+    return trainer.fit()
+
+
+def _attach_log_file(run_dir: Path) -> None:
+    handler = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.getLogger("seqkit").addHandler(handler)
+
+
+@dataclass
+class LoadedRun:
+    run_dir: Path
+    recipe: Recipe
+    src_tok: Any
+    tgt_tok: Any
+    model: torch.nn.Module
+    device: torch.device
+    checkpoint: Path
+
+
+def load_run(run_dir: Path, which: str = "best", device: str = "cpu") -> LoadedRun:
+    """Reopen a trained run for evaluation, translation or export (model in eval mode)."""
+    from seqkit.models import build_model
+    from seqkit.tokenizers import load_tokenizers
+
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: no such run directory")
+    if not is_run_dir(run_dir):
+        raise CheckpointError(f"{run_dir}: not a run directory ({RECIPE_FILE} missing)")
+    recipe = _reopen(run_dir, [])
+    src_tok, tgt_tok = load_tokenizers(run_dir / "tokenizer")
+    path = ckpt.resolve_checkpoint(run_dir, which)
+    ckpt.load_checkpoint_state(path)  # verifies sha256 of the tensor files
+    dev = torch.device(device)
+    model = build_model(recipe.model_cfg, recipe.task, src_tok.vocab_size if src_tok else None,
+                        tgt_tok.vocab_size, tgt_tok.pad_id)
+    ckpt.load_model_tensors(model, path / "model.safetensors")
+    model.to(dev).eval()
+    return LoadedRun(run_dir, recipe, src_tok, tgt_tok, model, dev, path)

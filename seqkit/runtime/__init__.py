@@ -1,0 +1,97 @@
+"""Torch-free inference on an exported model directory (see :mod:`seqkit.runtime.format`).
+
+::
+
+    from seqkit.runtime import load_model
+    model = load_model("models/translate")            # checks manifest.json first
+    model.translate(["Ein Hund läuft."])              # the recipe's search defaults
+    model.translator(strategy="greedy").translate(lines)   # TranslationResult objects
+    load_model("models/lm").generate("ROMEO:", max_tokens=200, seed=1)
+
+This package imports no torch, directly or through anything it imports (a test proves it):
+onnxruntime runs the graphs, :mod:`seqkit.search` decodes in numpy, and the tokenizers load
+through the registry's entry points, so third-party tokenizer plugins work as well.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from pydantic import ValidationError
+
+from seqkit.errors import ModelError
+from seqkit.inference import Generator, Translator
+from seqkit.runtime.format import TOKENIZER_DIR, ExportConfig, Manifest, read_config, verify_manifest
+from seqkit.runtime.stepper import OrtStepper, open_session, session_options
+from seqkit.search import SearchConfig
+
+__all__ = ["RuntimeModel", "OrtStepper", "load_model"]
+
+
+class RuntimeModel:
+    """An exported model, ready to decode: sessions, tokenizers, config, stepper."""
+
+    def __init__(self, model_dir: Path, config: ExportConfig, manifest: Manifest, stepper: OrtStepper,
+                 src_tokenizer: Any, tgt_tokenizer: Any):
+        self.model_dir, self.config, self.manifest, self.stepper = model_dir, config, manifest, stepper
+        self.src_tokenizer, self.tgt_tokenizer = src_tokenizer, tgt_tokenizer
+
+    def search_config(self, **overrides: Any) -> SearchConfig:
+        """The exported search defaults with ``overrides`` (SearchConfig fields) applied."""
+        try:
+            return SearchConfig.model_validate({**self.config.search, **overrides})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "search"
+            raise ModelError(f"search option {where}: {first['msg']}") from None
+
+    def translator(self, **search_overrides: Any) -> Translator:
+        if self.config.model_kind != "seq2seq":
+            raise ModelError(f"{self.model_dir}: a language model (task {self.config.task}) cannot translate; "
+                             "use `seqkit generate`")
+        return Translator(self.stepper, self.src_tokenizer, self.tgt_tokenizer, self.search_config(**search_overrides),
+                          max_src_len=self.config.max_src_len)
+
+    def generator(self, **search_overrides: Any) -> Generator:
+        if self.config.model_kind != "lm":
+            raise ModelError(f"{self.model_dir}: a {self.config.task} model does not generate from a prompt; "
+                             "use `seqkit translate`")
+        return Generator(self.stepper, self.tgt_tokenizer, self.search_config(**search_overrides))
+
+    def translate(self, lines: Sequence[str], **search_overrides: Any) -> list[str]:
+        """Best hypothesis per line (empty line -> ""), decoded with the search defaults + overrides."""
+        return [r.text for r in self.translator(**search_overrides).translate(lines)]
+
+    def generate(self, prompt: str = "", *, max_tokens: int | None = None, temperature: float | None = None,
+                 top_k: int | None = None, top_p: float | None = None, seed: int | None = None) -> str:
+        """prompt + sampled continuation (see :meth:`seqkit.inference.Generator.generate`)."""
+        return self.generator().generate(prompt, max_tokens=max_tokens, temperature=temperature, top_k=top_k,
+                                         top_p=top_p, seed=seed)
+
+
+def load_model(model_dir: str | Path, *, threads: int | None = None, sequential: bool = True) -> RuntimeModel:
+    """Open an exported model directory after checking every file against manifest.json.
+
+    ``threads``: onnxruntime intra-op threads per session (None: onnxruntime's default).
+    Raises ModelError naming the file for a missing, modified or unlisted file.
+    """
+    from seqkit.tokenizers import load_tokenizers
+
+    root = Path(model_dir)
+    if not root.is_dir():
+        raise ModelError(f"{root}: no such model directory")
+    manifest = verify_manifest(root)
+    config = read_config(root)
+    options = session_options(threads, sequential=sequential)
+    sessions = {}
+    for role, name in config.graph_files.items():
+        try:
+            sessions[role] = open_session(root / name, options)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise ModelError(f"{root / name}: onnxruntime cannot load it: {exc}") from None
+    stepper = OrtStepper(config, sessions.get("encoder"), sessions["step"])
+    src_tok, tgt_tok = load_tokenizers(root / TOKENIZER_DIR)
+    if config.model_kind == "seq2seq" and src_tok is None:
+        raise ModelError(f"{root / TOKENIZER_DIR / 'src'}: missing source tokenizer")
+    return RuntimeModel(root, config, manifest, stepper, src_tok, tgt_tok)

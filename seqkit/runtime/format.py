@@ -1,0 +1,219 @@
+"""The exported model directory: file names, graph input/output names, config.json, manifest.json.
+
+Everything both sides of the format need lives here, declared once: :mod:`seqkit.export`
+writes with these names and :mod:`seqkit.runtime` reads with them. Imports no torch.
+
+Layout (``MODEL_DIR``)::
+
+    encoder.onnx          seq2seq only: (src, src_lengths) -> (memory_i..., state_i...)
+    decoder_step.onnx     seq2seq: (y_prev, memory_i..., state_i...) -> (log_probs, [attention], state_out_i...)
+    lm_step.onnx          language model: (y_prev, state_i...) -> (log_probs, state_out_i...)
+    tokenizer/src/ tokenizer/tgt/   as written by seqkit.tokenizers.save_tokenizers (LM: tgt only)
+    config.json           ExportConfig: task, special ids, vocabularies, search defaults, names
+    manifest.json         Manifest: sha256 of every other file, seqkit version, opset, created
+
+Shapes: B = rows (sentences, or sentences x beam), S = source length, V = target vocabulary.
+``log_probs`` (B, V) float32 is log_softmax of the logits, computed inside the graph.
+``attention`` (B, S) float32 is present only when the decoder attends (``has_attention``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from seqkit.errors import ModelError
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+MANIFEST_FILE = "manifest.json"
+TOKENIZER_DIR = "tokenizer"
+ENCODER_FILE = "encoder.onnx"
+DECODER_STEP_FILE = "decoder_step.onnx"
+LM_STEP_FILE = "lm_step.onnx"
+
+# Input and output names of the graphs. Dynamic axes use these symbolic dimension names.
+SRC, SRC_LENGTHS, Y_PREV, LOG_PROBS, ATTENTION = "src", "src_lengths", "y_prev", "log_probs", "attention"
+BATCH, SRC_LEN = "batch", "src_len"
+
+
+def memory_name(i: int) -> str:
+    return f"memory_{i}"
+
+
+def state_name(i: int) -> str:
+    return f"state_{i}"
+
+
+def state_out_name(i: int) -> str:
+    return f"state_out_{i}"
+
+
+# A dimension of a recorded tensor: an int when fixed, BATCH / SRC_LEN when dynamic.
+Dim = int | Literal["batch", "src_len"]
+
+
+class TensorSpec(BaseModel):
+    """One memory or state tensor as the graphs exchange it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    shape: list[Dim]  # e.g. [2, "batch", 512] for an LSTM hidden state (L, B, H)
+    dtype: str = "float32"
+
+    @property
+    def batch_dim(self) -> int:
+        """The axis beam search reorders (the position of "batch" in shape)."""
+        return self.shape.index(BATCH)
+
+    def dynamic_axes(self) -> dict[int, str]:
+        return {i: d for i, d in enumerate(self.shape) if isinstance(d, str)}
+
+
+class SpecialIds(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    pad: int
+    unk: int
+    bos: int
+    eos: int
+
+
+class ExportConfig(BaseModel):
+    """config.json: what the runtime needs besides the graphs and the tokenizers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format_version: int = FORMAT_VERSION
+    task: Literal["translation", "summarization", "lm"]
+    model_kind: Literal["seq2seq", "lm"]
+    special_ids: SpecialIds  # of the target tokenizer (what search uses)
+    src_pad_id: int | None  # padding of the source batch; None for a language model
+    src_vocab_size: int | None
+    tgt_vocab_size: int
+    max_src_len: int  # tokens, eos included; longer lines are truncated with a warning
+    has_attention: bool
+    memory: list[TensorSpec]  # batch on dim 0; empty without attention and for a language model
+    state: list[TensorSpec]
+    search: dict[str, Any]  # the recipe's search section (seqkit.search.SearchConfig fields)
+    opset: int
+    quantized: Literal["int8"] | None = None
+
+    @property
+    def graph_files(self) -> dict[str, str]:
+        """Role -> file name: {"encoder", "step"} for seq2seq, {"step"} for a language model."""
+        if self.model_kind == "lm":
+            return {"step": LM_STEP_FILE}
+        return {"encoder": ENCODER_FILE, "step": DECODER_STEP_FILE}
+
+
+class GraphIO(BaseModel):
+    """Input and output names of one graph with their dynamic axes (index -> symbolic name)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: dict[str, dict[int, str]]
+    outputs: dict[str, dict[int, str]]
+
+    @property
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        return {**self.inputs, **self.outputs}
+
+
+def encoder_io(memory: list[TensorSpec], state: list[TensorSpec]) -> GraphIO:
+    """encoder.onnx: src (B, S) int64, src_lengths (B,) int64 -> memory_i..., state_i..."""
+    outputs = {t.name: t.dynamic_axes() for t in (*memory, *state)}
+    return GraphIO(inputs={SRC: {0: BATCH, 1: SRC_LEN}, SRC_LENGTHS: {0: BATCH}}, outputs=outputs)
+
+
+def step_io(memory: list[TensorSpec], state: list[TensorSpec], has_attention: bool) -> GraphIO:
+    """decoder_step.onnx / lm_step.onnx: y_prev (B,) int64, memory_i..., state_i... ->
+    log_probs (B, V), [attention (B, S)], state_out_i... (same shapes as state_i)."""
+    inputs = {Y_PREV: {0: BATCH}, **{t.name: t.dynamic_axes() for t in (*memory, *state)}}
+    outputs: dict[str, dict[int, str]] = {LOG_PROBS: {0: BATCH}}
+    if has_attention:
+        outputs[ATTENTION] = {0: BATCH, 1: SRC_LEN}
+    for i, t in enumerate(state):
+        outputs[state_out_name(i)] = t.dynamic_axes()
+    return GraphIO(inputs=inputs, outputs=outputs)
+
+
+def read_config(model_dir: Path) -> ExportConfig:
+    path = Path(model_dir) / CONFIG_FILE
+    try:
+        return ExportConfig.model_validate_json(path.read_bytes())
+    except FileNotFoundError:
+        raise ModelError(f"{path}: missing (not an exported seqkit model?)") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(root)"
+        raise ModelError(f"{path}: {where}: {first['msg']}") from None
+
+
+# -- manifest ------------------------------------------------------------------------------------
+class Manifest(BaseModel):
+    """manifest.json: the sha256 of every other file (paths relative, '/'-separated)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format_version: int = FORMAT_VERSION
+    seqkit_version: str
+    opset: int
+    created: str  # ISO 8601, UTC
+    quantized: Literal["int8"] | None = None
+    files: dict[str, str]
+    # What export measured: max |torch - onnxruntime| per output, greedy agreement, ...
+    verification: dict[str, Any] = Field(default_factory=dict)
+
+
+def model_files(model_dir: Path) -> list[str]:
+    """Every file under model_dir except the manifest, as sorted relative '/' paths."""
+    root = Path(model_dir)
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != MANIFEST_FILE)
+
+
+def sha256_file(path: Path) -> str:
+    """Same digest as seqkit.checkpoint.sha256_file, without importing torch."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def hash_files(model_dir: Path) -> dict[str, str]:
+    return {name: sha256_file(Path(model_dir) / name) for name in model_files(model_dir)}
+
+
+def write_manifest(model_dir: Path, manifest: Manifest) -> None:
+    (Path(model_dir) / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=1) + "\n", encoding="utf-8")
+
+
+def verify_manifest(model_dir: Path) -> Manifest:
+    """Read manifest.json and check it against the directory.
+
+    Raises ModelError naming the file: manifest missing or unreadable, a listed file missing,
+    a sha256 mismatch, or a file the manifest does not list (a file added after export).
+    """
+    root = Path(model_dir)
+    path = root / MANIFEST_FILE
+    if not path.is_file():
+        raise ModelError(f"{path}: missing; {root} is not an exported seqkit model (see `seqkit export`)")
+    try:
+        manifest = Manifest.model_validate_json(path.read_bytes())
+    except ValidationError as exc:
+        raise ModelError(f"{path}: unreadable manifest ({exc.errors()[0]['msg']})") from None
+    for name, digest in manifest.files.items():
+        fpath = root / name
+        if not fpath.is_file():
+            raise ModelError(f"{fpath}: listed in {MANIFEST_FILE} but missing")
+        if sha256_file(fpath) != digest:
+            raise ModelError(f"{fpath}: sha256 mismatch with {MANIFEST_FILE}; the file is corrupt or was modified")
+    extra = [name for name in model_files(root) if name not in manifest.files]
+    if extra:
+        raise ModelError(f"{root / extra[0]}: not listed in {MANIFEST_FILE} (added after export?)")
+    return manifest

@@ -1,0 +1,93 @@
+"""The search step-function protocol over onnxruntime sessions, in numpy. Imports no torch.
+
+:class:`OrtStepper` is to an exported model what :class:`seqkit.models.TorchStepper` is to a
+torch one, so :mod:`seqkit.search` (greedy, beam, sampling) runs unchanged on either.
+Memory and state are tuples of numpy arrays named and shaped as config.json records them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from seqkit.runtime.format import ATTENTION, BATCH, LOG_PROBS, SRC, SRC_LENGTHS, Y_PREV, ExportConfig, state_out_name
+
+State = tuple[np.ndarray, ...]
+
+
+def session_options(threads: int | None = None, *, sequential: bool = True) -> ort.SessionOptions:
+    """ORT_ENABLE_ALL graph optimizations; ``threads`` intra-op threads (None: onnxruntime's
+    default, one per physical core). The step graph is one chain (embedding, RNN layers,
+    attention, projection), so the parallel execution mode has nothing to overlap: measured
+    within 2% of sequential on the Multi30k model (tools/bench_decode.py
+    --compare-execution-mode); sequential is the default and avoids an inter-op thread pool."""
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL if sequential else ort.ExecutionMode.ORT_PARALLEL
+    if threads is not None:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3  # warnings about unused initializers etc. are not for users
+    return opts
+
+
+def open_session(path: Path, options: ort.SessionOptions) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+class OrtStepper:
+    """StepFunction over ``encoder`` (None for a language model) and ``step`` sessions.
+
+    ``start`` runs the encoder once per batch (a language model starts from zero state);
+    ``step`` runs the step graph once per decoding step over all live rows.
+    """
+
+    def __init__(self, config: ExportConfig, encoder: ort.InferenceSession | None, step: ort.InferenceSession):
+        if (encoder is None) != (config.model_kind == "lm"):
+            raise ValueError("a seq2seq model needs an encoder session; a language model has none")
+        self.config, self.encoder, self.step_session = config, encoder, step
+        self.memory_names = [t.name for t in config.memory]
+        self.state_names = [t.name for t in config.state]
+        self.memory_batch_dims = tuple(t.batch_dim for t in config.memory)
+        self.state_batch_dims = tuple(t.batch_dim for t in config.state)
+        n_state = len(config.state)
+        self.step_outputs = [LOG_PROBS] + ([ATTENTION] if config.has_attention else []) + [
+            state_out_name(i) for i in range(n_state)
+        ]
+
+    def start(self, src: np.ndarray, lengths: np.ndarray) -> tuple[State, State]:
+        """src (B, S) int64 (LM: (B, 0)), lengths (B,) int64 -> (memory, state)."""
+        batch = int(src.shape[0])
+        if self.encoder is None:
+            return (), self.zero_state(batch)
+        feeds = {SRC: np.ascontiguousarray(src, dtype=np.int64), SRC_LENGTHS: np.ascontiguousarray(lengths, dtype=np.int64)}
+        flat = self.encoder.run(self.memory_names + self.state_names, feeds)
+        n = len(self.memory_names)
+        return tuple(flat[:n]), tuple(flat[n:])
+
+    def zero_state(self, batch: int) -> State:
+        """The initial language-model state: zeros (export checks the torch model's is zero)."""
+        return tuple(
+            np.zeros([batch if d == BATCH else d for d in t.shape], dtype=t.dtype)  # type: ignore[misc]
+            for t in self.config.state
+        )
+
+    def step(self, y_prev: np.ndarray, memory: State, state: State) -> tuple[np.ndarray, np.ndarray | None, State]:
+        """y_prev (N,) int64 -> (log_probs (N, V) float32, attention (N, S) float32 or None, state)."""
+        feeds = {Y_PREV: np.ascontiguousarray(y_prev, dtype=np.int64)}
+        feeds.update(zip(self.memory_names, memory))
+        feeds.update(zip(self.state_names, state))
+        out = self.step_session.run(self.step_outputs, feeds)
+        if self.config.has_attention:
+            return out[0], out[1], tuple(out[2:])
+        return out[0], None, tuple(out[1:])
+
+    def select_memory(self, memory: State, index: np.ndarray) -> State:
+        """Gather batch rows of every memory tensor: index (N',) int64."""
+        return tuple(np.take(m, index, axis=d) for m, d in zip(memory, self.memory_batch_dims))
+
+    def select_state(self, state: State, index: np.ndarray) -> State:
+        """Gather batch rows of every state tensor along its recorded batch dim."""
+        return tuple(np.take(s, index, axis=d) for s, d in zip(state, self.state_batch_dims))

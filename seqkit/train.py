@@ -1,0 +1,404 @@
+"""The training loop: one Trainer for every task (the task adapter supplies batches and loss).
+
+Checkpoints are safetensors + JSON written atomically (:mod:`seqkit.checkpoint`); ``resume``
+continues the exact step, optimizer, schedule, RNG and data position (epoch, batch index).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import signal
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from seqkit import checkpoint as ckpt
+from seqkit.errors import CheckpointError, SeqkitError
+
+log = logging.getLogger("seqkit")
+
+
+class OptimizerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    momentum: float = Field(0.0, ge=0)  # sgd only
+
+
+class ScheduleConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # constant: lr (after linear warmup); inverse_sqrt: lr * sqrt(warmup / step) after warmup;
+    # plateau: multiply by `factor` when the validation metric has not improved `patience` times.
+    type: Literal["constant", "inverse_sqrt", "plateau"] = "constant"
+    warmup_steps: int = Field(0, ge=0)
+    factor: float = Field(0.5, gt=0, lt=1)
+    patience: int = Field(2, ge=1)
+    min_lr: float = Field(1e-6, ge=0)
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
+
+
+def parse_duration(value: Any) -> float | None:
+    """``90``/``90s`` -> 90.0, ``15m`` -> 900.0, ``1.5h`` -> 5400.0 seconds."""
+    if value is None or isinstance(value, (int, float)):
+        return None if value is None else float(value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"expected a duration like 90s, 15m or 2h, got {value!r}")
+    return float(match.group(1)) * {"s": 1, "m": 60, "h": 3600, None: 1}[match.group(2)]
+
+
+class TrainConfig(BaseModel):
+    """The recipe's ``train:`` section; every default lives here."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    batch_tokens: int = Field(4096, gt=0)  # padded tokens per batch (seq2seq)
+    batch_size: int = Field(64, gt=0)  # streams per batch (language model)
+    bptt: int = Field(128, gt=0)  # truncated-BPTT length (language model)
+    accumulate: int = Field(1, ge=1)  # batches per optimizer step
+    clip_grad_norm: float | None = Field(1.0, gt=0)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    max_steps: int | None = Field(None, gt=0)
+    max_epochs: int | None = Field(30, gt=0)
+    max_time: float | None = Field(None, gt=0)  # seconds; YAML accepts 90s / 15m / 2h
+    valid_every: int = Field(1000, gt=0)  # optimizer steps between validations
+    valid_metric_max_sentences: int | None = Field(None, gt=0)  # decode only the first N for the metric
+    valid_strategy: Literal["greedy", "beam"] = "greedy"  # decoding used for the validation metric
+    early_stopping: int | None = Field(None, gt=0)  # validations without improvement before stopping
+    keep_checkpoints: int = Field(1, ge=1)  # most recent checkpoints kept besides best
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: Literal["none", "bf16", "fp16"] = "none"  # autocast on GPU
+    num_threads: int | None = Field(None, gt=0)  # torch intra-op threads on CPU
+    log_every: int = Field(50, gt=0)
+    max_bad_steps: int = Field(5, ge=1)  # consecutive non-finite losses before aborting
+    progress: bool = True
+
+    @field_validator("max_time", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float | None:
+        return parse_duration(value)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", value):
+            raise ValueError(f"expected auto, cpu, cuda or cuda:N, got {value!r}")
+        return value
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SeqkitError(f"train.device: {name} requested but CUDA is not available (use auto or cpu)")
+    return device
+
+
+class LRSchedule:
+    """Learning rate as a function of the step, plus plateau state (JSON-serializable)."""
+
+    def __init__(self, cfg: ScheduleConfig, base_lr: float):
+        self.cfg, self.base_lr = cfg, base_lr
+        self.scale, self.best, self.bad = 1.0, None, 0
+
+    def lr(self, step: int) -> float:
+        warm = self.cfg.warmup_steps
+        if warm and step < warm:
+            factor = (step + 1) / warm
+        elif self.cfg.type == "inverse_sqrt" and warm:
+            factor = math.sqrt(warm / max(step, 1))
+        else:
+            factor = 1.0
+        lr = self.base_lr * factor * self.scale
+        return max(lr, self.cfg.min_lr) if self.cfg.type == "plateau" else lr
+
+    def observe(self, score: float, higher_is_better: bool) -> None:
+        if self.cfg.type != "plateau":
+            return
+        improved = self.best is None or (score > self.best if higher_is_better else score < self.best)
+        if improved:
+            self.best, self.bad = score, 0
+            return
+        self.bad += 1
+        if self.bad >= self.cfg.patience:
+            self.scale *= self.cfg.factor
+            self.bad = 0
+            log.info("plateau: learning rate scaled to %.3g x base", self.scale)
+
+    def state(self) -> dict[str, Any]:
+        return {"scale": self.scale, "best": self.best, "bad": self.bad}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.scale, self.best, self.bad = state["scale"], state["best"], state["bad"]
+
+
+def build_optimizer(cfg: OptimizerConfig, params: Any) -> torch.optim.Optimizer:
+    if cfg.type == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    cls = torch.optim.AdamW if cfg.type == "adamw" else torch.optim.Adam
+    return cls(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+
+
+class Trainer:
+    """Runs ``task`` (a :class:`seqkit.tasks.Task`) for ``cfg`` and writes into ``run_dir``."""
+
+    def __init__(self, task: Any, cfg: TrainConfig, run_dir: Path, *, seed: int, metric: tuple[str, bool]):
+        self.task, self.cfg, self.run_dir = task, cfg, run_dir
+        self.metric_name, self.higher_is_better = metric
+        self.device = task.device
+        self.model = task.model
+        self.optimizer = build_optimizer(cfg.optimizer, self.model.parameters())
+        self.schedule = LRSchedule(cfg.schedule, cfg.optimizer.lr)
+        self.seed = seed
+        self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
+        self.elapsed = 0.0  # wall-clock seconds in fit() (training + validation), summed across resumes
+        self._clock: tuple[float, float] | None = None  # (perf_counter at fit start, elapsed then)
+        self.best: float | None = None
+        self.stale = 0  # validations without improvement
+        self.history_tokens = 0
+        self.scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" and self.device.type == "cuda" else None
+        self._interrupted = False
+        self._bad_in_a_row = 0  # consecutive skipped (non-finite) steps
+        self._writer = None
+
+    # -- resume ------------------------------------------------------------------------------
+    def resume(self) -> None:
+        path = ckpt.resolve_checkpoint(self.run_dir, "last")
+        state = ckpt.load_checkpoint_state(path)
+        ckpt.load_model_tensors(self.model, path / "model.safetensors")
+        ckpt.load_optimizer(self.optimizer, path, state["optimizer"])
+        self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        self.elapsed, self.best, self.stale = state["elapsed"], state["best"], state["stale"]
+        self.history_tokens = state.get("tokens", 0)
+        self.schedule.load(state["schedule"])
+        ckpt.set_rng_state(state["rng"])
+        log.info("resumed from %s at step %d (epoch %d, batch %d)", path.name, self.step, self.epoch, self.batch_in_epoch)
+
+    def _state(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "elapsed": self.elapsed,
+            "best": self.best, "stale": self.stale, "tokens": self.history_tokens,
+            "schedule": self.schedule.state(), "metrics": metrics,
+        }
+
+    def save(self, metrics: dict[str, Any], is_best: bool = False) -> None:
+        pointers = ("last", "best") if is_best else ("last",)
+        ckpt.save_checkpoint(self.run_dir / "checkpoints", self.step, self.model, self.optimizer,
+                             self._state(metrics), pointers=pointers, keep=self.cfg.keep_checkpoints)
+
+    # -- logging -------------------------------------------------------------------------------
+    def _log_event(self, event: dict[str, Any]) -> None:
+        event = {"step": self.step, "epoch": self.epoch, "time": round(self.elapsed, 2), **event}
+        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(event) + "\n")
+        if self._writer is not None:
+            for key, value in event.items():
+                if isinstance(value, (int, float)) and key not in ("step", "epoch"):
+                    self._writer.add_scalar(f"{event.get('split', 'train')}/{key}", value, self.step)
+
+    def _open_tensorboard(self) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is optional: metrics.jsonl always has the numbers
+            log.warning("tensorboard not installed; logging to metrics.jsonl only")
+            return
+        self._writer = SummaryWriter(str(self.run_dir / "tb"))
+
+    # -- the loop -------------------------------------------------------------------------------
+    def _done(self) -> str | None:
+        cfg = self.cfg
+        if cfg.max_steps is not None and self.step >= cfg.max_steps:
+            return f"reached max_steps={cfg.max_steps}"
+        if cfg.max_time is not None and self.elapsed >= cfg.max_time:
+            return f"reached max_time={cfg.max_time:.0f}s"
+        if cfg.max_epochs is not None and self.epoch >= cfg.max_epochs:
+            return f"reached max_epochs={cfg.max_epochs}"
+        if cfg.early_stopping is not None and self.stale >= cfg.early_stopping:
+            return f"early stopping: {self.metric_name} did not improve for {self.stale} validations"
+        if self._interrupted:
+            return "interrupted"
+        return None
+
+    def fit(self) -> dict[str, Any]:
+        """Train until a limit is reached; returns the last validation metrics."""
+        self._open_tensorboard()
+        previous = signal.signal(signal.SIGINT, self._on_sigint)
+        progress = _Progress(self.cfg, self.step)
+        last_metrics: dict[str, Any] = {}
+        self._clock = (time.perf_counter(), self.elapsed)
+        try:
+            reason = self._done()
+            while reason is None:
+                batches = self.task.batches(self.epoch, self.seed)
+                while self.batch_in_epoch < len(batches) and reason is None:
+                    group = batches[self.batch_in_epoch : self.batch_in_epoch + self.cfg.accumulate]
+                    before = self.step
+                    stats = self._train_step(group)
+                    self._tick()
+                    self.batch_in_epoch += len(group)
+                    progress.update(self, stats)
+                    if self.step > before and self.step % self.cfg.log_every == 0:
+                        self._log_event({"split": "train", **progress.snapshot()})
+                    if self.step > before and self.step % self.cfg.valid_every == 0:
+                        last_metrics = self.validate_and_save()
+                        self._tick()
+                    reason = self._done()
+                if self.batch_in_epoch >= len(batches):
+                    self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+                    self.task.end_epoch()
+                    reason = self._done()
+            log.info("stopping: %s", reason)
+            if not last_metrics or last_metrics.get("step") != self.step:
+                last_metrics = self.validate_and_save()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            progress.close()
+            if self._writer is not None:
+                self._writer.close()
+        return last_metrics
+
+    def _tick(self) -> None:
+        start, base = self._clock
+        self.elapsed = base + time.perf_counter() - start
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self._interrupted:  # a second Ctrl-C aborts at once
+            raise KeyboardInterrupt
+        self._interrupted = True
+        log.warning("interrupt: finishing this step, saving a checkpoint, then exiting (Ctrl-C again to abort)")
+
+    def _train_step(self, group: list[Any]) -> dict[str, float]:
+        start = time.perf_counter()
+        self.model.train()
+        lr = self.schedule.lr(self.step)
+        for pg in self.optimizer.param_groups:
+            pg["lr"] = lr
+        total_loss, total_tokens = 0.0, 0
+        amp = self.cfg.amp != "none" and self.device.type == "cuda"
+        dtype = torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16
+        for batch in group:
+            with torch.autocast(self.device.type, dtype=dtype, enabled=amp):
+                loss_sum, ntokens, nll_sum = self.task.loss(batch)
+            loss = loss_sum / max(ntokens, 1) / len(group)
+            if not torch.isfinite(loss):
+                self.optimizer.zero_grad(set_to_none=True)
+                return self._bad_step(start)
+            (self.scaler.scale(loss) if self.scaler else loss).backward()
+            total_loss += float(nll_sum.detach())
+            total_tokens += int(ntokens)
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        if self.cfg.clip_grad_norm:
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad_norm)
+            if not torch.isfinite(norm):
+                self.optimizer.zero_grad(set_to_none=True)
+                return self._bad_step(start)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self._bad_in_a_row = 0
+        self.history_tokens += total_tokens
+        seconds = time.perf_counter() - start
+        return {"nll": total_loss, "tokens": total_tokens, "seconds": seconds, "lr": lr}
+
+    def _bad_step(self, start: float) -> dict[str, float]:
+        self._bad_in_a_row += 1
+        log.warning("non-finite loss or gradient at step %d: step skipped (%d in a row)", self.step, self._bad_in_a_row)
+        if self._bad_in_a_row >= self.cfg.max_bad_steps:
+            raise SeqkitError(
+                f"training diverged: {self._bad_in_a_row} consecutive non-finite losses at step {self.step}; "
+                "lower train.optimizer.lr, set train.clip_grad_norm, or check the data. "
+                "The last good checkpoint is untouched."
+            )
+        return {"nll": 0.0, "tokens": 0, "seconds": 0.0, "lr": 0.0}
+
+    def validate_and_save(self) -> dict[str, Any]:
+        start = time.perf_counter()
+        metrics = self.task.validate(self.cfg)
+        metrics["valid_seconds"] = round(time.perf_counter() - start, 2)
+        metrics["step"] = self.step
+        score = metrics[self.metric_name]
+        improved = self.best is None or (score > self.best if self.higher_is_better else score < self.best)
+        if improved:
+            self.best, self.stale = score, 0
+        else:
+            self.stale += 1
+        self.schedule.observe(score, self.higher_is_better)
+        self._log_event({"split": "valid", **metrics})
+        summary = " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float))
+        log.info("step %d valid: %s%s", self.step, summary, " (best)" if improved else "")
+        self.save(metrics, is_best=improved)
+        return metrics
+
+
+class _Progress:
+    """tqdm bar (when enabled) plus running throughput for the log."""
+
+    def __init__(self, cfg: TrainConfig, step: int):
+        self.cfg = cfg
+        self.window_tokens, self.window_seconds, self.window_nll = 0, 0.0, 0.0
+        self.bar = None
+        if cfg.progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=cfg.max_steps, initial=step, unit="step", dynamic_ncols=True, mininterval=1.0)
+
+    def update(self, trainer: Trainer, stats: dict[str, float]) -> None:
+        self.window_tokens += stats["tokens"]
+        self.window_seconds += stats["seconds"]
+        self.window_nll += stats["nll"]
+        self.last_lr = stats["lr"]
+        self.trainer = trainer
+        if self.bar is not None:
+            self.bar.update(1)
+            if trainer.step % 10 == 0:
+                snap = self._rates()
+                eta = ""
+                if self.cfg.max_time:
+                    eta = f"{max(self.cfg.max_time - trainer.elapsed, 0) / 60:.1f}m left"
+                self.bar.set_postfix_str(f"ep {trainer.epoch} loss {snap['loss']:.3f} {snap['tok_s']:.0f} tok/s lr {self.last_lr:.2g} {eta}")
+
+    def _rates(self) -> dict[str, float]:
+        tokens = max(self.window_tokens, 1)
+        return {"loss": self.window_nll / tokens, "tok_s": self.window_tokens / max(self.window_seconds, 1e-9)}
+
+    def snapshot(self) -> dict[str, float]:
+        snap = {**self._rates(), "lr": self.last_lr}
+        self.window_tokens, self.window_seconds, self.window_nll = 0, 0.0, 0.0
+        return snap
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def check_run_dir_writable(run_dir: Path) -> None:
+    """Fail before any training if the run directory cannot be written (or the disk is full)."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        with open(probe, "wb") as fh:
+            fh.write(b"\0" * 65536)
+            fh.flush()
+        probe.unlink()
+    except OSError as exc:
+        raise CheckpointError(f"run directory {run_dir} is not writable: {exc.strerror or exc}") from None

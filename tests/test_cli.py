@@ -1,0 +1,79 @@
+"""The command line as a user meets it: exit codes, one-line errors, no stray run directories."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def seqkit(*args: str, cwd: Path | None = None, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "seqkit.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, input=stdin, timeout=300)
+
+
+def test_help_lists_commands():
+    out = seqkit("--help")
+    assert out.returncode == 0
+    for command in ("train", "evaluate", "translate", "plugins", "recipe"):
+        assert command in out.stdout
+
+
+def test_plugins_lists_builtin_tokenizers_with_distribution():
+    out = seqkit("plugins")
+    assert out.returncode == 0
+    rows = [line.split() for line in out.stdout.splitlines()[1:]]
+    toks = {r[1]: r for r in rows if r[0] == "tokenizer"}
+    for name in ("char", "word", "sentencepiece"):
+        assert toks[name][2] == "seqkit" and toks[name][4] == "ok"
+
+
+def test_misspelled_attention_one_line_error_and_no_run_dir(tiny_recipe):
+    tree = yaml.safe_load(tiny_recipe.read_text())
+    tree["model"]["decoder"]["attention"]["type"] = "luong-genral"
+    tiny_recipe.write_text(yaml.safe_dump(tree))
+    out = seqkit("train", str(tiny_recipe))
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert "model.decoder.attention.type" in lines[0] and "did you mean 'luong-general'?" in lines[0]
+    assert not Path(tree["run_dir"]).exists()
+
+
+def test_wrong_type_gives_path_and_expected_type(tiny_recipe):
+    out = seqkit("train", str(tiny_recipe), "-o", "train.batch_tokens=many")
+    assert out.returncode == 1
+    assert "train.batch_tokens" in out.stderr and "integer" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tiny_recipe.parent / "run").exists()
+
+
+def test_recipe_check_prints_resolved_recipe():
+    out = seqkit("recipe", "check", str(ROOT / "recipes" / "translate.yaml"), "-o", "search.beam_size=3")
+    assert out.returncode == 0, out.stderr
+    resolved = yaml.safe_load(out.stdout)
+    assert resolved["search"]["beam_size"] == 3
+    assert resolved["train"]["label_smoothing"] == 0.1  # defaults are filled in
+
+
+def test_train_evaluate_translate_round_trip(tiny_recipe):
+    out = seqkit("train", str(tiny_recipe), "-o", "train.max_steps=20")
+    assert out.returncode == 0, out.stderr[-2000:]
+    run_dir = tiny_recipe.parent / "run"
+    ev = seqkit("evaluate", str(run_dir), "--split", "test", "--beam", "2")
+    assert ev.returncode == 0, ev.stderr[-2000:]
+    assert '"bleu"' in ev.stdout and "nrefs:1" in ev.stdout
+    tr = seqkit("translate", str(run_dir), "--beam", "2", stdin="a b c\n\nd e f g\n")
+    assert tr.returncode == 0, tr.stderr[-2000:]
+    lines = tr.stdout.split("\n")
+    assert len(lines) == 4 and lines[1] == "" and lines[3] == ""
+
+
+def test_missing_run_dir_is_one_clear_error(tmp_path):
+    out = seqkit("evaluate", str(tmp_path / "nope"))
+    assert out.returncode == 1
+    assert out.stderr.strip() == f"error: {tmp_path / 'nope'}: no such run directory"

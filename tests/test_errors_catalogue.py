@@ -1,0 +1,266 @@
+"""docs/errors.md, proven: every row is one of CASES below, run here, and the message the doc
+shows is the message the code gives. Regenerate the doc with ``python tools/write_errors_doc.py``.
+
+Each case builds its bad input under a temporary directory and returns the exception (or, for
+documented non-errors, the observed behaviour as text). Paths are shown as ``<tmp>/...``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import yaml
+
+from seqkit.errors import SeqkitError
+
+ROOT = Path(__file__).resolve().parents[1]
+TRANSLATE = ROOT / "recipes" / "translate.yaml"
+DOC = ROOT / "docs" / "errors.md"
+
+
+def _recipe(tmp: Path, text: str) -> Path:
+    path = tmp / "recipe.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _load(path: Path, overrides: list[str] | None = None) -> None:
+    from seqkit.recipe import load_recipe
+
+    load_recipe(path, overrides or [])
+
+
+def _data_cfg(tmp: Path, src: bytes, tgt: bytes, gz: bool = False):
+    from seqkit.data import DataConfig
+
+    suffix = ".gz" if gz else ""
+    (tmp / f"a.src{suffix}").write_bytes(gzip.compress(src) if gz else src)
+    (tmp / f"a.tgt{suffix}").write_bytes(gzip.compress(tgt) if gz else tgt)
+    return DataConfig(train={"src": f"a.src{suffix}", "tgt": f"a.tgt{suffix}"})
+
+
+def _load_data(tmp: Path, src: bytes, tgt: bytes) -> None:
+    from seqkit.data import load_split
+
+    load_split(_data_cfg(tmp, src, tgt), "train", tmp, cache_dir=tmp / "cache")
+
+
+def _translate_tree() -> dict:
+    tree = yaml.safe_load(TRANSLATE.read_text())
+    tree["data"] = {k: ({kk: str(ROOT / "recipes" / vv) for kk, vv in v.items()} if isinstance(v, dict) else v)
+                    for k, v in tree["data"].items()}
+    return tree
+
+
+def case_yaml_syntax(tmp: Path) -> None:
+    _load(_recipe(tmp, "task: translation\nmodel:\n  encoder: {type: lstm\n"))
+
+
+def case_empty_recipe(tmp: Path) -> None:
+    _load(_recipe(tmp, "# nothing here\n"))
+
+
+def case_unknown_key(tmp: Path) -> None:
+    _load(TRANSLATE, ["train.optimiser.lr=0.1"])
+
+
+def case_wrong_type(tmp: Path) -> None:
+    _load(TRANSLATE, ["train.batch_tokens=lots"])
+
+
+def case_negative_size(tmp: Path) -> None:
+    _load(TRANSLATE, ["model.encoder.hidden_size=-4"])
+
+
+def case_misspelled_plugin(tmp: Path) -> None:
+    tree = _translate_tree()
+    tree["model"]["decoder"]["attention"] = {"type": "luong-genral"}
+    _load(_recipe(tmp, yaml.safe_dump(tree)))
+
+
+def case_unknown_plugin_option(tmp: Path) -> None:
+    _load(TRANSLATE, ["model.encoder.hiden_size=4"])
+
+
+def case_bad_choice(tmp: Path) -> None:
+    _load(TRANSLATE, ["search.strategy=beem"])
+
+
+def case_missing_recipe(tmp: Path) -> None:
+    _load(tmp / "nope.yaml")
+
+
+def case_bad_override(tmp: Path) -> None:
+    _load(TRANSLATE, ["train.max_steps"])
+
+
+def case_missing_data_file(tmp: Path) -> None:
+    from seqkit.data import DataConfig, load_split
+
+    load_split(DataConfig(train={"src": "missing.de", "tgt": "missing.en"}), "train", tmp)
+
+
+def case_misaligned_pairs(tmp: Path) -> None:
+    _load_data(tmp, b"a\nb\nc\n", b"x\ny\n")
+
+
+def case_empty_line(tmp: Path) -> None:
+    _load_data(tmp, b"a\n\nc\n", b"x\ny\nz\n")
+
+
+def case_invalid_utf8(tmp: Path) -> None:
+    _load_data(tmp, b"a\nb\xff\xfe\nc\n", b"x\ny\nz\n")
+
+
+def case_empty_corpus(tmp: Path) -> None:
+    _load_data(tmp, b"", b"")
+
+
+def case_huge_line(tmp: Path) -> str:
+    """A 100k-character line loads; training drops it (longer than data.max_src_len)."""
+    from seqkit.data import load_split
+
+    corpus = load_split(_data_cfg(tmp, b"a\n" + b"w " * 50_000 + b"\n", b"x\ny\n"), "train", tmp, cache_dir=tmp / "c")
+    return f"loaded {len(corpus.src)} pairs; line 2 has {len(corpus.src[1])} characters (dropped at training time: longer than data.max_src_len)"
+
+
+def case_plugin_import_error(tmp: Path) -> None:
+    from seqkit.registry import Registry
+    from tests_support import FakeEntryPoint
+
+    Registry(lambda g: [FakeEntryPoint("fancy", "fancy_attn:Fancy", "seqkit-fancy",
+                                       error=ModuleNotFoundError("No module named 'fancy_attn'"))]
+             if g == "seqkit.attention" else []).get("attention", "fancy")
+
+
+def case_plugin_contract(tmp: Path) -> None:
+    from seqkit.registry import Registry
+    from tests_support import FakeEntryPoint, HalfAttention
+
+    Registry(lambda g: [FakeEntryPoint("half", "half:Half", "seqkit-half", HalfAttention)]
+             if g == "seqkit.attention" else []).get("attention", "half")
+
+
+def case_missing_run_dir(tmp: Path) -> None:
+    from seqkit.evaluate import open_translator
+
+    open_translator(tmp / "runs" / "nope", {})
+
+
+def case_not_a_run_dir(tmp: Path) -> None:
+    from seqkit.runs import load_run
+
+    (tmp / "somedir").mkdir()
+    load_run(tmp / "somedir")
+
+
+def case_existing_run(tmp: Path) -> None:
+    from seqkit.runs import open_recipe_for_training
+
+    (tmp / "run" / "checkpoints" / "step-00000010").mkdir(parents=True)
+    open_recipe_for_training(TRANSLATE, [f"run_dir={tmp / 'run'}"], resume=False)
+
+
+def case_resume_without_run(tmp: Path) -> None:
+    from seqkit.runs import open_recipe_for_training
+
+    open_recipe_for_training(TRANSLATE, [f"run_dir={tmp / 'fresh'}"], resume=True)
+
+
+def case_unwritable_run_dir(tmp: Path) -> None:
+    from seqkit.train import check_run_dir_writable
+
+    (tmp / "file").write_text("x")
+    check_run_dir_writable(tmp / "file" / "run")
+
+
+def case_tampered_model(tmp: Path) -> None:
+    from seqkit.runtime.format import verify_manifest
+    from tests_support import write_fake_export
+
+    root = write_fake_export(tmp / "model")
+    (root / "decoder_step.onnx").write_bytes(b"tampered")
+    verify_manifest(root)
+
+
+def case_runtime_control_chars(tmp: Path) -> str:
+    from seqkit.inference import clean_text
+
+    cleaned = clean_text("a\x00b\x1bc", "line 1")
+    return f"'a\\x00b\\x1bc' becomes {cleaned!r} (control characters other than tab become spaces)"
+
+
+def case_runtime_invalid_unicode(tmp: Path) -> None:
+    from seqkit.inference import clean_text
+
+    clean_text("bad \udcff surrogate", "line 3")
+
+
+CASES: list[tuple[str, str, Callable[[Path], object]]] = [
+    ("recipe", "YAML syntax error", case_yaml_syntax),
+    ("recipe", "empty recipe file", case_empty_recipe),
+    ("recipe", "missing recipe file", case_missing_recipe),
+    ("recipe", "unknown key (override `train.optimiser.lr=0.1`)", case_unknown_key),
+    ("recipe", "wrong type (`train.batch_tokens=lots`)", case_wrong_type),
+    ("recipe", "negative size (`model.encoder.hidden_size=-4`)", case_negative_size),
+    ("recipe", "misspelled plugin name (`luong-genral`)", case_misspelled_plugin),
+    ("recipe", "unknown plugin option (`model.encoder.hiden_size`)", case_unknown_plugin_option),
+    ("recipe", "invalid choice (`search.strategy=beem`)", case_bad_choice),
+    ("recipe", "override without `=`", case_bad_override),
+    ("data", "missing data file", case_missing_data_file),
+    ("data", "misaligned pair files", case_misaligned_pairs),
+    ("data", "empty line in a pair corpus", case_empty_line),
+    ("data", "invalid UTF-8", case_invalid_utf8),
+    ("data", "empty corpus", case_empty_corpus),
+    ("data", "100k-character line (documented behaviour)", case_huge_line),
+    ("plugins", "plugin fails to import", case_plugin_import_error),
+    ("plugins", "plugin violates its contract", case_plugin_contract),
+    ("cli", "missing run directory", case_missing_run_dir),
+    ("cli", "directory that is not a run", case_not_a_run_dir),
+    ("train", "run directory already trained", case_existing_run),
+    ("train", "--resume with no run", case_resume_without_run),
+    ("train", "unwritable run directory", case_unwritable_run_dir),
+    ("runtime", "tampered exported model file", case_tampered_model),
+    ("runtime", "invalid Unicode in input", case_runtime_invalid_unicode),
+    ("runtime", "control characters in input (documented behaviour)", case_runtime_control_chars),
+]
+
+
+def observe(fn: Callable[[Path], object], tmp: Path) -> str:
+    """The text a user sees: ``error: <message>`` for a seqkit error, else the behaviour."""
+    try:
+        result = fn(tmp)
+    except SeqkitError as exc:
+        text = f"error: {exc}"
+    else:
+        assert isinstance(result, str), f"{fn.__name__} raised nothing"
+        text = result
+    text = text.replace(str(tmp.resolve()), "<tmp>").replace(str(tmp), "<tmp>").replace(str(ROOT), "<repo>")
+    return re.sub(r"\s+\n", "\n", text)
+
+
+def doc_rows() -> dict[str, str]:
+    rows = {}
+    for line in DOC.read_text(encoding="utf-8").splitlines():
+        m = re.match(r"^\| (\w+) \| (.+?) \| `(.+)` \|$", line)
+        if m:
+            rows[m.group(2)] = m.group(3).replace("<br>", "\n").replace("\\|", "|")
+    return rows
+
+
+@pytest.mark.parametrize("area,title,fn", CASES, ids=[c[1] for c in CASES])
+def test_catalogue_row(area, title, fn, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    seen = observe(fn, tmp_path)
+    assert "Traceback" not in seen
+    assert doc_rows().get(title) == seen, f"docs/errors.md row '{title}' is stale: run tools/write_errors_doc.py"
+
+
+def test_every_doc_row_is_a_case():
+    assert set(doc_rows()) == {c[1] for c in CASES}
+    assert os.path.getsize(DOC) > 0

@@ -1,0 +1,198 @@
+"""The torch-free runtime: no torch imported (proved in a subprocess where importing it fails),
+manifest checks, the numpy step function, search options, and the CLI on exported models."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_export import LM_TEXT, SRC_LINES, export_tiny  # tests/ is on sys.path (no __init__.py)
+
+from seqkit.errors import ModelError
+from seqkit.models import TorchStepper
+from seqkit.runs import load_run
+from seqkit.runtime import RuntimeModel, load_model
+from seqkit.runtime import format as fmt
+
+# The training extras: none of them may be needed to translate with an exported model.
+TRAINING_ONLY = ("torch", "onnx", "datasets", "safetensors", "sacrebleu", "rouge_score", "tensorboard", "tqdm")
+
+
+@pytest.fixture(scope="module")
+def seq2seq(tmp_path_factory) -> tuple[Path, Path]:
+    return export_tiny(tmp_path_factory.mktemp("s2s"), enc="lstm", dec="lstm", attention="luong-general",
+                       search={"max_len_offset": 5, "beam_size": 4})
+
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory) -> tuple[Path, Path]:
+    return export_tiny(tmp_path_factory.mktemp("lm"), task="lm", dec="gru")
+
+
+def run_without_training_stack(script: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
+    """Run ``script`` in a fresh interpreter where importing torch (or any training extra) fails."""
+    block = "import sys\n" + "".join(f"sys.modules[{m!r}] = None\n" for m in TRAINING_ONLY)
+    return subprocess.run([sys.executable, "-c", block + textwrap.dedent(script)], input=stdin,
+                          capture_output=True, timeout=120)
+
+
+def test_runtime_translates_without_torch(seq2seq):
+    _, model_dir = seq2seq
+    want = load_model(model_dir, threads=1).translate(SRC_LINES[:3], strategy="beam", beam_size=3)
+    result = run_without_training_stack(f"""
+        import json
+        from seqkit.runtime import load_model
+        model = load_model({str(model_dir)!r}, threads=1)
+        print(json.dumps(model.translate({SRC_LINES[:3]!r}, strategy="beam", beam_size=3)))
+        assert sys.modules["torch"] is None
+        print(sorted(m for m in sys.modules if m.split(".")[0] in {TRAINING_ONLY!r} and sys.modules[m] is not None))
+    """)
+    assert result.returncode == 0, result.stderr.decode()
+    out, loaded = result.stdout.decode().splitlines()
+    assert json.loads(out) == want and len(want) == 3
+    assert loaded == "[]"
+
+
+def test_cli_translate_and_generate_without_torch(seq2seq, lm):
+    cli = "from seqkit.cli import main\nsys.argv = ['seqkit', *sys.argv[1:]]\nmain()\n"
+
+    def seqkit(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
+        return run_without_training_stack(f"sys.argv = ['seqkit', *{list(args)!r}]\n" + cli, stdin)
+
+    lines = ("\n".join(SRC_LINES[:2]) + "\n\n").encode()
+    done = seqkit("translate", str(seq2seq[1]), "--beam", "2", stdin=lines)
+    assert done.returncode == 0, done.stderr.decode()
+    want = load_model(seq2seq[1], threads=1).translate(SRC_LINES[:2] + [""], strategy="beam", beam_size=2)
+    assert done.stdout.decode().splitlines() == want
+    bad = seqkit("translate", str(seq2seq[1]), stdin=b"ein hund \xff\n")
+    assert bad.returncode == 1 and "not UTF-8 text" in bad.stderr.decode()
+    long = seqkit("translate", str(seq2seq[1]), "--beam", "1", stdin=(" ".join(["hund"] * 40) + "\n").encode())
+    assert long.returncode == 0 and "truncated" in long.stderr.decode()
+    gen = seqkit("generate", str(lm[1]), "--prompt", "speak", "--max-chars", "20", "--seed", "5", "--top-k", "3")
+    assert gen.returncode == 0, gen.stderr.decode()
+    assert gen.stdout.decode() == load_model(lm[1]).generate("speak", max_tokens=20, seed=5, top_k=3) + "\n"
+    wrong = seqkit("generate", str(lm[1]), "--temperature", "0")
+    assert wrong.returncode == 2 and "--temperature" in wrong.stderr.decode()
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda d: (d / fmt.DECODER_STEP_FILE).write_bytes((d / fmt.DECODER_STEP_FILE).read_bytes() + b"\0"),
+     r"decoder_step\.onnx: sha256 mismatch with manifest\.json"),
+    (lambda d: (d / "tokenizer" / "tgt" / "tokenizer.json").unlink(), r"tokenizer/tgt/tokenizer\.json: listed in manifest\.json but missing"),
+    (lambda d: (d / "tokenizer" / "extra.onnx").write_bytes(b"x"), r"tokenizer/extra\.onnx: not listed in manifest\.json"),
+    (lambda d: (d / fmt.MANIFEST_FILE).unlink(), r"manifest\.json: missing; .* is not an exported seqkit model"),
+    (lambda d: (d / fmt.MANIFEST_FILE).write_text("{"), r"manifest\.json: unreadable manifest"),
+])
+def test_tampered_model_is_refused(seq2seq, tmp_path, damage, message):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(seq2seq[1], copy)
+    load_model(copy, threads=1)  # intact copy loads
+    damage(copy)
+    with pytest.raises(ModelError, match=message):
+        load_model(copy, threads=1)
+
+
+def test_config_errors_name_the_file(seq2seq, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(seq2seq[1], copy)
+    config = json.loads((copy / fmt.CONFIG_FILE).read_text())
+    config["max_src_len"] = "long"
+    (copy / fmt.CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(ModelError, match=r"config\.json: max_src_len: Input should be a valid integer"):
+        fmt.read_config(copy)
+    with pytest.raises(ModelError, match="no such model directory"):
+        load_model(tmp_path / "nowhere")
+
+
+def test_ort_stepper_matches_torch_stepper_and_reorders_rows(seq2seq):
+    run_dir, model_dir = seq2seq
+    run = load_run(run_dir)
+    ort_fn, torch_fn = load_model(model_dir, threads=1).stepper, TorchStepper(run.model)
+    src = np.array([[5, 6, 7, 3], [8, 3, 0, 0], [9, 10, 3, 0]], dtype=np.int64)
+    lengths = np.array([4, 2, 3], dtype=np.int64)
+    (mem_o, st_o), (mem_t, st_t) = ort_fn.start(src, lengths), torch_fn.start(src, lengths)
+    index = np.array([2, 2, 0], dtype=np.int64)
+    mem_o, st_o = ort_fn.select_memory(mem_o, index), ort_fn.select_state(st_o, index)
+    mem_t, st_t = torch_fn.select_memory(mem_t, index), torch_fn.select_state(st_t, index)
+    y = np.array([2, 5, 6], dtype=np.int64)
+    lp_o, at_o, st_o = ort_fn.step(y, mem_o, st_o)
+    lp_t, at_t, st_t = torch_fn.step(y, mem_t, st_t)
+    np.testing.assert_allclose(lp_o, lp_t, atol=1e-5)
+    np.testing.assert_allclose(at_o, at_t, atol=1e-6)
+    assert at_o.shape == (3, 4) and lp_o.dtype == np.float32
+    for got, want in zip(st_o, st_t):
+        np.testing.assert_allclose(got, want.numpy(), atol=1e-6)
+    np.testing.assert_allclose(np.exp(lp_o).sum(axis=1), 1.0, atol=1e-5)  # log_softmax is in the graph
+
+
+def test_search_overrides_are_validated(seq2seq):
+    model = load_model(seq2seq[1], threads=1)
+    assert isinstance(model, RuntimeModel)
+    assert model.search_config().beam_size == 4  # the recipe's search section travels in config.json
+    with pytest.raises(ModelError, match="search option beam_size"):
+        model.translator(beam_size=0)
+    with pytest.raises(ModelError, match="n_best"):
+        model.translator(beam_size=2, n_best=3)
+    with pytest.raises(ModelError, match="does not generate"):
+        model.generator()
+    results = model.translator(strategy="greedy").translate(["", "  "], return_attention=True)
+    assert [r.text for r in results] == ["", ""]
+
+
+def test_language_model_generates_reproducibly(lm):
+    model = load_model(lm[1], threads=1)
+    first = model.generate("all:", max_tokens=25, seed=11)
+    assert first == model.generate("all:", max_tokens=25, seed=11)
+    assert first.startswith("all:") and len("all:") < len(first) <= len("all:") + 25  # eos may stop it early
+    assert set(first[len("all:"):]) <= set(LM_TEXT) | {"⁇"}
+    with pytest.raises(ModelError, match="cannot translate"):
+        model.translate(["x"])
+
+
+THIRD_PARTY = {
+    "seqkit_shout.py": (
+        "from seqkit.tokenizers.word import WordTokenizer\n\n"
+        "class ShoutTokenizer(WordTokenizer):\n"
+        "    type_name = 'shout'\n\n"
+        "    def detokenize(self, tokens):\n"
+        "        return ' '.join(tokens).upper()\n"
+    ),
+    "seqkit_shout-0.1.dist-info/METADATA": "Metadata-Version: 2.1\nName: seqkit-shout\nVersion: 0.1\n",
+    "seqkit_shout-0.1.dist-info/entry_points.txt": "[seqkit.tokenizers]\nshout = seqkit_shout:ShoutTokenizer\n",
+}
+
+
+def test_third_party_tokenizer_loads_through_its_entry_point(tmp_path, monkeypatch):
+    """A model trained with a tokenizer from another distribution exports, and the runtime (no
+    torch) loads that tokenizer through the seqkit.tokenizers entry point."""
+    from seqkit.registry import default_registry
+
+    site = tmp_path / "site"
+    for name, text in THIRD_PARTY.items():
+        (site / name).parent.mkdir(parents=True, exist_ok=True)
+        (site / name).write_text(text)
+    monkeypatch.syspath_prepend(str(site))
+    default_registry.cache_clear()
+    try:
+        _, model_dir = export_tiny(tmp_path, tokenizer="shout", enc="gru", dec="gru", attention="luong-dot")
+    finally:
+        default_registry.cache_clear()
+    assert json.loads((model_dir / "tokenizer" / "tgt" / "tokenizer.json").read_text())["type"] == "shout"
+    script = f"""
+        sys.path.insert(0, {str(site)!r})
+        from seqkit.runtime import load_model
+        print(load_model({str(model_dir)!r}, threads=1).translate({SRC_LINES[:2]!r}, strategy="greedy")[0])
+    """
+    result = run_without_training_stack(script)
+    assert result.returncode == 0, result.stderr.decode()
+    text = result.stdout.decode().strip()
+    assert text and text == text.upper()

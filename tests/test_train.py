@@ -1,0 +1,175 @@
+"""Training end to end on a tiny recipe: checkpoints, exact resume, determinism, guards."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from seqkit import checkpoint as ckpt
+from seqkit.errors import CheckpointError, SeqkitError
+from seqkit.runs import load_run, train_run
+from seqkit.train import LRSchedule, ScheduleConfig, parse_duration
+
+
+def train_losses(run_dir: Path) -> dict[int, float]:
+    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {e["step"]: e["loss"] for e in events if e.get("split") == "train"}
+
+
+def valid_events(run_dir: Path) -> list[dict]:
+    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [e for e in events if e.get("split") == "valid"]
+
+
+def test_tiny_run_trains_checkpoints_and_reloads(tiny_recipe):
+    metrics = train_run(tiny_recipe, ["train.max_steps=30"], resume=False)
+    run_dir = tiny_recipe.parent / "run"
+    assert metrics["step"] == 30
+    events = valid_events(run_dir)
+    assert [e["step"] for e in events] == [10, 20, 30]
+    assert events[-1]["loss"] < events[0]["loss"]
+    for pointer in ("last", "best"):
+        name = ckpt.read_pointer(run_dir / "checkpoints", pointer)
+        assert (run_dir / "checkpoints" / name / "model.safetensors").is_file()
+    run = load_run(run_dir, "last")
+    assert run.recipe.task == "translation" and not run.model.training
+    assert (run_dir / "recipe.yaml").is_file() and (run_dir / "tokenizer" / "src" / "tokenizer.json").is_file()
+
+
+def test_resume_continues_exactly(tiny_recipe, tmp_path):
+    """20 steps straight == 10 steps, stop, resume to 20: same losses (data position, RNG, Adam)."""
+    straight = tmp_path / "straight"
+    train_run(tiny_recipe, ["train.max_steps=20", f"run_dir={straight}"], resume=False)
+    split = tmp_path / "split"
+    train_run(tiny_recipe, ["train.max_steps=10", f"run_dir={split}"], resume=False)
+    train_run(tiny_recipe, ["train.max_steps=20", f"run_dir={split}"], resume=True)
+    a, b = train_losses(straight), train_losses(split)
+    assert set(a) == set(b) == {5, 10, 15, 20}
+    for step in a:
+        assert b[step] == pytest.approx(a[step], rel=1e-5), step
+    assert valid_events(split)[-1]["loss"] == pytest.approx(valid_events(straight)[-1]["loss"], rel=1e-5)
+
+
+def test_same_seed_gives_bit_identical_losses(tiny_recipe, tmp_path):
+    runs = []
+    for name in ("one", "two"):
+        train_run(tiny_recipe, ["train.max_steps=10", f"run_dir={tmp_path / name}"], resume=False)
+        runs.append(train_losses(tmp_path / name))
+    assert runs[0] == runs[1]
+
+
+def test_existing_run_needs_resume(tiny_recipe):
+    train_run(tiny_recipe, ["train.max_steps=10"], resume=False)
+    with pytest.raises(SeqkitError, match="--resume"):
+        train_run(tiny_recipe, ["train.max_steps=10"], resume=False)
+
+
+def test_resume_without_run_is_clear(tiny_recipe):
+    with pytest.raises(CheckpointError, match="holds no run"):
+        train_run(tiny_recipe, [], resume=True)
+
+
+def test_unwritable_run_dir_fails_before_training(tiny_recipe, tmp_path):
+    if os.geteuid() == 0:
+        blocker = tmp_path / "file"
+        blocker.write_text("x")
+        target = blocker / "run"  # a path under a regular file cannot be created, even by root
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        target = locked / "run"
+    with pytest.raises(CheckpointError, match="not writable"):
+        train_run(tiny_recipe, [f"run_dir={target}"], resume=False)
+
+
+def test_non_finite_loss_is_skipped_then_aborts(tiny_recipe, monkeypatch):
+    from seqkit import tasks
+
+    real = tasks.smoothed_loss
+    monkeypatch.setattr(tasks, "smoothed_loss", lambda *a: tuple(x * float("nan") for x in real(*a)))
+    with pytest.raises(SeqkitError, match="diverged: 3 consecutive non-finite"):
+        train_run(tiny_recipe, ["train.max_bad_steps=3"], resume=False)
+    assert ckpt.read_pointer(tiny_recipe.parent / "run" / "checkpoints", "last") is None
+
+
+def test_corrupt_checkpoint_is_refused(tiny_recipe):
+    train_run(tiny_recipe, ["train.max_steps=10"], resume=False)
+    run_dir = tiny_recipe.parent / "run"
+    path = ckpt.resolve_checkpoint(run_dir, "last") / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="sha256 mismatch"):
+        load_run(run_dir, "last")
+
+
+def _last_step(run_dir: Path) -> int:
+    path = run_dir / "checkpoints" / "last.json"
+    return json.loads(path.read_text())["step"] if path.exists() else -1
+
+
+def test_sigkill_at_random_moments_then_resume(tiny_recipe):
+    """Kill the trainer several times mid-run (checkpoints every 3 steps, so some kills land
+    mid-write); every resume succeeds and every checkpoint left on disk verifies."""
+    import random
+
+    rng = random.Random(0)
+    run_dir = tiny_recipe.parent / "run"
+    target = 60
+    cmd = [sys.executable, "-m", "seqkit.cli", "train", str(tiny_recipe), "-o", f"train.max_steps={target}",
+           "-o", "train.valid_every=3"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    for i in range(3):
+        seen = _last_step(run_dir)
+        proc = subprocess.Popen(cmd + (["--resume"] if i else []), env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while _last_step(run_dir) <= seen and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 1.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert _last_step(run_dir) > seen, "no progress between kills"
+    done = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    last = ckpt.resolve_checkpoint(run_dir, "last")
+    assert ckpt.load_checkpoint_state(last)["step"] == target
+    for d in (run_dir / "checkpoints").glob("step-*"):
+        ckpt.load_checkpoint_state(d)  # every checkpoint on disk is complete and verifies
+    assert not list((run_dir / "checkpoints").glob(".step-*"))
+
+
+def test_sigint_saves_and_exits(tiny_recipe):
+    run_dir = tiny_recipe.parent / "run"
+    cmd = [sys.executable, "-m", "seqkit.cli", "train", str(tiny_recipe), "-o", "train.max_steps=100000",
+           "-o", "train.valid_every=100000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run_dir / "metrics.jsonl").exists():
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    assert "stopping: interrupted" in err
+    state = ckpt.load_checkpoint_state(ckpt.resolve_checkpoint(run_dir, "last"))
+    assert 0 < state["step"] < 100000
+
+
+def test_schedules_and_durations():
+    assert parse_duration("15m") == 900 and parse_duration("90s") == 90 and parse_duration("1.5h") == 5400
+    with pytest.raises(ValueError):
+        parse_duration("soon")
+    inv = LRSchedule(ScheduleConfig(type="inverse_sqrt", warmup_steps=100), 1.0)
+    assert inv.lr(0) == pytest.approx(0.01) and inv.lr(99) == pytest.approx(1.0) and inv.lr(400) == pytest.approx(0.5)
+    plateau = LRSchedule(ScheduleConfig(type="plateau", patience=1, factor=0.5), 1.0)
+    plateau.observe(10.0, True)
+    plateau.observe(9.0, True)
+    assert plateau.lr(5) == pytest.approx(0.5)
