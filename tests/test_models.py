@@ -88,7 +88,8 @@ def test_default_config_builds():
          r"^model\.decoder\.attention: a language model has no source"),
         (ModelConfig(encoder={"type": "gru", "embedding_dim": 64}, share_embeddings=True), "translation",
          r"^model\.share_embeddings: source embedding .* differ"),
-        (ModelConfig(), "classification", r"^task: "),
+        (ModelConfig(), "parsing", r"^task: "),
+        (ModelConfig(encoder={"type": "lstmm"}), "classification", r"^model\.encoder"),
     ],
 )
 def test_validate_model_config_errors(cfg, task, pattern):

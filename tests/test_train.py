@@ -123,21 +123,27 @@ def test_sigkill_at_random_moments_then_resume(tiny_recipe):
 
     rng = random.Random(0)
     run_dir = tiny_recipe.parent / "run"
-    target = 60
+    # The target is far beyond what one attempt reaches before its kill (a kill follows the
+    # attempt's first new checkpoint within 0.2 s), so every kill lands mid-run on any machine.
+    target = 240
     cmd = [sys.executable, "-m", "seqkit.cli", "train", str(tiny_recipe), "-o", f"train.max_steps={target}",
            "-o", "train.valid_every=3"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    kills = 0
     for i in range(3):
         seen = _last_step(run_dir)
         proc = subprocess.Popen(cmd + (["--resume"] if i else []), env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 120
         while _last_step(run_dir) <= seen and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.05)
-        time.sleep(rng.uniform(0.0, 1.0))
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.2))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        kills += proc.returncode == -signal.SIGKILL
         assert _last_step(run_dir) > seen, "no progress between kills"
+    assert kills == 3, "an attempt finished before it could be killed"
+    assert _last_step(run_dir) < target
     done = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     last = ckpt.resolve_checkpoint(run_dir, "last")
