@@ -22,7 +22,7 @@ import logging
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -243,12 +243,31 @@ def load_classifier_run(run_dir: Path, which: str = "best", device: str = "cpu")
     return LoadedRun(run_dir, recipe, tokenizer, None, model, dev, path), labels
 
 
+def torch_probs_fn(model: torch.nn.Module, device: torch.device) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """A :data:`seqkit.inference.ProbsFunction` over the torch classifier (put in eval mode):
+    (src (B, S) int64, lengths (B,) int64) -> softmax probabilities (B, C) float32."""
+    model.eval()
+
+    def probs(src: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            src_t, lengths_t = torch.from_numpy(src).to(device), torch.from_numpy(lengths)  # lengths stay on CPU
+            return torch.softmax(model(src_t, lengths_t).float(), dim=-1).cpu().numpy()
+
+    return probs
+
+
+def text_classifier(run: Any, labels: list[str], batch_size: int | None = None) -> Any:
+    """The :class:`seqkit.inference.TextClassifier` over a loaded run (what `seqkit translate` uses)."""
+    from seqkit.inference import TextClassifier
+
+    options = {} if batch_size is None else {"batch_size": batch_size}
+    return TextClassifier(torch_probs_fn(run.model, run.device), run.src_tok, labels,
+                          max_src_len=run.recipe.data.max_src_len, **options)
+
+
 def classify_lines(run: Any, labels: list[str], lines: Sequence[str]) -> list[tuple[str, float]]:
-    """(label, probability) per line with a loaded classification run."""
-    rows, _ = encode_texts(run.src_tok, lines, run.recipe.data.max_src_len)
-    log_probs = predict_ids(run.model, rows, run.src_tok.pad_id, run.recipe.train_cfg.batch_tokens, run.device)
-    best = log_probs.argmax(axis=1)
-    return [(labels[int(c)], float(np.exp(log_probs[i, c]))) for i, c in enumerate(best)]
+    """(label, probability) per line with a loaded classification run; an empty line gives ("", 0.0)."""
+    return [(r.label, r.probability) for r in text_classifier(run, labels).classify(lines)]
 
 
 def evaluate_classifier(run_dir: Path, *, split: str, which: str, output: Path | None, device: str) -> dict[str, Any]:

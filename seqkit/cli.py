@@ -97,34 +97,55 @@ def evaluate(run_dir: Path, split: str, which: str, beam: int | None, strategy: 
 @click.option("--strategy", type=click.Choice(["greedy", "beam", "sample"]), default=None)
 @click.option("--n-best", type=int, default=None)
 @click.option("--length-penalty", type=float, default=None)
-@click.option("--batch-size", type=int, default=None)
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Lines per model call.")
+@click.option("--scores", is_flag=True,
+              help="Prefix each output line with a score and a tab: the label's probability (0-1), or the "
+                   "translation's search score.")
 @click.option("--device", default="cpu", show_default=True)
 def translate(model_dir: Path, input_path: Path | None, output_path: Path | None, beam: int | None,
               strategy: str | None, n_best: int | None, length_penalty: float | None,
-              batch_size: int | None, device: str) -> None:
-    """Translate lines with MODEL_DIR: a run directory (torch) or an exported model (onnxruntime)."""
-    from seqkit.evaluate import open_translator
+              batch_size: int | None, scores: bool, device: str) -> None:
+    """Translate, summarize or classify lines with MODEL_DIR: a run directory (torch) or an
+    exported model (onnxruntime).
 
-    options = {"beam_size": beam, "strategy": strategy, "n_best": n_best,
-               "length_penalty": length_penalty, "batch_size": batch_size}
-    if beam is not None and strategy is None:
-        options["strategy"] = "greedy" if beam == 1 else "beam"
-    translator = open_translator(model_dir, {k: v for k, v in options.items() if v is not None}, device=device)
-    src = open(input_path, encoding="utf-8", errors="strict") if input_path else click.get_text_stream("stdin")
-    try:
-        lines = [line.rstrip("\n") for line in src]
-    except UnicodeDecodeError as exc:
-        raise SeqkitError(f"{input_path or 'stdin'}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    results = translator.translate(lines)
+    Prints one line per input line: the translation, the headline (summarization) or the label
+    (classification). An empty input line gives an empty output line.
+    """
+    from seqkit.evaluate import is_classifier, open_classifier, open_translator
+
+    search_flags = {"--beam": beam, "--strategy": strategy, "--n-best": n_best, "--length-penalty": length_penalty}
+    if is_classifier(model_dir):
+        used = [flag for flag, value in search_flags.items() if value is not None]
+        if used:
+            raise click.UsageError(f"{', '.join(used)}: search options do not apply to a classification model")
+        classifier = open_classifier(model_dir, batch_size=batch_size, device=device)
+        labelled = classifier.classify(_read_lines(input_path))
+        rows = [(r.probability, r.label) for r in labelled]
+    else:
+        options = {"beam_size": beam, "strategy": strategy, "n_best": n_best,
+                   "length_penalty": length_penalty, "batch_size": batch_size}
+        if beam is not None and strategy is None:
+            options["strategy"] = "greedy" if beam == 1 else "beam"
+        translator = open_translator(model_dir, {k: v for k, v in options.items() if v is not None}, device=device)
+        results = translator.translate(_read_lines(input_path))
+        if n_best and n_best > 1:  # every hypothesis, scored
+            rows, scores = [(score, text) for res in results for text, score in res.n_best], True
+        else:
+            rows = [(res.score, res.text) for res in results]
     out = open(output_path, "w", encoding="utf-8") if output_path else click.get_text_stream("stdout")
     with out:
-        for res in results:
-            if n_best and n_best > 1:
-                for text, score in res.n_best:
-                    out.write(f"{score:.4f}\t{text}\n")
-            else:
-                out.write(res.text + "\n")
-    # Warnings (truncated lines) were already logged to stderr by the Translator, one per line.
+        for score, text in rows:
+            out.write(f"{score:.4f}\t{text}\n" if scores else text + "\n")
+    # Warnings (truncated lines) were already logged to stderr by the Translator/TextClassifier, one per line.
+
+
+def _read_lines(input_path: Path | None) -> list[str]:
+    """The lines of ``input_path`` (default: stdin), newline removed; SeqkitError if not UTF-8."""
+    src = open(input_path, encoding="utf-8", errors="strict") if input_path else click.get_text_stream("stdin")
+    try:
+        return [line.rstrip("\n") for line in src]
+    except UnicodeDecodeError as exc:
+        raise SeqkitError(f"{input_path or 'stdin'}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
 @cli.command("export")
@@ -173,10 +194,14 @@ def _open_generator(model_dir: Path, overrides: dict[str, float | int], which: s
         return load_model(model_dir).generator(**overrides)
     import torch
 
+    from seqkit.classify import is_classification_run
     from seqkit.inference import Generator
     from seqkit.models import TorchStepper
     from seqkit.runs import load_run
 
+    if is_classification_run(model_dir):
+        raise CheckpointError(f"{model_dir}: a classification model does not generate from a prompt; "
+                              "use `seqkit translate`")
     run = load_run(model_dir, which, device)
     if run.recipe.task != "lm":
         raise CheckpointError(f"{model_dir}: a {run.recipe.task} model does not generate from a prompt; use `seqkit translate`")

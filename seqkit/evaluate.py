@@ -15,6 +15,37 @@ def is_exported(path: Path) -> bool:
     return (path / "manifest.json").is_file()
 
 
+def is_classifier(model_dir: Path) -> bool:
+    """True for an exported classifier (config.json ``model_kind``) or a classification run
+    (recipe.yaml ``task``). Reads one small file; opening the model still checks its manifest."""
+    if not model_dir.is_dir():
+        return False
+    if is_exported(model_dir):
+        from seqkit.runtime.format import CONFIG_FILE
+
+        try:
+            config = json.loads((model_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return False  # load_model reports the broken file
+        return isinstance(config, dict) and config.get("model_kind") == "classifier"
+    from seqkit.classify import is_classification_run
+
+    return is_classification_run(model_dir)
+
+
+def open_classifier(model_dir: Path, *, batch_size: int | None = None, device: str = "cpu") -> Any:
+    """A TextClassifier over an exported classifier (onnxruntime) or a classification run
+    (torch, its best checkpoint)."""
+    if is_exported(model_dir):
+        from seqkit.runtime import load_model
+
+        return load_model(model_dir).classifier(batch_size)
+    from seqkit.classify import load_classifier_run, text_classifier
+
+    run, labels = load_classifier_run(model_dir, "best", device)
+    return text_classifier(run, labels, batch_size)
+
+
 def open_translator(model_dir: Path, search_overrides: dict[str, Any], device: str = "cpu") -> Any:
     """A Translator over an exported model (onnxruntime) or a run directory (torch)."""
     if not model_dir.is_dir():

@@ -45,7 +45,7 @@ from seqkit.search import SearchConfig, greedy, sample
 log = logging.getLogger("seqkit")
 
 QUANTIZE_CHOICES = ("int8",)
-EXPORTABLE_TASKS = ("translation", "summarization", "lm")
+EXPORTABLE_TASKS = ("translation", "summarization", "lm", "classification")
 MIN_OPSET = 13  # opsets 11-12 reject the int64 sequence lengths the recurrent encoders pass
 ATOL, RTOL = 1e-4, 1e-4  # fp32 parity: |torch - onnxruntime| <= ATOL + RTOL * |torch|
 PARITY_STEPS = 5  # decoder steps compared output by output
@@ -263,8 +263,13 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, opset: int = 17, qua
     if is_run_dir(Path(run_dir)):  # else load_run names what is missing
         task = load_recipe(Path(run_dir) / RECIPE_FILE, [f"run_dir={run_dir}"]).task
         if task not in EXPORTABLE_TASKS:
-            raise ModelError(f"{run_dir}: task '{task}' has no step-wise decoder to export; "
+            raise ModelError(f"{run_dir}: task '{task}' cannot be exported; "
                              f"exportable tasks: {', '.join(EXPORTABLE_TASKS)}")
+        if task == "classification":  # one graph, no decoder: seqkit/export_classifier.py
+            from seqkit.export_classifier import export_classifier
+
+            return export_classifier(Path(run_dir), out, opset=opset, quantize=quantize, which=which,
+                                     check_sentences=check_sentences)
     run = load_run(Path(run_dir), which, "cpu")
     model = run.model.float().eval()
     out.parent.mkdir(parents=True, exist_ok=True)

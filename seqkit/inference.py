@@ -1,7 +1,8 @@
 """Text in, text out over any :class:`~seqkit.search.StepFunction`; imports no torch.
 
 :class:`Translator` serves seq2seq models (translation, summarization), :class:`Generator`
-language models. Both work unchanged over the torch stepper and the onnxruntime one.
+language models, :class:`TextClassifier` classifiers. Each works unchanged over torch and
+onnxruntime.
 
 Source encoding is shared with training through :func:`encode_source`: the tokenizer's ids,
 cut to ``max_len - 1``, then eos. The trainer calls the same function, so the model sees at
@@ -18,11 +19,11 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from seqkit.errors import InputError
+from seqkit.errors import InputError, ModelError
 from seqkit.search import Hypothesis, SearchConfig, StepFunction, beam_search, greedy, sample
 
 log = logging.getLogger("seqkit")
@@ -215,3 +216,68 @@ def clean_prompt(prompt: Any) -> str:
     """A prompt is validated like a line but kept verbatim: newlines and spaces are content."""
     clean_text(prompt, "prompt")
     return prompt
+
+
+# -- classification -------------------------------------------------------------------------------
+# (src (B, S) int64, lengths (B,) int64) -> class probabilities (B, C) float32; torch or onnxruntime.
+ProbsFunction = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclass
+class ClassificationResult:
+    """One labelled line: the most probable label and its probability (0-1).
+
+    ``probs`` (C,) float32 holds every label's probability, in label-id order. An empty input
+    line gives label "", probability 0.0 and ``probs`` None, with no model call.
+    """
+
+    label: str
+    probability: float
+    probs: np.ndarray | None
+    src_tokens: list[int]
+    warnings: list[str] = field(default_factory=list)
+
+
+class TextClassifier:
+    """Batched text-to-label prediction over a :data:`ProbsFunction` (torch or onnxruntime).
+
+    Lines are cleaned and encoded exactly like :class:`Translator` sources (and like training
+    examples): :func:`clean_text`, then :func:`encode_source`, truncated with a warning.
+    """
+
+    def __init__(self, probs_fn: ProbsFunction, tokenizer: Any, labels: Sequence[str], *, max_src_len: int,
+                 batch_size: int = 64):
+        if max_src_len < 2:
+            raise ValueError(f"max_src_len must be >= 2 (one token and eos), got {max_src_len}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.probs_fn, self.tokenizer, self.labels = probs_fn, tokenizer, list(labels)
+        self.max_src_len, self.batch_size = max_src_len, batch_size
+
+    def classify(self, lines: Sequence[str]) -> list[ClassificationResult]:
+        """One result per line, in input order. Batches hold lines of similar length."""
+        results: list[ClassificationResult | None] = [None] * len(lines)
+        todo: list[tuple[int, list[int], list[str]]] = []  # (line index, source ids, warnings)
+        for i, line in enumerate(lines):
+            text = clean_text(line, f"line {i + 1}")
+            if not text:
+                results[i] = ClassificationResult("", 0.0, None, [])
+                continue
+            ids, truncated = encode_source(self.tokenizer, text, self.max_src_len)
+            warnings = []
+            if truncated:
+                warnings.append(f"line {i + 1}: source longer than {self.max_src_len} tokens (eos included); truncated")
+                log.warning(warnings[-1])
+            todo.append((i, ids, warnings))
+        todo.sort(key=lambda item: -len(item[1]))
+        for start in range(0, len(todo), self.batch_size):
+            chunk = todo[start : start + self.batch_size]
+            src, lengths = pad_batch([ids for _, ids, _ in chunk], self.tokenizer.pad_id)
+            probs = self.probs_fn(src, lengths)  # (B, C)
+            if probs.shape != (len(chunk), len(self.labels)):
+                raise ModelError(f"the model gave probabilities of shape {probs.shape}; expected "
+                                 f"({len(chunk)}, {len(self.labels)}) for {len(self.labels)} labels")
+            for (i, ids, warnings), row in zip(chunk, probs):
+                best = int(row.argmax())
+                results[i] = ClassificationResult(self.labels[best], float(row[best]), row, ids, warnings)
+        return results  # type: ignore[return-value]  # every slot is filled above

@@ -207,7 +207,10 @@ class Classifier(nn.Module):
 
     def pool(self, src: Tensor, src_lengths: Tensor) -> Tensor:
         """src (B, S) int64, src_lengths (B,) int64 -> one vector per sequence (B, H)."""
-        enc = self.encoder(src, src_lengths)
+        return self.pool_encoded(self.encoder(src, src_lengths))
+
+    def pool_encoded(self, enc: Any) -> Tensor:
+        """The encoder's output (a :class:`seqkit.contracts.EncoderOutput`) -> pooled (B, H)."""
         if self.pooling == "last":
             return enc.hidden[-1]  # (B, H_final) top layer
         mask = enc.mask.unsqueeze(-1)  # (B, S, 1)

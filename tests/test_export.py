@@ -1,5 +1,6 @@
 """ONNX export: parity with torch for every cell/attention style and a language model, greedy /
 beam / sampling identical through the runtime, atomic failure, int8, the CLI front ends.
+Classifiers: tests/test_export_classifier.py.
 
 Run directories are built without training: a tiny word-level corpus, a randomly initialized
 model (fixed seed) saved as the run's checkpoint. ``make_run`` and ``export_tiny`` are shared
@@ -262,18 +263,6 @@ def test_cli_export_translate_generate(tmp_path):
     assert by_model.stdout == by_run.stdout and len(by_model.stdout.splitlines()) == 3
     wrong = runner.invoke(cli, ["generate", str(tmp_path / "m")])
     assert wrong.exit_code != 0 and "use `seqkit translate`" in str(wrong.exception)
-
-
-def test_tasks_without_a_decoder_are_refused(tmp_path):
-    from seqkit.recipe import load_recipe
-    from seqkit.runs import write_recipe
-
-    recipe = load_recipe(Path(__file__).parent.parent / "recipes" / "classify.yaml", [f"run_dir={tmp_path / 'run'}"])
-    (tmp_path / "run").mkdir()
-    write_recipe(recipe, tmp_path / "run")
-    with pytest.raises(ModelError, match="task 'classification' has no step-wise decoder to export"):
-        export_run(tmp_path / "run", tmp_path / "out")
-    assert not (tmp_path / "out").exists()
 
 
 def test_bench_decode_tool_runs(tmp_path, capsys):

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_export import LM_TEXT, SRC_LINES, export_tiny  # tests/ is on sys.path (no __init__.py)
+from test_export_classifier import LINES as CLS_LINES
+from test_export_classifier import export_classifier_tiny
 
 from seqkit.errors import ModelError
 from seqkit.models import TorchStepper
@@ -78,6 +80,25 @@ def test_cli_translate_and_generate_without_torch(seq2seq, lm):
     assert gen.stdout.decode() == load_model(lm[1]).generate("speak", max_tokens=20, seed=5, top_k=3) + "\n"
     wrong = seqkit("generate", str(lm[1]), "--temperature", "0")
     assert wrong.returncode == 2 and "--temperature" in wrong.stderr.decode()
+
+
+def test_classifier_and_cli_translate_without_torch(tmp_path):
+    _, model_dir = export_classifier_tiny(tmp_path)
+    want = load_model(model_dir, threads=1).classify(CLS_LINES)
+    result = run_without_training_stack(f"""
+        import json
+        from seqkit.runtime import load_model
+        print(json.dumps(load_model({str(model_dir)!r}, threads=1).classify({CLS_LINES!r})))
+        print(sorted(m for m in sys.modules if m.split(".")[0] in {TRAINING_ONLY!r} and sys.modules[m] is not None))
+    """)
+    assert result.returncode == 0, result.stderr.decode()
+    out, loaded = result.stdout.decode().splitlines()
+    assert [tuple(x) for x in json.loads(out)] == want and {label for label, _ in want} == {"neg", "pos"}
+    assert loaded == "[]"
+    cli = f"sys.argv = ['seqkit', 'translate', {str(model_dir)!r}, '--scores']\nfrom seqkit.cli import main\nmain()\n"
+    done = run_without_training_stack(cli, ("\n".join(CLS_LINES) + "\n").encode())
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.decode().splitlines() == [f"{p:.4f}\t{label}" for label, p in want]
 
 
 @pytest.mark.parametrize("damage,message", [

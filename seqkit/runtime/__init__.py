@@ -7,6 +7,7 @@
     model.translate(["Ein Hund läuft."])              # the recipe's search defaults
     model.translator(strategy="greedy").translate(lines)   # TranslationResult objects
     load_model("models/lm").generate("ROMEO:", max_tokens=200, seed=1)
+    load_model("models/classify").classify(["Great phone."])   # [("1", 0.93)]: (label, probability)
 
 This package imports no torch, directly or through anything it imports (a test proves it):
 onnxruntime runs the graphs, :mod:`seqkit.search` decodes in numpy, and the tokenizers load
@@ -21,21 +22,25 @@ from typing import Any, Sequence
 from pydantic import ValidationError
 
 from seqkit.errors import ModelError
-from seqkit.inference import Generator, Translator
+from seqkit.inference import Generator, TextClassifier, Translator
+from seqkit.runtime.classifier import OrtClassifier
 from seqkit.runtime.format import TOKENIZER_DIR, ExportConfig, Manifest, read_config, verify_manifest
 from seqkit.runtime.stepper import OrtStepper, open_session, session_options
 from seqkit.search import SearchConfig
 
-__all__ = ["RuntimeModel", "OrtStepper", "load_model"]
+__all__ = ["RuntimeModel", "OrtClassifier", "OrtStepper", "load_model"]
 
 
 class RuntimeModel:
-    """An exported model, ready to decode: sessions, tokenizers, config, stepper."""
+    """An exported model, ready to decode: sessions, tokenizers, config, stepper.
 
-    def __init__(self, model_dir: Path, config: ExportConfig, manifest: Manifest, stepper: OrtStepper,
-                 src_tokenizer: Any, tgt_tokenizer: Any):
+    A classifier has no stepper (None) and no target tokenizer; ``probs_fn`` runs its graph.
+    """
+
+    def __init__(self, model_dir: Path, config: ExportConfig, manifest: Manifest, stepper: OrtStepper | None,
+                 src_tokenizer: Any, tgt_tokenizer: Any, probs_fn: OrtClassifier | None = None):
         self.model_dir, self.config, self.manifest, self.stepper = model_dir, config, manifest, stepper
-        self.src_tokenizer, self.tgt_tokenizer = src_tokenizer, tgt_tokenizer
+        self.src_tokenizer, self.tgt_tokenizer, self.probs_fn = src_tokenizer, tgt_tokenizer, probs_fn
 
     def search_config(self, **overrides: Any) -> SearchConfig:
         """The exported search defaults with ``overrides`` (SearchConfig fields) applied."""
@@ -47,6 +52,9 @@ class RuntimeModel:
             raise ModelError(f"search option {where}: {first['msg']}") from None
 
     def translator(self, **search_overrides: Any) -> Translator:
+        if self.config.model_kind == "classifier":
+            raise ModelError(f"{self.model_dir}: a classification model labels lines instead of translating them; "
+                             "use classify() / classifier()")
         if self.config.model_kind != "seq2seq":
             raise ModelError(f"{self.model_dir}: a language model (task {self.config.task}) cannot translate; "
                              "use `seqkit generate`")
@@ -58,6 +66,19 @@ class RuntimeModel:
             raise ModelError(f"{self.model_dir}: a {self.config.task} model does not generate from a prompt; "
                              "use `seqkit translate`")
         return Generator(self.stepper, self.tgt_tokenizer, self.search_config(**search_overrides))
+
+    def classifier(self, batch_size: int | None = None) -> TextClassifier:
+        """A :class:`seqkit.inference.TextClassifier` over this classifier (``batch_size`` lines per run)."""
+        if self.probs_fn is None or self.config.labels is None:
+            use = "translate" if self.config.model_kind == "seq2seq" else "generate"
+            raise ModelError(f"{self.model_dir}: a {self.config.task} model does not classify; use `seqkit {use}`")
+        options = {} if batch_size is None else {"batch_size": batch_size}
+        return TextClassifier(self.probs_fn, self.src_tokenizer, self.config.labels, max_src_len=self.config.max_src_len,
+                              **options)
+
+    def classify(self, lines: Sequence[str]) -> list[tuple[str, float]]:
+        """(label, probability) per line; an empty line gives ("", 0.0)."""
+        return [(r.label, r.probability) for r in self.classifier().classify(lines)]
 
     def translate(self, lines: Sequence[str], **search_overrides: Any) -> list[str]:
         """Best hypothesis per line (empty line -> ""), decoded with the search defaults + overrides."""
@@ -76,7 +97,7 @@ def load_model(model_dir: str | Path, *, threads: int | None = None, sequential:
     ``threads``: onnxruntime intra-op threads per session (None: onnxruntime's default).
     Raises ModelError naming the file for a missing, modified or unlisted file.
     """
-    from seqkit.tokenizers import load_tokenizers
+    from seqkit.tokenizers import load_tokenizer, load_tokenizers
 
     root = Path(model_dir)
     if not root.is_dir():
@@ -90,6 +111,12 @@ def load_model(model_dir: str | Path, *, threads: int | None = None, sequential:
             sessions[role] = open_session(root / name, options)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
             raise ModelError(f"{root / name}: onnxruntime cannot load it: {exc}") from None
+    if config.model_kind == "classifier":  # a source tokenizer only
+        src_dir = root / TOKENIZER_DIR / "src"
+        if not src_dir.is_dir():
+            raise ModelError(f"{src_dir}: missing source tokenizer")
+        return RuntimeModel(root, config, manifest, None, load_tokenizer(src_dir), None,
+                            OrtClassifier(sessions["classifier"]))
     stepper = OrtStepper(config, sessions.get("encoder"), sessions["step"])
     src_tok, tgt_tok = load_tokenizers(root / TOKENIZER_DIR)
     if config.model_kind == "seq2seq" and src_tok is None:

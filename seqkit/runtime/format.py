@@ -8,6 +8,7 @@ Layout (``MODEL_DIR``)::
     encoder.onnx          seq2seq only: (src, src_lengths) -> (memory_i..., state_i...)
     decoder_step.onnx     seq2seq: (y_prev, memory_i..., state_i...) -> (log_probs, [attention], state_out_i...)
     lm_step.onnx          language model: (y_prev, state_i...) -> (log_probs, state_out_i...)
+    classifier.onnx       classifier: (src, src_lengths) -> probs (B, C); labels in config.json
     tokenizer/src/ tokenizer/tgt/   as written by seqkit.tokenizers.save_tokenizers (LM: tgt only)
     config.json           ExportConfig: task, special ids, vocabularies, search defaults, names
     manifest.json         Manifest: sha256 of every other file, seqkit version, opset, created
@@ -15,6 +16,7 @@ Layout (``MODEL_DIR``)::
 Shapes: B = rows (sentences, or sentences x beam), S = source length, V = target vocabulary.
 ``log_probs`` (B, V) float32 is log_softmax of the logits, computed inside the graph.
 ``attention`` (B, S) float32 is present only when the decoder attends (``has_attention``).
+``probs`` (B, C) float32 is softmax of a classifier's logits over its C labels, in the graph.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import hashlib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from seqkit.errors import ModelError
 
@@ -34,9 +36,11 @@ TOKENIZER_DIR = "tokenizer"
 ENCODER_FILE = "encoder.onnx"
 DECODER_STEP_FILE = "decoder_step.onnx"
 LM_STEP_FILE = "lm_step.onnx"
+CLASSIFIER_FILE = "classifier.onnx"
 
 # Input and output names of the graphs. Dynamic axes use these symbolic dimension names.
 SRC, SRC_LENGTHS, Y_PREV, LOG_PROBS, ATTENTION = "src", "src_lengths", "y_prev", "log_probs", "attention"
+PROBS = "probs"
 BATCH, SRC_LEN = "batch", "src_len"
 
 
@@ -89,12 +93,12 @@ class ExportConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     format_version: int = FORMAT_VERSION
-    task: Literal["translation", "summarization", "lm"]
-    model_kind: Literal["seq2seq", "lm"]
-    special_ids: SpecialIds  # of the target tokenizer (what search uses)
+    task: Literal["translation", "summarization", "lm", "classification"]
+    model_kind: Literal["seq2seq", "lm", "classifier"]
+    special_ids: SpecialIds  # of the target tokenizer (what search uses); classifier: the source one
     src_pad_id: int | None  # padding of the source batch; None for a language model
     src_vocab_size: int | None
-    tgt_vocab_size: int
+    tgt_vocab_size: int  # classifier: the number of labels
     max_src_len: int  # tokens, eos included; longer lines are truncated with a warning
     has_attention: bool
     memory: list[TensorSpec]  # batch on dim 0; empty without attention and for a language model
@@ -102,12 +106,25 @@ class ExportConfig(BaseModel):
     search: dict[str, Any]  # the recipe's search section (seqkit.search.SearchConfig fields)
     opset: int
     quantized: Literal["int8"] | None = None
+    # Classifier only: label strings in class-id order (index = column of ``probs``).
+    labels: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _labels_iff_classifier(self) -> ExportConfig:
+        if (self.model_kind == "classifier") != (self.labels is not None):
+            raise ValueError("labels are required for model_kind 'classifier' and only for it")
+        if self.labels is not None and len(self.labels) != self.tgt_vocab_size:
+            raise ValueError(f"{len(self.labels)} labels but tgt_vocab_size {self.tgt_vocab_size}")
+        return self
 
     @property
     def graph_files(self) -> dict[str, str]:
-        """Role -> file name: {"encoder", "step"} for seq2seq, {"step"} for a language model."""
+        """Role -> file name: {"encoder", "step"} for seq2seq, {"step"} for a language model,
+        {"classifier"} for a classifier."""
         if self.model_kind == "lm":
             return {"step": LM_STEP_FILE}
+        if self.model_kind == "classifier":
+            return {"classifier": CLASSIFIER_FILE}
         return {"encoder": ENCODER_FILE, "step": DECODER_STEP_FILE}
 
 
@@ -140,6 +157,11 @@ def step_io(memory: list[TensorSpec], state: list[TensorSpec], has_attention: bo
     for i, t in enumerate(state):
         outputs[state_out_name(i)] = t.dynamic_axes()
     return GraphIO(inputs=inputs, outputs=outputs)
+
+
+def classifier_io() -> GraphIO:
+    """classifier.onnx: src (B, S) int64, src_lengths (B,) int64 -> probs (B, C) float32."""
+    return GraphIO(inputs={SRC: {0: BATCH, 1: SRC_LEN}, SRC_LENGTHS: {0: BATCH}}, outputs={PROBS: {0: BATCH}})
 
 
 def read_config(model_dir: Path) -> ExportConfig:
