@@ -102,9 +102,11 @@ def evaluate(run_dir: Path, split: str, which: str, beam: int | None, strategy: 
               help="Prefix each output line with a score and a tab: the label's probability (0-1), or the "
                    "translation's search score.")
 @click.option("--device", default="cpu", show_default=True)
+@click.option("--attention-plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the source x target attention heat map of the first non-empty line as PNG (needs matplotlib).")
 def translate(model_dir: Path, input_path: Path | None, output_path: Path | None, beam: int | None,
               strategy: str | None, n_best: int | None, length_penalty: float | None,
-              batch_size: int | None, scores: bool, device: str) -> None:
+              batch_size: int | None, scores: bool, device: str, attention_plot: Path | None) -> None:
     """Translate, summarize or classify lines with MODEL_DIR: a run directory (torch) or an
     exported model (onnxruntime).
 
@@ -115,6 +117,8 @@ def translate(model_dir: Path, input_path: Path | None, output_path: Path | None
 
     search_flags = {"--beam": beam, "--strategy": strategy, "--n-best": n_best, "--length-penalty": length_penalty}
     if is_classifier(model_dir):
+        if attention_plot is not None:
+            raise click.UsageError("--attention-plot: a classification model has no source x target attention")
         used = [flag for flag, value in search_flags.items() if value is not None]
         if used:
             raise click.UsageError(f"{', '.join(used)}: search options do not apply to a classification model")
@@ -127,7 +131,10 @@ def translate(model_dir: Path, input_path: Path | None, output_path: Path | None
         if beam is not None and strategy is None:
             options["strategy"] = "greedy" if beam == 1 else "beam"
         translator = open_translator(model_dir, {k: v for k, v in options.items() if v is not None}, device=device)
-        results = translator.translate(_read_lines(input_path))
+        lines = _read_lines(input_path)
+        results = translator.translate(lines, return_attention=attention_plot is not None)
+        if attention_plot is not None:
+            _attention_plot(lines, results, translator, attention_plot)
         if n_best and n_best > 1:  # every hypothesis, scored
             rows, scores = [(score, text) for res in results for text, score in res.n_best], True
         else:
@@ -227,6 +234,59 @@ def generate(model_dir: Path, prompt: str, max_tokens: int | None, temperature: 
     overrides = _sampling_overrides(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     generator = _open_generator(model_dir, overrides, which, device)
     click.echo(generator.generate(prompt, max_tokens=max_tokens))  # type: ignore[attr-defined]
+
+
+def _attention_plot(lines: list[str], results: list, translator: object, path: Path) -> None:
+    """The attention heat map of the first non-empty line (see seqkit.plot)."""
+    from seqkit.plot import attention_labels, plot_attention
+
+    chosen = next(((line, r) for line, r in zip(lines, results) if r.src_tokens), None)
+    if chosen is None:
+        raise SeqkitError("--attention-plot: no non-empty input line to plot")
+    line, result = chosen
+    if result.attention is None:
+        raise SeqkitError("--attention-plot: this model has no attention (its decoder's attention is 'none')")
+    src, tgt = attention_labels(result, translator.src_tokenizer, translator.tgt_tokenizer)  # type: ignore[attr-defined]
+    plot_attention(result.attention, src, tgt, path, title=f"{line.strip()}\n→ {result.text}")
+    logging.getLogger("seqkit").info("attention heat map written to %s", path)
+
+
+@cli.command("serve")
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="onnxruntime intra-op threads (default: onnxruntime's, one per physical core).")
+@click.option("--max-batch", type=click.IntRange(min=1), default=None, help="Texts per /v1/translate request (default 64).")
+@click.option("--max-chars", type=click.IntRange(min=1), default=None, help="Characters per text or prompt (default 2000).")
+@click.option("--max-queue", type=click.IntRange(min=1), default=None,
+              help="Requests waiting for the model before new ones get 503 (default 256).")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
+              show_default=True)
+def serve_model(model_dir: Path, host: str, port: int, threads: int | None, max_batch: int | None,
+                max_chars: int | None, max_queue: int | None, log_level: str) -> None:
+    """Serve an exported MODEL_DIR over HTTP (torch-free): a demo page at /, the API under /v1,
+    the OpenAPI schema at /openapi.json. See docs/serving.md."""
+    from seqkit.serve import serve
+
+    given = {"max_batch": max_batch, "max_chars": max_chars, "max_queue": max_queue}
+    limits = None
+    if any(v is not None for v in given.values()):
+        from seqkit.serve.schemas import ServeLimits
+
+        limits = ServeLimits(**{k: v for k, v in given.items() if v is not None})
+    serve(model_dir, host=host, port=port, threads=threads, limits=limits, log_level=log_level)
+
+
+@cli.command("plot")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="PNG to write (default: RUN_DIR/curves.png).")
+def plot_run(run_dir: Path, output: Path | None) -> None:
+    """Plot the loss and metric curves of RUN_DIR (from its metrics.jsonl) as one PNG."""
+    from seqkit.plot import plot_curves
+
+    click.echo(str(plot_curves(run_dir, output or run_dir / "curves.png")))
 
 
 def main() -> None:
