@@ -131,7 +131,8 @@ def test_other_client_errors(client):
 
 
 def test_health_model_page_and_openapi(client, s2s_dir):
-    assert client.get("/healthz").json() == {"status": "ok", "model_kind": "seq2seq", "queued": 0, "in_flight": 0}
+    assert client.get("/healthz").json() == {"status": "ok", "model_kind": "seq2seq", "queued": 0, "in_flight": 0,
+                                             "requests_done": 0, "model_calls": 0}
     info = client.get("/v1/model").json()
     assert info["config"] == json.loads((s2s_dir / "config.json").read_text())
     assert info["manifest"]["files"] == json.loads((s2s_dir / "manifest.json").read_text())["files"]
@@ -204,12 +205,15 @@ def test_health_answers_while_the_model_is_busy_and_requests_merge(s2s):
                 for line in SRC_LINES[1:5]]
         wait_for(lambda: c.get("/healthz").json()["queued"] == 4)
         replies = [f.result(timeout=30) for f in [first, *rest]]
+        after = c.get("/healthz").json()
     assert [r.status_code for r in replies] == [200] * 5
+    assert (after["requests_done"], after["model_calls"], after["queued"]) == (5, 2, 0)
     want = s2s.translate(SRC_LINES[:5], strategy="greedy")
     assert [r.json()["translations"][0]["text"] for r in replies] == want
     # The four requests queued behind the first were decoded together, within batch_texts.
     assert len(slow.calls) == 2 and slow.calls[0] == [SRC_LINES[0]]
     assert sorted(slow.calls[1]) == sorted(SRC_LINES[1:5])  # in arrival order, which threads do not fix
+    assert (health["requests_done"], health["model_calls"]) == (0, 1)
 
 
 def test_a_full_queue_answers_503(s2s):

@@ -212,7 +212,7 @@ def create_app(model: Any, limits: ServeLimits | None = None) -> FastAPI:
     @app.get("/healthz", response_model=Health, summary="Liveness; answered without waiting for the model")
     async def healthz() -> Health:
         return Health(status="ok", model_kind=model.config.model_kind, queued=batcher.depth,
-                      in_flight=batcher.in_flight)
+                      in_flight=batcher.in_flight, requests_done=batcher.requests, model_calls=batcher.calls)
 
     @app.get("/v1/model", summary="The exported config.json and manifest.json, and the request limits")
     async def model_info() -> dict[str, Any]:

@@ -92,6 +92,8 @@ class Health(BaseModel):
     model_kind: str
     queued: int = Field(description="requests waiting for the model")
     in_flight: int = Field(description="requests being decoded now")
+    requests_done: int = Field(description="requests answered by the model since start (results or errors)")
+    model_calls: int = Field(description="model calls since start; requests_done / model_calls = requests merged per call")
 
 
 class ErrorBody(BaseModel):
