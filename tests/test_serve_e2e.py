@@ -155,3 +155,26 @@ def test_server_process_has_no_torch(server):
                                      headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as reply:
         assert len(json.load(reply)["translations"]) == 2
+
+
+def test_page_generates_with_a_language_model(browser, tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e-lm")
+    _, lm_dir = export_tiny(root, task="lm", dec="gru")
+    proc, url = start_server(lm_dir, root / "serve.log")
+    try:
+        browser.get(url + "/")
+        wait = WebDriverWait(browser, 30)
+        wait.until(lambda d: d.find_element(By.ID, "run").is_enabled())
+        assert not browser.find_element(By.ID, "strategy").is_displayed()  # translate-only controls hidden
+        for field, value in (("source", "all:"), ("max-tokens", "15"), ("seed", "4")):
+            box = browser.find_element(By.ID, field)
+            box.clear()
+            box.send_keys(value)
+        browser.find_element(By.ID, "run").click()
+        wait.until(lambda d: d.find_element(By.ID, "output").get_attribute("data-state") in ("done", "error"))
+        assert browser.find_element(By.ID, "error").text == ""
+        want = load_model(lm_dir, threads=1).generate("all:", max_tokens=15, temperature=0.8, seed=4)
+        # textContent: the exact text the page received (newlines included).
+        assert browser.find_element(By.ID, "output").get_attribute("textContent") == want
+    finally:
+        stop_server(proc)
