@@ -68,7 +68,8 @@ def train(recipe_path: Path, overrides: tuple[str, ...], resume: bool) -> None:
     from seqkit.runs import train_run
 
     metrics = train_run(recipe_path, list(overrides), resume)
-    click.echo(json.dumps({k: v for k, v in metrics.items() if isinstance(v, (int, float))}))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun every rank has the metrics; print them once
+        click.echo(json.dumps({k: v for k, v in metrics.items() if isinstance(v, (int, float))}))
 
 
 @cli.command()

@@ -65,17 +65,32 @@ class LMTask:
         self.ids = encode_stream(tgt_tok, train.text, "data.train")
         self.valid_ids = encode_stream(tgt_tok, valid.text, "data.valid") if valid is not None else None
         self.chars_per_token = len(valid.text) / len(self.valid_ids) if valid is not None else 1.0
-        cfg = self.train_cfg
-        # Each stream must hold at least one full chunk, after the epoch offset (< bptt).
-        if (len(self.ids) - cfg.bptt) // cfg.batch_size < cfg.bptt:
-            raise DataError(
-                f"data.train: {len(self.ids)} tokens are too few for train.batch_size={cfg.batch_size} "
-                f"streams of at least train.bptt={cfg.bptt} tokens; lower them"
-            )
+        self._rank, self._world = 0, 1  # data-parallel shard (seqkit.distributed): streams of this rank
+        self._check_length()
         self._epoch: int | None = None
         self._streams: tuple[torch.Tensor, torch.Tensor] | None = None  # (inputs, targets), each (B, N)
         self._state: tuple[torch.Tensor, ...] | None = None
         self._next_chunk = -1  # the chunk whose input continues the carried state
+
+    def _check_length(self) -> None:
+        cfg, streams = self.train_cfg, self.train_cfg.batch_size * self._world
+        # Each stream must hold at least one full chunk, after the epoch offset (< bptt).
+        if (len(self.ids) - cfg.bptt) // streams < cfg.bptt:
+            per_rank = f" per process x {self._world} processes" if self._world > 1 else ""
+            raise DataError(
+                f"data.train: {len(self.ids)} tokens are too few for train.batch_size={cfg.batch_size}{per_rank} "
+                f"streams of at least train.bptt={cfg.bptt} tokens; lower them"
+            )
+
+    def shard(self, rank: int, world: int) -> None:
+        """Under DDP: cut ``batch_size * world`` streams, keep rows ``[rank * B, (rank + 1) * B)``.
+
+        Every rank then trains on the same chunk indices of its own streams, so the carried state
+        stays on one rank and a W-process run equals one process with ``batch_size * W`` streams.
+        """
+        self._rank, self._world = rank, world
+        self._check_length()
+        self.end_epoch()
 
     # -- what the Trainer calls ----------------------------------------------------------------
     def batches(self, epoch: int, seed: int) -> list[int]:
@@ -83,10 +98,11 @@ class LMTask:
         cfg = self.train_cfg
         if self._epoch != epoch:
             offset = int(np.random.default_rng([seed, epoch, 7]).integers(0, cfg.bptt))
-            ids = self.ids[offset:]
-            n = (len(ids) - 1) // cfg.batch_size
-            inputs = ids[: cfg.batch_size * n].reshape(cfg.batch_size, n)
-            targets = ids[1 : cfg.batch_size * n + 1].reshape(cfg.batch_size, n)
+            ids, streams = self.ids[offset:], cfg.batch_size * self._world
+            n = (len(ids) - 1) // streams
+            rows = slice(self._rank * cfg.batch_size, (self._rank + 1) * cfg.batch_size)
+            inputs = ids[: streams * n].reshape(streams, n)[rows]
+            targets = ids[1 : streams * n + 1].reshape(streams, n)[rows]
             self._streams = (torch.from_numpy(inputs).to(self.device), torch.from_numpy(targets).to(self.device))
             self._epoch, self._next_chunk, self._state = epoch, -1, None
         n_cols = self._streams[0].size(1)

@@ -117,24 +117,37 @@ def _has_valid(recipe: Recipe) -> bool:
 
 def train_run(recipe_path: Path, overrides: list[str], resume: bool) -> dict[str, Any]:
     """``seqkit train``: everything between a recipe and a trained run directory."""
+    from seqkit import distributed
     from seqkit.train import Trainer, check_run_dir_writable, pick_device
 
     recipe = open_recipe_for_training(recipe_path, overrides, resume)
     cfg = recipe.train_cfg
     run_dir = Path(recipe.run_dir)
-    device = pick_device(cfg.device)
-    check_run_dir_writable(run_dir)
-    _attach_log_file(run_dir)
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    seed_everything(recipe.seed)
-    write_recipe(recipe, run_dir)
-    task = build_task(recipe, run_dir, resume, device)
-    trainer = Trainer(task, cfg, run_dir, seed=recipe.seed, metric=TASK_METRICS[recipe.task])
-    if resume:
-        trainer.resume()
-    log.info("training on %s; run directory %s", device, run_dir)
-    return trainer.fit()
+    dist = distributed.setup(cfg.device)  # None unless torchrun started several processes
+    try:
+        device = dist.device if dist is not None else pick_device(cfg.device)
+        is_main = dist is None or dist.is_main  # only rank 0 writes into run_dir
+        if is_main:
+            check_run_dir_writable(run_dir)
+            _attach_log_file(run_dir)
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        seed_everything(recipe.seed)
+        if is_main:
+            write_recipe(recipe, run_dir)
+        # Ranks > 0 build after rank 0 and read its tokenizer (and labels) as a resume would.
+        task = distributed.main_first(dist, lambda first: build_task(recipe, run_dir, resume or not first, device),
+                                      run_dir)
+        distributed.seed_rank(dist, recipe.seed)
+        trainer = Trainer(task, cfg, run_dir, seed=recipe.seed, metric=TASK_METRICS[recipe.task], dist=dist)
+        if resume:
+            trainer.resume()
+        log.info("training on %s; run directory %s", device, run_dir)
+        metrics = trainer.fit()
+        distributed.barrier(dist)  # rank 0's last checkpoint is durable before any rank exits
+        return metrics
+    finally:
+        distributed.teardown(dist)
 
 
 def _attach_log_file(run_dir: Path) -> None:

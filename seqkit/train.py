@@ -19,7 +19,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from seqkit import checkpoint as ckpt
+from seqkit.distributed import DDPTraining, DistContext, broadcast, gather_rng, restore_rng
 from seqkit.errors import CheckpointError, SeqkitError
+from seqkit.progress import Progress
 
 log = logging.getLogger("seqkit")
 
@@ -157,7 +159,8 @@ def build_optimizer(cfg: OptimizerConfig, params: Any) -> torch.optim.Optimizer:
 class Trainer:
     """Runs ``task`` (a :class:`seqkit.tasks.Task`) for ``cfg`` and writes into ``run_dir``."""
 
-    def __init__(self, task: Any, cfg: TrainConfig, run_dir: Path, *, seed: int, metric: tuple[str, bool]):
+    def __init__(self, task: Any, cfg: TrainConfig, run_dir: Path, *, seed: int, metric: tuple[str, bool],
+                 dist: DistContext | None = None):
         self.task, self.cfg, self.run_dir = task, cfg, run_dir
         self.metric_name, self.higher_is_better = metric
         self.device = task.device
@@ -175,6 +178,9 @@ class Trainer:
         self._interrupted = False
         self._bad_in_a_row = 0  # consecutive skipped (non-finite) steps
         self._writer = None
+        self.dist = dist  # None: one process; else torchrun rank (see seqkit.distributed)
+        self.is_main = dist is None or dist.is_main  # only rank 0 writes into run_dir
+        self._ddp = DDPTraining(dist, self.model, task) if dist is not None else None
 
     # -- resume ------------------------------------------------------------------------------
     def resume(self) -> None:
@@ -187,22 +193,31 @@ class Trainer:
         self.history_tokens = state.get("tokens", 0)
         self.schedule.load(state["schedule"])
         ckpt.set_rng_state(state["rng"])
+        if self.dist is not None:
+            restore_rng(self.dist, state, self.seed)
         log.info("resumed from %s at step %d (epoch %d, batch %d)", path.name, self.step, self.epoch, self.batch_in_epoch)
 
     def _state(self, metrics: dict[str, Any]) -> dict[str, Any]:
-        return {
+        state = {
             "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "elapsed": self.elapsed,
             "best": self.best, "stale": self.stale, "tokens": self.history_tokens,
             "schedule": self.schedule.state(), "metrics": metrics,
         }
+        if self.dist is not None:  # a collective: every rank calls save()
+            state["rng_ranks"] = gather_rng(self.dist)
+        return state
 
     def save(self, metrics: dict[str, Any], is_best: bool = False) -> None:
         pointers = ("last", "best") if is_best else ("last",)
-        ckpt.save_checkpoint(self.run_dir / "checkpoints", self.step, self.model, self.optimizer,
-                             self._state(metrics), pointers=pointers, keep=self.cfg.keep_checkpoints)
+        state = self._state(metrics)
+        if self.is_main:
+            ckpt.save_checkpoint(self.run_dir / "checkpoints", self.step, self.model, self.optimizer,
+                                 state, pointers=pointers, keep=self.cfg.keep_checkpoints)
 
     # -- logging -------------------------------------------------------------------------------
     def _log_event(self, event: dict[str, Any]) -> None:
+        if not self.is_main:
+            return
         event = {"step": self.step, "epoch": self.epoch, "time": round(self.elapsed, 2), **event}
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(event) + "\n")
@@ -236,9 +251,11 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         """Train until a limit is reached; returns the last validation metrics."""
-        self._open_tensorboard()
+        if self.is_main:
+            self._open_tensorboard()
         previous = signal.signal(signal.SIGINT, self._on_sigint)
-        progress = _Progress(self.cfg, self.step)
+        progress = Progress(self.cfg, self.step, bar=self.is_main)
+        span = self.cfg.accumulate if self._ddp is None else self._ddp.span(self.cfg.accumulate)
         last_metrics: dict[str, Any] = {}
         self._clock = (time.perf_counter(), self.elapsed)
         try:
@@ -246,9 +263,9 @@ class Trainer:
             while reason is None:
                 batches = self.task.batches(self.epoch, self.seed)
                 while self.batch_in_epoch < len(batches) and reason is None:
-                    group = batches[self.batch_in_epoch : self.batch_in_epoch + self.cfg.accumulate]
+                    group = batches[self.batch_in_epoch : self.batch_in_epoch + span]
                     before = self.step
-                    stats = self._train_step(group)
+                    stats = self._train_step(group) if self._ddp is None else self._ddp.train_step(self, group)
                     self._tick()
                     self.batch_in_epoch += len(group)
                     progress.update(self, stats)
@@ -257,13 +274,18 @@ class Trainer:
                     if self.step > before and self.step % self.cfg.valid_every == 0:
                         last_metrics = self.validate_and_save()
                         self._tick()
+                    if self._ddp is not None:
+                        self._ddp.sync_stop(self)
                     reason = self._done()
                 if self.batch_in_epoch >= len(batches):
                     self.epoch, self.batch_in_epoch = self.epoch + 1, 0
                     self.task.end_epoch()
                     reason = self._done()
             log.info("stopping: %s", reason)
-            if not last_metrics or last_metrics.get("step") != self.step:
+            if self._ddp is not None and self._interrupted:
+                # torchrun SIGKILLs its workers 30 s after forwarding Ctrl-C: save, skip validation.
+                self.save({"step": self.step, "interrupted": True})
+            elif not last_metrics or last_metrics.get("step") != self.step:
                 last_metrics = self.validate_and_save()
         finally:
             signal.signal(signal.SIGINT, previous)
@@ -284,23 +306,37 @@ class Trainer:
 
     def _train_step(self, group: list[Any]) -> dict[str, float]:
         start = time.perf_counter()
-        self.model.train()
-        lr = self.schedule.lr(self.step)
-        for pg in self.optimizer.param_groups:
-            pg["lr"] = lr
+        lr = self._start_step()
         total_loss, total_tokens = 0.0, 0
-        amp = self.cfg.amp != "none" and self.device.type == "cuda"
-        dtype = torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16
         for batch in group:
-            with torch.autocast(self.device.type, dtype=dtype, enabled=amp):
+            with self._autocast():
                 loss_sum, ntokens, nll_sum = self.task.loss(batch)
             loss = loss_sum / max(ntokens, 1) / len(group)
             if not torch.isfinite(loss):
                 self.optimizer.zero_grad(set_to_none=True)
                 return self._bad_step(start)
-            (self.scaler.scale(loss) if self.scaler else loss).backward()
+            self._backward(loss)
             total_loss += float(nll_sum.detach())
             total_tokens += int(ntokens)
+        return self._apply_gradients(start, lr, total_loss, total_tokens)
+
+    # The three parts of a step that single-process and DDP steps share.
+    def _start_step(self) -> float:
+        self.model.train()
+        lr = self.schedule.lr(self.step)
+        for pg in self.optimizer.param_groups:
+            pg["lr"] = lr
+        return lr
+
+    def _autocast(self) -> torch.autocast:
+        amp = self.cfg.amp != "none" and self.device.type == "cuda"
+        dtype = torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype, enabled=amp)
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+
+    def _apply_gradients(self, start: float, lr: float, total_loss: float, total_tokens: int) -> dict[str, float]:
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
         if self.cfg.clip_grad_norm:
@@ -333,9 +369,13 @@ class Trainer:
 
     def validate_and_save(self) -> dict[str, Any]:
         start = time.perf_counter()
-        metrics = self.task.validate(self.cfg)
-        metrics["valid_seconds"] = round(time.perf_counter() - start, 2)
-        metrics["step"] = self.step
+        metrics: dict[str, Any] = {}
+        if self.is_main:  # under DDP rank 0 validates alone and shares the numbers
+            metrics = self.task.validate(self.cfg)
+            metrics["valid_seconds"] = round(time.perf_counter() - start, 2)
+            metrics["step"] = self.step
+        if self.dist is not None:
+            metrics = broadcast(self.dist, metrics)
         score = metrics[self.metric_name]
         improved = self.best is None or (score > self.best if self.higher_is_better else score < self.best)
         if improved:
@@ -348,47 +388,6 @@ class Trainer:
         log.info("step %d valid: %s%s", self.step, summary, " (best)" if improved else "")
         self.save(metrics, is_best=improved)
         return metrics
-
-
-class _Progress:
-    """tqdm bar (when enabled) plus running throughput for the log."""
-
-    def __init__(self, cfg: TrainConfig, step: int):
-        self.cfg = cfg
-        self.window_tokens, self.window_seconds, self.window_nll = 0, 0.0, 0.0
-        self.bar = None
-        if cfg.progress:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=cfg.max_steps, initial=step, unit="step", dynamic_ncols=True, mininterval=1.0)
-
-    def update(self, trainer: Trainer, stats: dict[str, float]) -> None:
-        self.window_tokens += stats["tokens"]
-        self.window_seconds += stats["seconds"]
-        self.window_nll += stats["nll"]
-        self.last_lr = stats["lr"]
-        self.trainer = trainer
-        if self.bar is not None:
-            self.bar.update(1)
-            if trainer.step % 10 == 0:
-                snap = self._rates()
-                eta = ""
-                if self.cfg.max_time:
-                    eta = f"{max(self.cfg.max_time - trainer.elapsed, 0) / 60:.1f}m left"
-                self.bar.set_postfix_str(f"ep {trainer.epoch} loss {snap['loss']:.3f} {snap['tok_s']:.0f} tok/s lr {self.last_lr:.2g} {eta}")
-
-    def _rates(self) -> dict[str, float]:
-        tokens = max(self.window_tokens, 1)
-        return {"loss": self.window_nll / tokens, "tok_s": self.window_tokens / max(self.window_seconds, 1e-9)}
-
-    def snapshot(self) -> dict[str, float]:
-        snap = {**self._rates(), "lr": self.last_lr}
-        self.window_tokens, self.window_seconds, self.window_nll = 0, 0.0, 0.0
-        return snap
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def check_run_dir_writable(run_dir: Path) -> None:

@@ -1,0 +1,217 @@
+"""``seqkit train`` under torchrun (DDP, gloo on CPU): the same numbers as one process, resume after kill.
+
+Tolerance. The comparisons below switch dropout off (a rank > 0 draws its masks from its own
+random stream, so with dropout the runs are equally good but not equal). What remains is float
+summation order: a 2-process step sums two per-rank gradients in the all-reduce where one
+process accumulates them on ``.grad`` in the same batch order. Those sums may differ in the last
+bit, and 10 Adam steps can amplify that a little, so losses are compared with ``rel=1e-5``
+(observed: identical). A real mistake is orders of magnitude larger: a wrong batch, a batch
+seen twice or a gradient weighted 2x moves the loss at step 2 by about 1e-3 relative or more.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch.distributed as dist
+
+from seqkit import checkpoint as ckpt
+from seqkit.distributed import local_part, main_first, resolve_device, torchrun_env
+from seqkit.errors import SeqkitError
+from seqkit.runs import train_run
+
+pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
+                                reason="torch.distributed with the gloo backend is not available in this torch build")
+
+TOL = 1e-5  # see the module docstring
+NO_DROPOUT = [f"model.{part}.{key}=0" for part in ("encoder", "decoder") for key in ("dropout", "embedding_dropout")]
+# 13 batches per epoch at 240 tokens: a 2-process epoch ends with a 1-batch step (rank 1 idles).
+TINY = [*NO_DROPOUT, "train.batch_tokens=240", "train.log_every=1"]
+
+
+def torchrun(recipe: Path, overrides: list[str], *extra: str, nproc: int = 2) -> list[str]:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "seqkit.cli", "train", str(recipe)]
+    for item in overrides:
+        cmd += ["-o", item]
+    return cmd + list(extra)
+
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def run_torchrun(cmd: list[str]) -> subprocess.CompletedProcess:
+    done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def events(run_dir: Path, split: str) -> dict[int, dict]:
+    """The last event per step (a killed run may have logged steps it redoes after resuming)."""
+    out = {}
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        event = json.loads(line)
+        if event.get("split") == split:
+            out[event["step"]] = event
+    return out
+
+
+def assert_close(a: dict[int, dict], b: dict[int, dict], steps: list[int]) -> None:
+    for step in steps:
+        assert a[step]["loss"] == pytest.approx(b[step]["loss"], rel=TOL), step
+
+
+def test_two_processes_equal_one_process_accumulating_two_batches(tiny_recipe, tmp_path):
+    ddp, single = tmp_path / "ddp", tmp_path / "single"
+    common = [*TINY, "train.max_steps=10", "train.valid_every=5"]
+    out = run_torchrun(torchrun(tiny_recipe, [*common, f"run_dir={ddp}"]))
+    train_run(tiny_recipe, [*common, "train.accumulate=2", f"run_dir={single}"], resume=False)
+
+    a, b = events(ddp, "train"), events(single, "train")
+    assert sorted(a) == sorted(b) == list(range(1, 11))
+    assert a[10]["epoch"] == 1, "the run should cross an epoch end (13 batches: a 1-batch global step)"
+    assert_close(a, b, list(range(1, 11)))
+    assert_close(events(ddp, "valid"), events(single, "valid"), [5, 10])
+    # Only rank 0 writes: one line per event, one printed result, one checkpoint series.
+    lines = (ddp / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 12
+    assert out.stdout.count('"step": 10') == 1
+    state = ckpt.load_checkpoint_state(ckpt.resolve_checkpoint(ddp, "last"))
+    assert state["step"] == 10 and len(state["rng_ranks"]) == 2
+
+
+def _descendants(pid: int) -> list[int]:
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    return [int(c) for c in children] + [g for c in children for g in _descendants(int(c))]
+
+
+def _last_step(run_dir: Path) -> int:
+    path = run_dir / "checkpoints" / "last.json"
+    return json.loads(path.read_text())["step"] if path.exists() else -1
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/status")
+    return status.exists() and "zombie" not in status.read_text()
+
+
+def test_kill_every_process_then_resume_under_torchrun(tiny_recipe, tmp_path):
+    """SIGKILL torchrun and both workers (a crashed node) right after a checkpoint; torchrun
+    --resume finishes the run, every checkpoint verifies, and the steps after the resume point
+    match one uninterrupted process with accumulate=2."""
+    run_dir, single = tmp_path / "run", tmp_path / "single"
+    target = 60  # far more than the first attempt reaches before its kill
+    common = [*TINY, f"train.max_steps={target}", "train.valid_every=3", f"run_dir={run_dir}"]
+    proc = subprocess.Popen(torchrun(tiny_recipe, common), env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while _last_step(run_dir) < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    time.sleep(random.Random(0).uniform(0.0, 0.2))
+    workers = _descendants(proc.pid)
+    for pid in [proc.pid, *workers]:  # torchrun first, so it cannot react to its workers' deaths
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "torchrun finished before it could be killed"
+    assert len(workers) >= 2
+    time.sleep(0.5)
+    assert not [pid for pid in workers if _alive(pid)]
+    killed_at = _last_step(run_dir)
+    assert 3 <= killed_at < target
+
+    run_torchrun(torchrun(tiny_recipe, [*common, f"train.max_steps={killed_at + 6}"], "--resume"))
+    last = ckpt.resolve_checkpoint(run_dir, "last")
+    assert ckpt.load_checkpoint_state(last)["step"] == killed_at + 6
+    for d in (run_dir / "checkpoints").glob("step-*"):
+        ckpt.load_checkpoint_state(d)
+    assert not list((run_dir / "checkpoints").glob(".step-*"))
+
+    train_run(tiny_recipe, [*common, f"train.max_steps={killed_at + 6}", "train.accumulate=2", f"run_dir={single}"],
+              resume=False)
+    assert_close(events(run_dir, "train"), events(single, "train"), list(range(killed_at + 1, killed_at + 7)))
+
+
+@pytest.mark.slow
+def test_resume_with_dropout_is_exact_under_torchrun(tiny_recipe, tmp_path):
+    """Per-rank RNG state is checkpointed: stop at 6, resume to 12 == 12 straight (dropout on)."""
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    common = ["train.log_every=1", "train.valid_every=3"]
+    run_torchrun(torchrun(tiny_recipe, [*common, "train.max_steps=12", f"run_dir={straight}"]))
+    run_torchrun(torchrun(tiny_recipe, [*common, "train.max_steps=6", f"run_dir={split}"]))
+    run_torchrun(torchrun(tiny_recipe, [*common, "train.max_steps=12", f"run_dir={split}"], "--resume"))
+    assert_close(events(split, "train"), events(straight, "train"), list(range(1, 13)))
+
+
+@pytest.mark.slow
+def test_language_model_streams_are_split_across_processes(tmp_path):
+    """2 processes x batch_size 2 == 1 process x batch_size 4 (the streams are divided, not the chunks)."""
+    from test_lm import write_lm_recipe  # tests/ is on sys.path (no __init__.py)
+
+    recipe = write_lm_recipe(tmp_path)
+    common = ["train.max_steps=8", "train.log_every=1", "train.valid_every=4"]
+    run_torchrun(torchrun(recipe, [*common, "train.batch_size=2", f"run_dir={tmp_path / 'ddp'}"]))
+    train_run(recipe, [*common, "train.batch_size=4", f"run_dir={tmp_path / 'single'}"], resume=False)
+    a, b = events(tmp_path / "ddp", "train"), events(tmp_path / "single", "train")
+    assert_close(a, b, list(range(1, 9)))
+    assert_close(events(tmp_path / "ddp", "valid"), events(tmp_path / "single", "valid"), [4, 8])
+
+
+@pytest.mark.slow
+def test_classification_under_torchrun(tmp_path):
+    from test_classify import write_recipe  # tests/ is on sys.path (no __init__.py)
+
+    recipe = write_recipe(tmp_path)
+    common = ["train.max_steps=8", "train.log_every=1", "train.valid_every=4"]
+    run_torchrun(torchrun(recipe, [*common, f"run_dir={tmp_path / 'ddp'}"]))
+    train_run(recipe, [*common, "train.accumulate=2", f"run_dir={tmp_path / 'single'}"], resume=False)
+    assert_close(events(tmp_path / "ddp", "train"), events(tmp_path / "single", "train"), list(range(1, 9)))
+    assert (tmp_path / "ddp" / "labels.json").is_file()
+
+
+# -- no processes ---------------------------------------------------------------------------------
+def test_torchrun_env_is_read_only_for_several_processes():
+    assert torchrun_env({}) is None
+    assert torchrun_env({"WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0"}) is None
+    assert torchrun_env({"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1"}) == (3, 1, 4)
+    with pytest.raises(SeqkitError, match="expected integers"):
+        torchrun_env({"WORLD_SIZE": "two"})
+    with pytest.raises(SeqkitError, match="outside"):
+        torchrun_env({"WORLD_SIZE": "2", "RANK": "2"})
+
+
+def test_devices_and_backends():
+    assert resolve_device("cpu", 3) == (resolve_device("cpu", 0)[0], "gloo")
+    with pytest.raises(SeqkitError, match="cuda:LOCAL_RANK"):
+        resolve_device("cuda:1", 0)
+
+
+def test_global_group_is_split_contiguously_and_evenly():
+    group = list(range(5))
+    assert [local_part(group, r, 2) for r in range(2)] == [[0, 1], [2, 3, 4]]
+    assert [local_part([7], r, 2) for r in range(2)] == [[], [7]]
+    assert [local_part(list(range(4)), r, 2) for r in range(2)] == [[0, 1], [2, 3]]
+    assert sum((local_part(list(range(11)), r, 3) for r in range(3)), []) == list(range(11))
+
+
+def test_single_process_builds_once_as_given(tmp_path):
+    calls = []
+    assert main_first(None, lambda first: calls.append(first) or "task", tmp_path) == "task"
+    assert calls == [True]
