@@ -230,6 +230,23 @@ def test_a_full_queue_answers_503(s2s):
         assert busy.result(30).status_code == 200 and queued.result(30).status_code == 200
 
 
+def test_the_service_imports_no_torch(s2s_dir):
+    from test_runtime import run_without_training_stack
+
+    result = run_without_training_stack(f"""
+        from fastapi.testclient import TestClient
+        from seqkit.runtime import load_model
+        from seqkit.serve.app import create_app
+        with TestClient(create_app(load_model({str(s2s_dir)!r}, threads=1))) as c:
+            reply = c.post("/v1/translate", json={{"texts": {SRC_LINES[:2]!r}, "attention": True}})
+        print(reply.status_code, len(reply.json()["translations"]))
+        print(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "onnx", "datasets")
+                     and sys.modules[m] is not None))
+    """)
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout.decode().splitlines() == ["200 2", "[]"]
+
+
 # -- the queue on its own --------------------------------------------------------------------------
 def test_batcher_merges_equal_keys_only_and_isolates_failures():
     calls: list[list[Any]] = []
