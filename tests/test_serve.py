@@ -311,3 +311,32 @@ def test_batcher_groups_and_bounds():
     refused = asyncio.run(scenario())
     assert isinstance(refused, Overloaded) and "limit 4" in str(refused)
     assert order == [[0], [1, 3, 4], [2]]  # same key merged up to max_items; the other key waits its turn
+
+
+# -- tools/bench_serve.py still works (a smoke run, no timing asserted) ----------------------------
+def load_bench_tool() -> Any:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "bench_serve.py"
+    spec = importlib.util.spec_from_file_location("bench_serve", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def test_bench_serve_smoke_run(s2s_dir, tmp_path, capsys):
+    bench = load_bench_tool()
+    lines = tmp_path / "src.txt"
+    lines.write_text("\n".join(SRC_LINES) + "\n", encoding="utf-8")
+    out = tmp_path / "bench.json"
+    code = bench.main([str(s2s_dir), "--input", str(lines), "--concurrency", "1,4", "--requests", "12",
+                       "--duration", "20", "--warmup", "2", "--threads", "1", "--texts", "2", "--json", str(out)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert [(r["clients"], r["sent"], r["ok"], r["failed"]) for r in report["levels"]] == [(1, 12, 12, 0), (4, 12, 12, 0)]
+    assert report["levels"][0]["requests_per_model_call"] == 1.0  # one client: nothing to merge
+    assert "| clients | requests | ok | failed | p50 ms |" in capsys.readouterr().out
+    for url in ("http://10.1.2.3:8000", "http://example.com", "https://127.0.0.1:8000"):
+        with pytest.raises(SystemExit, match="loopback"):
+            bench.check_loopback(url)
+    assert bench.check_loopback("http://127.0.0.1:8000") == ("127.0.0.1", 8000)
