@@ -24,11 +24,6 @@ pytest.importorskip("fastapi", reason="the serve extra is not installed: pip ins
 pytest.importorskip("uvicorn", reason="the serve extra is not installed: pip install -e '.[serve]'")
 pytest.importorskip("selenium", reason="selenium is not installed: pip install -e '.[test]'")
 
-from test_export import SRC_LINES, export_tiny  # noqa: E402  (tests/ is on sys.path)
-from test_runtime import TRAINING_ONLY  # noqa: E402
-
-from seqkit.runtime import load_model  # noqa: E402
-
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 if not (CHROMIUM and CHROMEDRIVER):
@@ -39,6 +34,10 @@ from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
+from test_export import SRC_LINES, export_tiny  # noqa: E402  (tests/ is on sys.path)
+from test_runtime import TRAINING_ONLY  # noqa: E402
+
+from seqkit.runtime import load_model  # noqa: E402
 
 
 def free_port() -> int:
