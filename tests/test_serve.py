@@ -199,7 +199,7 @@ def test_health_answers_while_the_model_is_busy_and_requests_merge(s2s):
         assert slow.started.wait(10)
         t0 = time.perf_counter()
         health = c.get("/healthz").json()
-        assert time.perf_counter() - t0 < 0.3  # not behind the 0.8 s model call
+        assert time.perf_counter() - t0 < 0.4  # not behind the 0.8 s model call
         assert health["in_flight"] == 1
         rest = [pool.submit(c.post, "/v1/translate", json={"texts": [line], "strategy": "greedy"})
                 for line in SRC_LINES[1:5]]
