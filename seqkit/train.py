@@ -284,7 +284,8 @@ class Trainer:
             log.info("stopping: %s", reason)
             if self._ddp is not None and self._interrupted:
                 # torchrun SIGKILLs its workers 30 s after forwarding Ctrl-C: save, skip validation.
-                self.save({"step": self.step, "interrupted": True})
+                last_metrics = {"step": self.step, "interrupted": True}
+                self.save(last_metrics)
             elif not last_metrics or last_metrics.get("step") != self.step:
                 last_metrics = self.validate_and_save()
         finally:

@@ -26,7 +26,7 @@ import torch.distributed as dist
 from seqkit import checkpoint as ckpt
 from seqkit.distributed import local_part, main_first, resolve_device, torchrun_env
 from seqkit.errors import SeqkitError
-from seqkit.runs import train_run
+from seqkit.runs import load_run, train_run
 
 pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
                                 reason="torch.distributed with the gloo backend is not available in this torch build")
@@ -86,6 +86,7 @@ def test_two_processes_equal_one_process_accumulating_two_batches(tiny_recipe, t
     assert out.stdout.count('"step": 10') == 1
     state = ckpt.load_checkpoint_state(ckpt.resolve_checkpoint(ddp, "last"))
     assert state["step"] == 10 and len(state["rng_ranks"]) == 2
+    assert load_run(ddp, "last").model is not None  # the plain model's tensors: loads in one process
 
 
 def _descendants(pid: int) -> list[int]:
@@ -147,6 +148,36 @@ def test_kill_every_process_then_resume_under_torchrun(tiny_recipe, tmp_path):
     train_run(tiny_recipe, [*common, f"train.max_steps={killed_at + 6}", "train.accumulate=2", f"run_dir={single}"],
               resume=False)
     assert_close(events(run_dir, "train"), events(single, "train"), list(range(killed_at + 1, killed_at + 7)))
+
+
+@pytest.mark.slow
+def test_ctrl_c_to_torchrun_saves_a_checkpoint_then_resume(tiny_recipe, tmp_path):
+    """torchrun forwards SIGINT to its workers: they finish the step, rank 0 saves, both exit."""
+    run_dir = tmp_path / "run"
+    common = ["train.max_steps=100000", "train.valid_every=100000", f"run_dir={run_dir}"]
+    proc = subprocess.Popen(torchrun(tiny_recipe, common), env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    while time.time() < deadline and not (run_dir / "metrics.jsonl").exists() and proc.poll() is None:
+        time.sleep(0.1)
+    workers = _descendants(proc.pid)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert err.count("stopping: interrupted") == 1, err[-3000:]  # rank 0 logs, the other rank is quiet
+    assert not [pid for pid in workers if _alive(pid)]
+    state = ckpt.load_checkpoint_state(ckpt.resolve_checkpoint(run_dir, "last"))
+    assert state["metrics"]["interrupted"] and 0 < state["step"] < 100000
+    run_torchrun(torchrun(tiny_recipe, [*common, f"train.max_steps={state['step'] + 2}"], "--resume"))
+    assert ckpt.load_checkpoint_state(ckpt.resolve_checkpoint(run_dir, "last"))["step"] == state["step"] + 2
+
+
+@pytest.mark.slow
+def test_max_time_stops_every_rank_after_the_same_step(tiny_recipe, tmp_path):
+    """Each rank's clock differs; the max-reduced clock stops all at one step (else a hang)."""
+    run_dir = tmp_path / "run"
+    run_torchrun(torchrun(tiny_recipe, ["train.max_time=3s", "train.max_steps=100000", f"run_dir={run_dir}"]))
+    state = ckpt.load_checkpoint_state(ckpt.resolve_checkpoint(run_dir, "last"))
+    assert state["elapsed"] >= 3 and state["step"] > 0
 
 
 @pytest.mark.slow
