@@ -14,6 +14,10 @@ zeros at the batch it resumes from, which costs a few dozen characters of contex
 Each epoch shifts the streams by a random offset in ``[0, bptt)`` (seeded by ``(seed, epoch)``,
 so resuming reproduces it): the chunk boundaries differ from epoch to epoch.
 
+Under torchrun (:mod:`seqkit.distributed`) ``train.batch_size`` is per process: the text is cut
+into ``batch_size * world_size`` rows and each process trains its own ``batch_size`` of them
+(:meth:`LMTask.shard`), so the carried state never crosses processes.
+
 Loss. Plain NLL: ``train.label_smoothing`` is a seq2seq setting and is *not* applied here, so
 the training loss and the validation ``loss`` are the same quantity, nats per token (nats per
 character with a character tokenizer). Validation runs over the whole validation text (for

@@ -2,6 +2,8 @@
 
 Checkpoints are safetensors + JSON written atomically (:mod:`seqkit.checkpoint`); ``resume``
 continues the exact step, optimizer, schedule, RNG and data position (epoch, batch index).
+Under ``torchrun`` the same loop runs in every process; :mod:`seqkit.distributed` supplies the
+DDP step and the rank-0-only writing (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from seqkit import checkpoint as ckpt
-from seqkit.distributed import DDPTraining, DistContext, broadcast, gather_rng, restore_rng
+from seqkit import distributed
 from seqkit.errors import CheckpointError, SeqkitError
 from seqkit.progress import Progress
 
@@ -160,7 +162,7 @@ class Trainer:
     """Runs ``task`` (a :class:`seqkit.tasks.Task`) for ``cfg`` and writes into ``run_dir``."""
 
     def __init__(self, task: Any, cfg: TrainConfig, run_dir: Path, *, seed: int, metric: tuple[str, bool],
-                 dist: DistContext | None = None):
+                 dist: distributed.DistContext | None = None):
         self.task, self.cfg, self.run_dir = task, cfg, run_dir
         self.metric_name, self.higher_is_better = metric
         self.device = task.device
@@ -180,7 +182,7 @@ class Trainer:
         self._writer = None
         self.dist = dist  # None: one process; else torchrun rank (see seqkit.distributed)
         self.is_main = dist is None or dist.is_main  # only rank 0 writes into run_dir
-        self._ddp = DDPTraining(dist, self.model, task) if dist is not None else None
+        self._ddp = distributed.DDPTraining(dist, self.model, task) if dist is not None else None
 
     # -- resume ------------------------------------------------------------------------------
     def resume(self) -> None:
@@ -194,7 +196,7 @@ class Trainer:
         self.schedule.load(state["schedule"])
         ckpt.set_rng_state(state["rng"])
         if self.dist is not None:
-            restore_rng(self.dist, state, self.seed)
+            distributed.restore_rng(self.dist, state, self.seed)
         log.info("resumed from %s at step %d (epoch %d, batch %d)", path.name, self.step, self.epoch, self.batch_in_epoch)
 
     def _state(self, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -204,7 +206,7 @@ class Trainer:
             "schedule": self.schedule.state(), "metrics": metrics,
         }
         if self.dist is not None:  # a collective: every rank calls save()
-            state["rng_ranks"] = gather_rng(self.dist)
+            state["rng_ranks"] = distributed.gather_rng(self.dist)
         return state
 
     def save(self, metrics: dict[str, Any], is_best: bool = False) -> None:
@@ -376,7 +378,7 @@ class Trainer:
             metrics["valid_seconds"] = round(time.perf_counter() - start, 2)
             metrics["step"] = self.step
         if self.dist is not None:
-            metrics = broadcast(self.dist, metrics)
+            metrics = distributed.broadcast(self.dist, metrics)
         score = metrics[self.metric_name]
         improved = self.best is None or (score > self.best if self.higher_is_better else score < self.best)
         if improved:

@@ -51,7 +51,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 def run_torchrun(cmd: list[str]) -> subprocess.CompletedProcess:
-    done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
@@ -94,6 +94,8 @@ def test_two_processes_equal_one_process_accumulating_two_batches(tiny_recipe, t
 
 
 def _descendants(pid: int) -> list[int]:
+    if not Path(f"/proc/{pid}/task").is_dir():
+        pytest.skip("finding torchrun's workers to kill them needs Linux /proc")
     try:
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
@@ -243,7 +245,7 @@ def test_global_group_is_split_contiguously_and_evenly():
     assert [local_part(group, r, 2) for r in range(2)] == [[0, 1], [2, 3, 4]]
     assert [local_part([7], r, 2) for r in range(2)] == [[], [7]]
     assert [local_part(list(range(4)), r, 2) for r in range(2)] == [[0, 1], [2, 3]]
-    assert sum((local_part(list(range(11)), r, 3) for r in range(3)), []) == list(range(11))
+    assert [i for r in range(3) for i in local_part(list(range(11)), r, 3)] == list(range(11))
 
 
 def test_single_process_builds_once_as_given(tmp_path):
