@@ -16,8 +16,8 @@ import numpy as np
 from seqkit.errors import DataError
 
 
-def _rng(seed: int, epoch: int) -> np.random.Generator:
-    return np.random.default_rng([seed, epoch])
+def _rng(seed: int, epoch: int, stream: int | None = None) -> np.random.Generator:
+    return np.random.default_rng([seed, epoch] if stream is None else [seed, epoch, stream])
 
 
 def bucket_batches(
@@ -29,6 +29,7 @@ def bucket_batches(
     seed: int,
     epoch: int,
     max_sentences: int | None = None,
+    stream: int | None = None,
 ) -> list[np.ndarray]:
     """Group example indices into batches of similar length; each is an int64 index array.
 
@@ -38,7 +39,8 @@ def bucket_batches(
     ``B <= max_sentences``. An example over the budget on its own forms a batch of one. With
     ``shuffle`` the batch order is permuted; without it batches come shortest first and are
     identical for every epoch.
-    ``src_lengths=None`` (language model) sorts by target length only.
+    ``src_lengths=None`` (language model) sorts by target length only. ``stream`` (optional)
+    gives a separate random stream per part of an epoch (seqkit.streaming: one per buffer).
     """
     tgt_cost = np.asarray(tgt_lengths, dtype=np.int64) + 1
     n = len(tgt_cost)
@@ -47,7 +49,7 @@ def bucket_batches(
         raise ValueError(f"src_lengths has {len(src_cost)} entries, tgt_lengths {n}")
     if batch_tokens <= 0 or (max_sentences is not None and max_sentences <= 0):
         raise ValueError(f"batch_tokens ({batch_tokens}) and max_sentences ({max_sentences}) must be positive")
-    rng = _rng(seed, epoch)
+    rng = _rng(seed, epoch, stream)
     tie = rng.random(n) if shuffle else np.arange(n)
     cost = np.maximum(src_cost, tgt_cost)
     # Padded cost first, then each side's length (less padding than sorting by source alone).

@@ -45,6 +45,9 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "text": ("path",),
     "hub": ("hub_split",),
 }
+# Formats data.streaming can read line by line, and the keys that only streaming uses.
+STREAMING_FORMATS = ("parallel", "tsv", "jsonl")
+STREAMING_KEYS = ("streaming", "shuffle_buffer", "tokenizer_sample", "stream_cache")
 
 
 class SplitFiles(BaseModel):
@@ -76,6 +79,12 @@ class DataConfig(BaseModel):
     max_tgt_len: int = Field(default=100, gt=0)  # tokens
     truncate_src: bool = False  # truncate long sources to max_src_len instead of dropping the pair
     lowercase: bool = False  # lowercase all text after loading
+    # Streaming (seqkit/streaming.py, docs/scaling.md): the training split is tokenized once into
+    # a memory-mapped Arrow cache and read through a bounded shuffle buffer; valid/test stay in memory.
+    streaming: bool = False  # translation/summarization with format parallel, tsv or jsonl only
+    shuffle_buffer: int = Field(default=100_000, gt=0)  # streaming: examples bucketed and shuffled together
+    tokenizer_sample: int = Field(default=200_000, gt=0)  # streaming: the tokenizer learns from the first N pairs
+    stream_cache: str | None = None  # streaming: tokenized-cache directory; default RUN_DIR/cache/streaming
 
     @model_validator(mode="after")
     def _keys_match_format(self) -> DataConfig:
@@ -94,6 +103,8 @@ class DataConfig(BaseModel):
             problems.append("hub_name is required with format 'hub'")
         if self.format != "hub" and (self.hub_name or self.hub_config):
             problems.append("hub_name and hub_config are only used with format 'hub'")
+        if self.streaming and self.format not in STREAMING_FORMATS:
+            problems.append(f"streaming reads formats {', '.join(STREAMING_FORMATS)}, not '{self.format}'")
         if problems:
             raise PydanticCustomError("data_format", "{problems}", {"problems": "; ".join(problems)})
         return self

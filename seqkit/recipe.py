@@ -20,7 +20,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from seqkit.data import DataConfig
+from seqkit.data import STREAMING_KEYS, DataConfig
 from seqkit.errors import PluginError, RecipeError
 from seqkit.registry import format_validation_error, validate_spec
 from seqkit.search import SearchConfig
@@ -88,6 +88,11 @@ class Recipe(BaseModel):
 
 def _absolute_data_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     data = copy.deepcopy(data)
+    if not data.get("streaming"):  # keep recipe.yaml of in-memory runs as it always was
+        for key in STREAMING_KEYS:
+            data.pop(key, None)
+    elif data.get("stream_cache"):
+        data["stream_cache"] = str((base / Path(data["stream_cache"]).expanduser()).resolve())
     for split in ("train", "valid", "test"):
         files = data.get(split)
         if not files:

@@ -88,6 +88,10 @@ def build_task(recipe: Recipe, run_dir: Path, resume: bool, device: torch.device
     import datasets
 
     datasets.disable_progress_bars()
+    if recipe.data.streaming:  # the training split stays on disk (seqkit/streaming.py)
+        from seqkit.streaming import build_streaming_task
+
+        return build_streaming_task(recipe, run_dir, resume, device)
     cache = run_dir / "cache"
     train = load_split(recipe.data, "train", recipe.base_dir, cache_dir=cache)
     valid = load_split(recipe.data, "valid", recipe.base_dir, cache_dir=cache) if _has_valid(recipe) else None
@@ -125,6 +129,11 @@ def train_run(recipe_path: Path, overrides: list[str], resume: bool) -> dict[str
     run_dir = Path(recipe.run_dir)
     dist = distributed.setup(cfg.device)  # None unless torchrun started several processes
     try:
+        if dist is not None and recipe.data.streaming:
+            raise SeqkitError(
+                "data.streaming is not supported under torchrun yet (one process only): train with one "
+                "process, or set data.streaming=false to load the corpus in memory in every process"
+            )
         device = dist.device if dist is not None else pick_device(cfg.device)
         is_main = dist is None or dist.is_main  # only rank 0 writes into run_dir
         if is_main:

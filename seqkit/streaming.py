@@ -1,0 +1,377 @@
+"""Training corpora larger than memory (``data.streaming: true``; docs/scaling.md).
+
+The training split is read line by line (never whole), checked as :mod:`seqkit.data` checks it
+(errors name the recipe key, the file and the line), tokenized once and written through
+``datasets``' Arrow writer into a cache directory keyed by the data files and the tokenizer
+files. Training memory-maps that Arrow file (``datasets.Dataset.from_file``) and reads it through
+a bounded shuffle buffer:
+
+* the examples are cut into consecutive *buffers* of ``data.shuffle_buffer`` examples;
+* every epoch visits the buffers in a seeded random order, and buckets each buffer's examples
+  into token-budget batches with :func:`seqkit.batching.bucket_batches` (seeded by seed, epoch
+  and buffer), in a seeded random order;
+* only the batch being trained is read from the file.
+
+The batch order is therefore a pure function of (seed, epoch, corpus): the Trainer's data
+position (epoch, batch index) restores it exactly on resume. With one buffer (a corpus no
+larger than ``shuffle_buffer``) the batches are exactly those of the in-memory path.
+
+The tokenizer learns from the first ``data.tokenizer_sample`` pairs only (bounded memory);
+validation and test splits are loaded in memory by :func:`seqkit.data.load_split`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any, overload
+
+import numpy as np
+
+from seqkit.batching import bucket_batches
+from seqkit.data import SECTION, Corpus, DataConfig, _lookup, _resolve
+from seqkit.errors import DataError, SeqkitError
+
+log = logging.getLogger("seqkit")
+
+CACHE_VERSION = "seqkit-stream-1"  # part of the cache key: bump when the layout changes
+ARROW_FILE, META_FILE = "train.arrow", "meta.json"
+WRITER_BATCH = 10_000  # pairs per Arrow record batch (what the writer holds in memory)
+TOKENIZE_PASSES = [0]  # tokenization passes run in this process (tests read it)
+
+
+# -- reading the training split line by line ---------------------------------------------------
+def _open(path: Path) -> IO[bytes]:
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def _lines(path: Path, key: str) -> Iterator[tuple[int, str]]:
+    """(line number, text) without the newline; DataError naming key, file and line."""
+    number = 0
+    try:
+        with _open(path) as fh:
+            for number, raw in enumerate(fh, 1):
+                if raw.endswith(b"\n"):
+                    raw = raw[:-1]
+                if raw.endswith(b"\r"):
+                    raw = raw[:-1]
+                if b"\r" in raw:
+                    raise DataError(f"{key}: {path}:{number}: carriage return inside a line (it would split the line in two)")
+                try:
+                    yield number, raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise DataError(
+                        f"{key}: {path}:{number}: not valid UTF-8 (byte 0x{raw[exc.start]:02x}: {exc.reason}); "
+                        "convert the file to UTF-8"
+                    ) from exc
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{key}: cannot read {path} (after line {number}): {exc}") from exc
+    if number == 0:
+        raise DataError(f"{key}: corpus is empty: {path}")
+
+
+def _nonempty(text: str, where: str, what: str = "line") -> str:
+    if not text.strip():
+        raise DataError(f"{where}: empty {what} (a pair corpus may not hold empty examples)")
+    return text
+
+
+def _parallel(cfg: DataConfig, base_dir: Path) -> Iterator[tuple[str, str]]:
+    key = f"{SECTION}.train"
+    src_path = _resolve(cfg.train.src, f"{key}.src", base_dir)
+    tgt_path = _resolve(cfg.train.tgt, f"{key}.tgt", base_dir)
+    src_lines, tgt_lines = _lines(src_path, f"{key}.src"), _lines(tgt_path, f"{key}.tgt")
+    n = 0
+    while True:
+        a, b = next(src_lines, None), next(tgt_lines, None)
+        if a is None or b is None:
+            break
+        n += 1
+        yield _nonempty(a[1], f"{key}.src: {src_path}:{n}"), _nonempty(b[1], f"{key}.tgt: {tgt_path}:{n}")
+    if a is not None or b is not None:
+        n_src = n + (a is not None) + sum(1 for _ in src_lines)
+        n_tgt = n + (b is not None) + sum(1 for _ in tgt_lines)
+        raise DataError(
+            f"{key}: parallel files are misaligned: {src_path} has {n_src} lines, {tgt_path} has {n_tgt} lines"
+        )
+
+
+def _tsv(cfg: DataConfig, base_dir: Path) -> Iterator[tuple[str, str]]:
+    key = f"{SECTION}.train.path"
+    path = _resolve(cfg.train.path, key, base_dir)
+    for number, line in _lines(path, key):
+        fields = line.split("\t")
+        if len(fields) < 2:
+            raise DataError(f"{key}: {path}:{number}: expected 2 tab-separated columns (source, target), found 1")
+        for column in (0, 1):
+            _nonempty(fields[column], f"{key}: {path}:{number}", f"column {column}")
+        yield fields[0], fields[1]
+
+
+def _jsonl(cfg: DataConfig, base_dir: Path) -> Iterator[tuple[str, str]]:
+    key = f"{SECTION}.train.path"
+    path = _resolve(cfg.train.path, key, base_dir)
+    first_type: dict[str, type] = {}
+    for number, line in _lines(path, key):
+        where = f"{key}: {path}:{number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{where}: invalid JSON: {exc.msg} (column {exc.colno})") from exc
+        pair = []
+        for field in (cfg.src_field, cfg.tgt_field):
+            value = _lookup(record, field, where)
+            if isinstance(value, bool) or not isinstance(value, (str, int)):
+                raise DataError(f"{where}: '{field}' must be a string or an integer, got {type(value).__name__}")
+            if first_type.setdefault(field, type(value)) is not type(value):
+                earlier = first_type[field].__name__
+                raise DataError(f"{where}: '{field}' is {type(value).__name__} here but {earlier} on earlier lines")
+            pair.append(_nonempty(value, where, f"'{field}'") if isinstance(value, str) else str(value))
+        yield pair[0], pair[1]
+
+
+def read_pairs(cfg: DataConfig, base_dir: Path) -> Iterator[tuple[str, str]]:
+    """The training split's (source, target) pairs, one at a time, checked as they are read."""
+    readers = {"parallel": _parallel, "tsv": _tsv, "jsonl": _jsonl}
+    if cfg.format not in readers:
+        raise DataError(f"{SECTION}.format: streaming reads {', '.join(readers)}, not '{cfg.format}'")
+    for src, tgt in readers[cfg.format](cfg, Path(base_dir)):
+        yield (src.lower(), tgt.lower()) if cfg.lowercase else (src, tgt)
+
+
+def sample_split(cfg: DataConfig, base_dir: Path) -> Corpus:
+    """The first ``data.tokenizer_sample`` pairs (what the tokenizer is trained on)."""
+    src, tgt = [], []
+    for s, t in read_pairs(cfg, base_dir):
+        src.append(s)
+        tgt.append(t)
+        if len(src) >= cfg.tokenizer_sample:
+            break
+    return Corpus(src, tgt, None, "train")
+
+
+# -- the tokenized Arrow cache ------------------------------------------------------------------
+def _train_files(cfg: DataConfig, base_dir: Path) -> list[Path]:
+    files = cfg.train
+    names = [files.src, files.tgt] if cfg.format == "parallel" else [files.path]
+    return [_resolve(name, f"{SECTION}.train", base_dir) for name in names]
+
+
+def cache_key(cfg: DataConfig, base_dir: Path, tokenizer_dir: Path) -> str:
+    """sha256 over the data files (path, size, mtime), the settings that change the ids, the tokenizer files."""
+    h = hashlib.sha256(CACHE_VERSION.encode())
+    for path in _train_files(cfg, base_dir):
+        stat = path.stat()
+        h.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    settings = cfg.model_dump(include={"format", "src_field", "tgt_field", "lowercase", "max_src_len",
+                                       "max_tgt_len", "truncate_src"})
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    for path in sorted(p for p in Path(tokenizer_dir).rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(tokenizer_dir)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:32]
+
+
+def _features() -> Any:
+    from datasets import Features, List, Value
+
+    return Features({"src": List(Value("int32")), "tgt": List(Value("int32")),
+                     "src_len": Value("int32"), "tgt_len": Value("int32")})
+
+
+def _tokenize(cfg: DataConfig, base_dir: Path, src_tok: Any, tgt_tok: Any, path: Path) -> dict[str, Any]:
+    """Write the encoded training pairs to ``path``; the same drops as the in-memory path."""
+    from datasets.arrow_writer import ArrowWriter
+
+    from seqkit.inference import encode_source
+
+    TOKENIZE_PASSES[0] += 1
+    start, read, dropped, kept = time.perf_counter(), 0, 0, 0
+    columns: dict[str, list[Any]] = {"src": [], "tgt": [], "src_len": [], "tgt_len": []}
+    writer = ArrowWriter(features=_features(), path=str(path), writer_batch_size=WRITER_BATCH)
+    try:
+        for src, tgt in read_pairs(cfg, base_dir):
+            read += 1
+            s_ids, s_trunc = encode_source(src_tok, src, cfg.max_src_len)
+            t_ids = tgt_tok.encode(tgt)
+            if (s_trunc and not cfg.truncate_src) or len(t_ids) + 1 > cfg.max_tgt_len or not t_ids:
+                dropped += 1
+                continue
+            for name, value in zip(columns, (s_ids, t_ids, len(s_ids), len(t_ids) + 1)):
+                columns[name].append(value)
+            if len(columns["src"]) >= WRITER_BATCH:
+                kept += len(columns["src"])
+                writer.write_batch(columns)
+                columns = {name: [] for name in columns}
+            if read % 1_000_000 == 0:
+                log.info("tokenized %d pairs (%.0f pairs/s)", read, read / (time.perf_counter() - start))
+        if columns["src"]:
+            kept += len(columns["src"])
+            writer.write_batch(columns)
+    finally:
+        writer.finalize()
+    if not kept:
+        raise DataError(f"{SECTION}.train: no pair fits max_src_len={cfg.max_src_len} / max_tgt_len={cfg.max_tgt_len}")
+    data_bytes = sum(p.stat().st_size for p in _train_files(cfg, base_dir))
+    return {"pairs": read, "examples": kept, "dropped": dropped, "input_bytes": data_bytes,
+            "seconds": round(time.perf_counter() - start, 3)}
+
+
+def prepare_cache(cfg: DataConfig, base_dir: Path, run_dir: Path, src_tok: Any, tgt_tok: Any) -> Path:
+    """The cache directory holding the tokenized training split; tokenizes only on a cache miss."""
+    root = Path(cfg.stream_cache) if cfg.stream_cache else run_dir / "cache" / "streaming"
+    target = root / cache_key(cfg, base_dir, run_dir / "tokenizer")
+    if (target / META_FILE).is_file():
+        log.info("streaming: reusing the tokenized training data in %s", target)
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    work = root / f".{target.name}.{os.getpid()}.tmp"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    log.info("streaming: tokenizing the training data into %s", target)
+    try:
+        meta = _tokenize(cfg, base_dir, src_tok, tgt_tok, work / ARROW_FILE)
+        (work / META_FILE).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+        try:
+            os.rename(work, target)
+        except OSError:  # another run finished the same cache first: use theirs
+            if not (target / META_FILE).is_file():
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if meta["dropped"]:
+        log.info("dropped %d of %d training pairs longer than the length limits", meta["dropped"], meta["pairs"])
+    log.info("streaming: %d pairs tokenized in %.1f s", meta["pairs"], meta["seconds"])
+    return target
+
+
+# -- batches through a bounded shuffle buffer ----------------------------------------------------
+class StreamBatches(Sequence[np.ndarray]):
+    """One epoch's batches (row-index arrays), computed one buffer at a time on demand.
+
+    ``len`` is known without building the batches: a buffer's batch count depends only on its
+    examples' lengths (``bucket_batches`` packs them sorted by length), not on the shuffle.
+    """
+
+    def __init__(self, stream: "ArrowStream", epoch: int, seed: int):
+        self.stream, self.epoch, self.seed = stream, epoch, seed
+        buffers = len(stream.counts)
+        self.order = np.random.default_rng([seed, epoch, buffers]).permutation(buffers)  # buffer visit order
+        self.ends = np.cumsum(stream.counts[self.order])
+        self._cached: tuple[int, list[np.ndarray]] | None = None
+
+    def __len__(self) -> int:
+        return int(self.ends[-1])
+
+    @overload
+    def __getitem__(self, item: int) -> np.ndarray: ...
+    @overload
+    def __getitem__(self, item: slice) -> list[np.ndarray]: ...
+    def __getitem__(self, item: int | slice) -> np.ndarray | list[np.ndarray]:
+        if isinstance(item, slice):
+            return [self._batch(i) for i in range(*item.indices(len(self)))]
+        if not -len(self) <= item < len(self):
+            raise IndexError(item)
+        return self._batch(item % len(self))
+
+    def _batch(self, i: int) -> np.ndarray:
+        position = int(np.searchsorted(self.ends, i, side="right"))
+        first = int(self.ends[position - 1]) if position else 0
+        return self._buffer(int(self.order[position]))[i - first]
+
+    def _buffer(self, b: int) -> list[np.ndarray]:
+        if self._cached is None or self._cached[0] != b:
+            start, src_len, tgt_len = self.stream.lengths(b)
+            # Buffer 0 uses the in-memory path's random stream: one buffer == the in-memory batches.
+            batches = bucket_batches(src_len, tgt_len, self.stream.batch_tokens, shuffle=True, seed=self.seed,
+                                     epoch=self.epoch, stream=b if b else None)
+            self._cached = (b, [batch + start for batch in batches])
+        return self._cached[1]
+
+
+class ArrowStream:
+    """The memory-mapped tokenized training split, cut into buffers of ``shuffle_buffer`` rows."""
+
+    def __init__(self, cache: Path, shuffle_buffer: int, batch_tokens: int):
+        from datasets import Dataset
+
+        self.dataset = Dataset.from_file(str(cache / ARROW_FILE))  # memory-mapped, not loaded
+        self.table = self.dataset.data.table
+        self.meta = json.loads((cache / META_FILE).read_text(encoding="utf-8"))
+        self.size, self.buffer, self.batch_tokens = len(self.dataset), shuffle_buffer, batch_tokens
+        if self.size != self.meta["examples"]:
+            raise SeqkitError(f"{cache}: holds {self.size} examples, {META_FILE} says {self.meta['examples']}; "
+                              "delete the directory to rebuild it")
+        self.counts = np.array([len(bucket_batches(*self.lengths(b)[1:], batch_tokens, shuffle=False, seed=0, epoch=0))
+                                for b in range(-(-self.size // shuffle_buffer))], dtype=np.int64)
+
+    def lengths(self, b: int) -> tuple[int, np.ndarray, np.ndarray]:
+        """(first row, src lengths, tgt lengths + 1) of buffer ``b``."""
+        start = b * self.buffer
+        n = min(self.buffer, self.size - start)
+        part = self.table.slice(start, n)
+        return start, part.column("src_len").to_numpy(), part.column("tgt_len").to_numpy()
+
+    def rows(self, index: np.ndarray) -> tuple[list[list[int]], list[list[int]]]:
+        import pyarrow as pa
+
+        part = self.table.take(pa.array(np.asarray(index, dtype=np.int64)))
+        return part.column("src").to_pylist(), part.column("tgt").to_pylist()
+
+
+# -- the task ------------------------------------------------------------------------------------
+def _seq2seq_task_cls() -> type:
+    from seqkit.tasks import Seq2SeqTask
+
+    class StreamingSeq2SeqTask(Seq2SeqTask):
+        """:class:`seqkit.tasks.Seq2SeqTask` whose training pairs stay in the Arrow file."""
+
+        def __init__(self, recipe: Any, model: Any, src_tok: Any, tgt_tok: Any, stream: ArrowStream,
+                     valid: Corpus, device: Any):
+            self.recipe, self.model, self.device = recipe, model, device
+            self.src_tok, self.tgt_tok, self.valid = src_tok, tgt_tok, valid
+            self.train_cfg = recipe.train_cfg
+            self.stream = stream
+            self._epoch_batches: tuple[int, StreamBatches] | None = None
+
+        def batches(self, epoch: int, seed: int) -> StreamBatches:  # type: ignore[override]
+            if self._epoch_batches is None or self._epoch_batches[0] != epoch:
+                self._epoch_batches = (epoch, StreamBatches(self.stream, epoch, seed))
+            return self._epoch_batches[1]
+
+        def loss(self, index: np.ndarray) -> Any:
+            src, tgt = self.stream.rows(index)
+            return self._loss_on(self._tensors(src, tgt), self.train_cfg.label_smoothing)
+
+    return StreamingSeq2SeqTask
+
+
+def build_streaming_task(recipe: Any, run_dir: Path, resume: bool, device: Any) -> Any:
+    """``runs.build_task`` for ``data.streaming: true`` (translation and summarization)."""
+    from seqkit.data import load_split
+    from seqkit.models import build_model
+    from seqkit.runs import prepare_tokenizers
+
+    if recipe.task not in ("translation", "summarization"):
+        raise SeqkitError(f"{SECTION}.streaming: implemented for translation and summarization, not task '{recipe.task}'")
+    cfg = recipe.data
+    if cfg.valid is None:
+        raise SeqkitError(f"{SECTION}.valid: a validation split is required for translation/summarization recipes")
+    valid = load_split(cfg, "valid", recipe.base_dir, cache_dir=run_dir / "cache")
+    have_tokenizer = resume or (run_dir / "tokenizer" / "tgt" / "tokenizer.json").exists()
+    sample = None if have_tokenizer else sample_split(cfg, recipe.base_dir)
+    src_tok, tgt_tok = prepare_tokenizers(recipe, run_dir, sample, resume)
+    del sample
+    cache = prepare_cache(cfg, recipe.base_dir, run_dir, src_tok, tgt_tok)
+    stream = ArrowStream(cache, cfg.shuffle_buffer, recipe.train_cfg.batch_tokens)
+    log.info("streaming: %d training examples in %d buffers of up to %d", stream.size, len(stream.counts),
+             cfg.shuffle_buffer)
+    model = build_model(recipe.model_cfg, recipe.task, src_tok.vocab_size, tgt_tok.vocab_size, tgt_tok.pad_id).to(device)
+    log.info("model: %s, %.2fM parameters", type(model).__name__, sum(p.numel() for p in model.parameters()) / 1e6)
+    return _seq2seq_task_cls()(recipe, model, src_tok, tgt_tok, stream, valid, device)
