@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 import click
 
@@ -140,8 +144,7 @@ def translate(model_dir: Path, input_path: Path | None, output_path: Path | None
             rows, scores = [(score, text) for res in results for text, score in res.n_best], True
         else:
             rows = [(res.score, res.text) for res in results]
-    out = open(output_path, "w", encoding="utf-8") if output_path else click.get_text_stream("stdout")
-    with out:
+    with _open_output(output_path) as out:
         for score, text in rows:
             out.write(f"{score:.4f}\t{text}\n" if scores else text + "\n")
     # Warnings (truncated lines) were already logged to stderr by the Translator/TextClassifier, one per line.
@@ -149,11 +152,31 @@ def translate(model_dir: Path, input_path: Path | None, output_path: Path | None
 
 def _read_lines(input_path: Path | None) -> list[str]:
     """The lines of ``input_path`` (default: stdin), newline removed; SeqkitError if not UTF-8."""
-    src = open(input_path, encoding="utf-8", errors="strict") if input_path else click.get_text_stream("stdin")
+    # stdin is read as UTF-8 whatever the locale says (sys.stdin's own encoding may differ).
+    src = (open(input_path, encoding="utf-8", errors="strict") if input_path
+           else io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="strict"))
     try:
         return [line.rstrip("\n") for line in src]
     except UnicodeDecodeError as exc:
         raise SeqkitError(f"{input_path or 'stdin'}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    finally:
+        src.close() if input_path else src.detach()  # never close the process's stdin
+
+
+@contextlib.contextmanager
+def _open_output(output_path: Path | None) -> Iterator[TextIO]:
+    """``output_path`` for writing, or stdout as UTF-8 text (left open); flushed either way."""
+    if output_path is not None:
+        with open(output_path, "w", encoding="utf-8") as out:
+            yield out
+        return
+    sys.stdout.flush()
+    out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="\n")
+    try:
+        yield out
+    finally:
+        out.flush()
+        out.detach()
 
 
 @cli.command("export")
