@@ -84,7 +84,7 @@ class DataConfig(BaseModel):
     streaming: bool = False  # translation/summarization with format parallel, tsv or jsonl only
     shuffle_buffer: int = Field(default=100_000, gt=0)  # streaming: examples bucketed and shuffled together
     tokenizer_sample: int = Field(default=200_000, gt=0)  # streaming: the tokenizer learns from the first N pairs
-    stream_cache: str | None = None  # streaming: tokenized-cache directory; default RUN_DIR/cache/streaming
+    stream_cache: str | None = None  # streaming: cache directory (relative to the recipe); default RUN_DIR/cache/streaming
 
     @model_validator(mode="after")
     def _keys_match_format(self) -> DataConfig:

@@ -225,7 +225,8 @@ def _tokenize(cfg: DataConfig, base_dir: Path, src_tok: Any, tgt_tok: Any, path:
 
 def prepare_cache(cfg: DataConfig, base_dir: Path, run_dir: Path, src_tok: Any, tgt_tok: Any) -> Path:
     """The cache directory holding the tokenized training split; tokenizes only on a cache miss."""
-    root = Path(cfg.stream_cache) if cfg.stream_cache else run_dir / "cache" / "streaming"
+    # A relative stream_cache resolves against the recipe's directory, like the data files.
+    root = Path(base_dir) / Path(cfg.stream_cache).expanduser() if cfg.stream_cache else run_dir / "cache" / "streaming"
     target = root / cache_key(cfg, base_dir, run_dir / "tokenizer")
     if (target / META_FILE).is_file():
         log.info("streaming: reusing the tokenized training data in %s", target)
@@ -259,7 +260,7 @@ class StreamBatches(Sequence[np.ndarray]):
     examples' lengths (``bucket_batches`` packs them sorted by length), not on the shuffle.
     """
 
-    def __init__(self, stream: "ArrowStream", epoch: int, seed: int):
+    def __init__(self, stream: ArrowStream, epoch: int, seed: int):
         self.stream, self.epoch, self.seed = stream, epoch, seed
         buffers = len(stream.counts)
         self.order = np.random.default_rng([seed, epoch, buffers]).permutation(buffers)  # buffer visit order

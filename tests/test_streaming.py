@@ -150,3 +150,16 @@ def test_streaming_refuses_what_it_does_not_implement(tiny_recipe, tmp_path):
     with pytest.raises(RecipeError, match=r"streaming reads formats parallel, tsv, jsonl, not 'text'"):
         load_recipe(tiny_recipe, ["data.format=text", f"data.train={{path: {text}}}", "data.valid=null",
                                   "data.test=null", *STREAM])
+
+
+def test_streaming_is_refused_under_torchrun(tiny_recipe, monkeypatch):
+    import torch
+
+    from seqkit import distributed
+    from seqkit.errors import SeqkitError
+
+    fake = distributed.DistContext(rank=0, local_rank=0, world_size=2, device=torch.device("cpu"), backend="gloo")
+    monkeypatch.setattr(distributed, "setup", lambda device: fake)
+    with pytest.raises(SeqkitError, match="data.streaming is not supported under torchrun"):
+        train_run(tiny_recipe, STREAM, resume=False)
+    assert not (tiny_recipe.parent / "run" / "checkpoints").exists()
