@@ -85,7 +85,7 @@ class TrainConfig(BaseModel):
     early_stopping: int | None = Field(None, gt=0)  # validations without improvement before stopping
     keep_checkpoints: int = Field(1, ge=1)  # most recent checkpoints kept besides best
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: Literal["none", "bf16", "fp16"] = "none"  # autocast on GPU
+    amp: Literal["none", "bf16", "fp16"] = "none"  # autocast: bf16 on GPU or a CPU with native bf16; fp16 GPU only
     num_threads: int | None = Field(None, gt=0)  # torch intra-op threads on CPU
     log_every: int = Field(50, gt=0)
     max_bad_steps: int = Field(5, ge=1)  # consecutive non-finite losses before aborting
@@ -158,6 +158,27 @@ def build_optimizer(cfg: OptimizerConfig, params: Any) -> torch.optim.Optimizer:
     return cls(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
 
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype that ``train.amp`` gives on ``device``; None means fp32.
+
+    bf16 runs on CUDA and on CPUs with native bf16 instructions (avx512_bf16 or AMX, where
+    oneDNN's bf16 kernels are fast); elsewhere it would be emulated and slower, so training
+    stays fp32 with a warning. fp16 is CUDA only (it needs the gradient scaler).
+    """
+    if amp == "none":
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if amp == "bf16" else torch.float16
+    if device.type == "cpu" and amp == "bf16":
+        if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return torch.bfloat16
+        log.warning("train.amp: bf16 needs a CPU with native bf16 (avx512_bf16 or AMX); this one has none, "
+                    "so training runs in fp32")
+        return None
+    log.warning(f"train.amp: {amp} runs on CUDA only; training on {device.type} runs in fp32")
+    return None
+
+
 class Trainer:
     """Runs ``task`` (a :class:`seqkit.tasks.Task`) for ``cfg`` and writes into ``run_dir``."""
 
@@ -177,6 +198,7 @@ class Trainer:
         self.stale = 0  # validations without improvement
         self.history_tokens = 0
         self.scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" and self.device.type == "cuda" else None
+        self._amp_dtype = amp_dtype(cfg.amp, self.device)
         self._interrupted = False
         self._bad_in_a_row = 0  # consecutive skipped (non-finite) steps
         self._writer = None
@@ -332,9 +354,8 @@ class Trainer:
         return lr
 
     def _autocast(self) -> torch.autocast:
-        amp = self.cfg.amp != "none" and self.device.type == "cuda"
-        dtype = torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype, enabled=amp)
+        dtype = self._amp_dtype
+        return torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
     def _backward(self, loss: torch.Tensor) -> None:
         (self.scaler.scale(loss) if self.scaler else loss).backward()
