@@ -179,3 +179,25 @@ def test_schedules_and_durations():
     plateau.observe(10.0, True)
     plateau.observe(9.0, True)
     assert plateau.lr(5) == pytest.approx(0.5)
+
+
+def test_amp_dtype_per_device(caplog, monkeypatch):
+    from seqkit.train import amp_dtype
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert amp_dtype("none", cpu) is None and amp_dtype("none", cuda) is None
+    assert amp_dtype("bf16", cuda) is torch.bfloat16 and amp_dtype("fp16", cuda) is torch.float16
+    assert amp_dtype("fp16", cpu) is None and "CUDA only" in caplog.text
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert amp_dtype("bf16", cpu) is None and "needs a CPU with native bf16" in caplog.text
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert amp_dtype("bf16", cpu) is torch.bfloat16
+
+
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="this CPU has no native bf16")
+def test_bf16_training_on_cpu_learns(tiny_recipe):
+    fp32 = train_run(tiny_recipe, ["train.max_steps=30", f"run_dir={tiny_recipe.parent / 'fp32'}"], resume=False)
+    bf16 = train_run(tiny_recipe, ["train.max_steps=30", "train.amp=bf16", f"run_dir={tiny_recipe.parent / 'bf16'}"],
+                     resume=False)
+    assert bf16["loss"] == pytest.approx(fp32["loss"], rel=0.1)  # bf16 rounding, same learning
+    assert bf16["loss"] != fp32["loss"]  # autocast really ran: bf16 arithmetic changes the losses

@@ -9,7 +9,9 @@ the bare stepwise loop, the batcher's padding waste and the process's peak RSS.
 
 Contenders:
 - seqkit (recipe):        seqkit's Trainer step on the recipe's model (fused decoder path when
-                          the recipe has no input feeding)
+                          the recipe has no input feeding), with the recipe's train.amp
+- seqkit fp32:            the same with train.amp=none (only when the recipe sets amp), to
+                          compare like with like with the fp32 bare loops
 - seqkit input-feeding:   the same with model.decoder.input_feeding=true (stepwise decoder)
 - bare stepwise:          tutorial-style loop, input feeding, one nn.LSTM call per target step
 - bare fused:             tutorial-style loop, no input feeding, one nn.LSTM call per sequence
@@ -60,6 +62,9 @@ def main() -> None:
 
     recipe, task, trainer = seqkit_contender(args.recipe, ["train.progress=false"], tmp / "fused", device)
     _, _, trainer_if = seqkit_contender(args.recipe, ["model.decoder.input_feeding=true"], tmp / "if", device)
+    amp = recipe.train_cfg.amp
+    if amp != "none":  # the same trainer without autocast, to compare like with like with the fp32 bare loops
+        _, _, trainer_fp32 = seqkit_contender(args.recipe, ["train.amp=none"], tmp / "fp32", device)
     batches = task.batches(0, recipe.seed)[: args.batches]
     waste = padding_waste(task.batches(0, recipe.seed), task.src_len, task.tgt_len)
 
@@ -86,8 +91,12 @@ def main() -> None:
             return t["ntokens"]
         return go
 
-    contenders = {"seqkit (recipe: fused, no input feeding)": run_seqkit(trainer),
-                  "seqkit input-feeding": run_seqkit(trainer_if)}
+    active = trainer._amp_dtype is not None
+    label = f"amp {amp}" if active else "fp32"
+    contenders = {f"seqkit (recipe: fused, no input feeding, {label})": run_seqkit(trainer)}
+    if amp != "none":
+        contenders["seqkit fused, fp32 (train.amp=none)"] = run_seqkit(trainer_fp32)
+    contenders[f"seqkit input-feeding, {label}"] = run_seqkit(trainer_if)
     contenders.update({name: run_bare(m, o) for name, (m, o) in bare.items()})
     for fn in contenders.values():  # warm-up
         fn(batches[0])
