@@ -322,8 +322,11 @@ class ArrowStream:
     def rows(self, index: np.ndarray) -> tuple[list[list[int]], list[list[int]]]:
         import pyarrow as pa
 
-        part = self.table.take(pa.array(np.asarray(index, dtype=np.int64)))
-        return part.column("src").to_pylist(), part.column("tgt").to_pylist()
+        index = np.asarray(index, dtype=np.int64)
+        low = int(index.min())  # a batch lies within one buffer: take from that slice only, so
+        part = self.table.slice(low, int(index.max()) + 1 - low)  # a take never gathers whole columns
+        rows = part.take(pa.array(index - low))
+        return rows.column("src").to_pylist(), rows.column("tgt").to_pylist()
 
 
 # -- the task ------------------------------------------------------------------------------------

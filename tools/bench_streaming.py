@@ -26,6 +26,7 @@ import sys
 import time
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -80,15 +81,16 @@ def write_corpus(directory: Path, size: int, seed: int = 0) -> dict[str, int]:
     return info
 
 
-def recipe_tree(data: Path, run_dir: Path, steps: int, threads: int) -> dict:
+def recipe_tree(data: Path, run_dir: Path, steps: int, threads: int, tokenizer: str) -> dict:
+    spec = ({"type": "sentencepiece", "vocab_size": 8000, "num_threads": threads} if tokenizer == "sentencepiece"
+            else {"type": "word", "max_vocab": 8000})
     return {
         "task": "translation",
         "run_dir": str(run_dir),
         "data": {"format": "parallel", "streaming": True, "shuffle_buffer": 100_000,
                  "train": {"src": str(data / "train.src"), "tgt": str(data / "train.tgt")},
                  "valid": {"src": str(data / "valid.src"), "tgt": str(data / "valid.tgt")}},
-        "tokenizer": {"shared": True, "source": {"type": "sentencepiece", "vocab_size": 8000,
-                                                 "num_threads": threads}},
+        "tokenizer": {"shared": True, "source": spec},
         "model": {"encoder": {"type": "gru", "embedding_dim": 64, "hidden_size": 64},
                   "decoder": {"type": "gru", "embedding_dim": 64, "hidden_size": 64,
                               "attention": {"type": "luong-general"}}},
@@ -105,21 +107,36 @@ def _status(pid: int) -> dict[str, int]:
     return {k: int(v) * 1024 for k, v in re.findall(r"^(VmRSS|RssAnon|RssFile):\s+(\d+) kB", text, re.MULTILINE)}
 
 
-def run_training(recipe: Path, log: Path) -> dict[str, float]:
-    """seqkit train in a child process; peak memory from ru_maxrss and /proc samples."""
+# Log lines that start each phase of the child (seqkit/streaming.py, seqkit/train.py).
+PHASES = (("tokenizer training", "training tokenizers"), ("tokenization", "streaming: tokenizing"),
+          ("training", "training on "))
+
+
+def _phase(log: Path) -> str:
+    text = log.read_text(errors="replace")
+    seen = [name for name, marker in PHASES if marker in text]
+    return seen[-1] if seen else "startup"
+
+
+def run_training(recipe: Path, log: Path) -> dict[str, Any]:
+    """seqkit train in a child process; peak memory from ru_maxrss and /proc samples per phase."""
     start, peaks = time.perf_counter(), {"VmRSS": 0, "RssAnon": 0, "RssFile": 0}
+    phases: dict[str, int] = {}
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "seqkit.cli", "train", str(recipe)], cwd=ROOT,
                                 stdout=out, stderr=subprocess.STDOUT)
         while proc.poll() is None:
-            for key, value in _status(proc.pid).items():
+            status = _status(proc.pid)
+            for key, value in status.items():
                 peaks[key] = max(peaks[key], value)
+            phase = _phase(log)
+            phases[phase] = max(phases.get(phase, 0), status.get("VmRSS", 0))
             time.sleep(0.2)
     if proc.returncode != 0:
         raise SystemExit(f"seqkit train failed ({proc.returncode}); see {log}:\n" + log.read_text()[-3000:])
     maxrss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # Linux: KiB
     return {"seconds": time.perf_counter() - start, "peak_rss": maxrss, "peak_sampled_rss": peaks["VmRSS"],
-            "peak_anon": peaks["RssAnon"], "peak_file": peaks["RssFile"]}
+            "peak_anon": peaks["RssAnon"], "peak_file": peaks["RssFile"], "phases": phases}
 
 
 def main() -> None:
@@ -128,6 +145,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="optimizer steps after tokenization")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/seqkit-bench-stream"))
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--tokenizer", choices=("sentencepiece", "word"), default="sentencepiece",
+                        help="sentencepiece (vocab 8000, trained on the first 200k pairs) or word (max_vocab 8000)")
     parser.add_argument("--json", action="store_true", help="print a JSON object instead of a markdown row")
     args = parser.parse_args()
     size = parse_size(args.size)
@@ -135,7 +154,8 @@ def main() -> None:
     run_dir = args.workdir / "run"
     shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run: tokenizer training and tokenization included
     recipe = args.workdir / "stream.yaml"
-    recipe.write_text(yaml.safe_dump(recipe_tree(args.workdir / f"corpus-{size}", run_dir, args.steps, args.threads)))
+    recipe.write_text(yaml.safe_dump(recipe_tree(args.workdir / f"corpus-{size}", run_dir, args.steps, args.threads,
+                                               args.tokenizer)))
     result = run_training(recipe, args.workdir / "train.out")
     (cache,) = [p for p in (run_dir / "cache" / "streaming").iterdir() if not p.name.startswith(".")]
     meta = json.loads((cache / "meta.json").read_text())
@@ -143,19 +163,21 @@ def main() -> None:
     row = {
         "date": date.today().isoformat(), "machine": f"{platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores", "corpus_bytes": corpus["bytes"], "pairs": meta["pairs"],
-        "examples": meta["examples"], "arrow_bytes": arrow, "tokenize_seconds": meta["seconds"],
+        "examples": meta["examples"], "tokenizer": args.tokenizer, "arrow_bytes": arrow, "tokenize_seconds": meta["seconds"],
         "tokenize_mb_per_s": round(meta["input_bytes"] / 1e6 / meta["seconds"], 2),
         "tokenize_pairs_per_s": round(meta["pairs"] / meta["seconds"]), "steps": args.steps,
         "total_seconds": round(result["seconds"], 1), "peak_rss_gib": round(result["peak_rss"] / GIB, 3),
         "peak_anon_gib": round(result["peak_anon"] / GIB, 3), "peak_file_gib": round(result["peak_file"] / GIB, 3),
+        "peak_rss_gib_by_phase": {k: round(v / GIB, 3) for k, v in result["phases"].items()},
     }
     if args.json:
         print(json.dumps(row))
         return
-    print(f"| {row['corpus_bytes'] / 1e9:.2f} GB, {row['pairs'] / 1e6:.2f}M pairs | "
+    print(f"| {row['corpus_bytes'] / 1e9:.2f} GB, {row['pairs'] / 1e6:.2f}M pairs | {args.tokenizer} | "
           f"{row['tokenize_seconds']:.0f} s ({row['tokenize_mb_per_s']:.1f} MB/s, {row['tokenize_pairs_per_s']:,} pairs/s) | "
           f"{row['arrow_bytes'] / 1e9:.2f} GB | {args.steps} | {row['total_seconds']:.0f} s | "
-          f"**{row['peak_rss_gib']:.2f} GiB** (anon {row['peak_anon_gib']:.2f}, file-backed {row['peak_file_gib']:.2f}) |")
+          f"**{row['peak_rss_gib']:.2f} GiB** (anon {row['peak_anon_gib']:.2f}, file-backed {row['peak_file_gib']:.2f}) | "
+          + ", ".join(f"{k} {v:.2f}" for k, v in row["peak_rss_gib_by_phase"].items()) + " |")
 
 
 if __name__ == "__main__":
