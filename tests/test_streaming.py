@@ -110,6 +110,15 @@ def _pairs(tmp_path: Path, src: bytes, tgt: bytes, **extra) -> list[tuple[str, s
 def test_reader_matches_the_in_memory_line_rules(tmp_path):
     assert _pairs(tmp_path, b"Ein Hund .  \nZwei\r\n", b"A dog .\nTwo") == [("Ein Hund .  ", "A dog ."), ("Zwei", "Two")]
     assert _pairs(tmp_path, b"Ein\n", b"A\n", lowercase=True) == [("ein", "a")]
+    import gzip
+
+    (tmp_path / "s.gz").write_bytes(gzip.compress(b"Zwei Katzen\n"))
+    (tmp_path / "d.jsonl").write_text('{"x": {"de": "Hallo"}, "label": 1}\n', encoding="utf-8")
+    (tmp_path / "t").write_bytes(b"Two cats\n")
+    gz = DataConfig(train=SplitFiles(src="s.gz", tgt="t"), streaming=True)
+    assert list(streaming.read_pairs(gz, tmp_path)) == [("Zwei Katzen", "Two cats")]
+    jsonl = DataConfig(format="jsonl", train=SplitFiles(path="d.jsonl"), src_field="x.de", tgt_field="label", streaming=True)
+    assert list(streaming.read_pairs(jsonl, tmp_path)) == [("Hallo", "1")]
 
 
 @pytest.mark.parametrize("src, tgt, message", [
