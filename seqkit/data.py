@@ -299,17 +299,24 @@ def _load_jsonl(
         except json.JSONDecodeError as exc:
             raise DataError(f"{where}: invalid JSON: {exc.msg} (column {exc.colno})") from exc
         for field in (cfg.src_field, cfg.tgt_field):
-            value = _lookup(record, field, where)
-            if isinstance(value, bool) or not isinstance(value, (str, int)):
-                raise DataError(f"{where}: '{field}' must be a string or an integer, got {type(value).__name__}")
-            if first_type.setdefault(field, type(value)) is not type(value):
-                earlier = first_type[field].__name__
-                raise DataError(f"{where}: '{field}' is {type(value).__name__} here but {earlier} on earlier lines")
-            if isinstance(value, str) and not value.strip():
-                raise DataError(f"{where}: empty '{field}' (a pair corpus may not hold empty examples)")
+            jsonl_field(record, field, where, first_type)
     ds = _hf_load("json", path, key, cache_dir)
     src = _field_values(ds, cfg.src_field, f"{key}: {path}")
     return src, _field_values(ds, cfg.tgt_field, f"{key}: {path}")
+
+
+def jsonl_field(record: Any, field: str, where: str, first_type: dict[str, type]) -> str:
+    """Field ``field`` (dotted) of one JSONL record as text. It must be a non-empty string or
+    an integer, of the same type on every line (``first_type`` remembers the first line's)."""
+    value = _lookup(record, field, where)
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise DataError(f"{where}: '{field}' must be a string or an integer, got {type(value).__name__}")
+    if first_type.setdefault(field, type(value)) is not type(value):
+        earlier = first_type[field].__name__
+        raise DataError(f"{where}: '{field}' is {type(value).__name__} here but {earlier} on earlier lines")
+    if isinstance(value, str) and not value.strip():
+        raise DataError(f"{where}: empty '{field}' (a pair corpus may not hold empty examples)")
+    return value if isinstance(value, str) else str(value)
 
 
 def _lookup(record: Any, dotted: str, where: str) -> Any:

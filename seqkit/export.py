@@ -272,11 +272,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, opset: int = 17, qua
                                      check_sentences=check_sentences)
     run = load_run(Path(run_dir), which, "cpu")
     model = run.model.float().eval()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with staging_dir(out) as tmp:
         config = build_config(run, model, opset, quantize)
         export_graphs(model, config, tmp)
         save_tokenizers(tmp / fmt.TOKENIZER_DIR, run.src_tok, run.tgt_tok)
@@ -287,22 +283,35 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, opset: int = 17, qua
         if quantize:
             quantize_graphs(config, tmp)
             report["int8"] = verify_export(model, config, open_stepper(config, tmp), samples, strict=False)
-        manifest = fmt.Manifest(seqkit_version=__version__, opset=opset, quantized=quantize,  # type: ignore[arg-type]
-                                created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                                files=fmt.hash_files(tmp), verification=report)
-        fmt.write_manifest(tmp, manifest)
-        _publish(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        seal_and_publish(tmp, out, opset=opset, quantize=quantize, report=report)
     log.info("exported %s (%s) to %s", run.checkpoint, quantize or "fp32", out)
     return out
 
 
-def _publish(tmp: Path, out: Path) -> None:
-    """Re-open the finished directory as the runtime will, then move it into place."""
+@contextlib.contextmanager
+def staging_dir(out: Path) -> Iterator[Path]:
+    """A fresh hidden sibling of ``out`` to build an export in; removed if the block fails, so a
+    failed export leaves nothing behind (``seal_and_publish`` moves it into place)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def seal_and_publish(tmp: Path, out: Path, *, opset: int, quantize: str | None, report: dict[str, Any]) -> None:
+    """Write the manifest (sha256 of every file), re-open the directory as the runtime will,
+    then move it into place."""
     from seqkit.runtime import load_model
 
+    manifest = fmt.Manifest(seqkit_version=__version__, opset=opset, quantized=quantize,  # type: ignore[arg-type]
+                            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                            files=fmt.hash_files(tmp), verification=report)
+    fmt.write_manifest(tmp, manifest)
     load_model(tmp, threads=1)
     if out.exists():
         out.rmdir()  # empty (checked above)

@@ -21,9 +21,6 @@ validation split, else random ids), all in one padded batch:
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +28,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from seqkit import __version__
 from seqkit.errors import ModelError
 from seqkit.inference import pad_batch
 from seqkit.models import Classifier
@@ -82,11 +78,7 @@ def export_classifier(run_dir: Path, out: Path, *, opset: int, quantize: str | N
 
     run, labels = load_classifier_run(run_dir, which, "cpu")
     model = run.model.float().eval()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with ex.staging_dir(out) as tmp:
         config = build_classifier_config(run, labels, opset, quantize)
         probe = ex.probe_batch(*_PROBE, run.src_tok.vocab_size, run.src_tok.pad_id)
         ex._export_graph(_ClassifierGraph(model), probe, tmp / fmt.CLASSIFIER_FILE, fmt.classifier_io(), opset)
@@ -98,14 +90,7 @@ def export_classifier(run_dir: Path, out: Path, *, opset: int, quantize: str | N
         if quantize:
             ex.quantize_graphs(config, tmp)
             report["int8"] = verify_classifier(model, labels, tmp, samples.ids, pad_id=run.src_tok.pad_id, strict=False)
-        manifest = fmt.Manifest(seqkit_version=__version__, opset=opset, quantized=quantize,  # type: ignore[arg-type]
-                                created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                                files=fmt.hash_files(tmp), verification=report)
-        fmt.write_manifest(tmp, manifest)
-        ex._publish(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        ex.seal_and_publish(tmp, out, opset=opset, quantize=quantize, report=report)
     log.info("exported %s (%s) to %s", run.checkpoint, quantize or "fp32", out)
     return out
 

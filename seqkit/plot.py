@@ -70,12 +70,17 @@ def plot_attention(weights: np.ndarray, src_labels: Sequence[str], tgt_labels: S
         if title:
             ax.set_title(title, fontsize=10)
         fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02, label="attention weight")
-        fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
+        return _save(fig, path)
     finally:
         plt.close(fig)
+
+
+def _save(fig: Any, path: Path) -> Path:
+    """Lay out ``fig`` and write it to ``path`` (parent folders created)."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
     return path
 
 
@@ -139,10 +144,6 @@ def plot_curves(run_dir: Path, path: Path) -> Path:
         for ax in list(axes.flat)[len(names):]:
             ax.set_visible(False)
         fig.suptitle(str(Path(run_dir).resolve().name), fontsize=11)
-        fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
+        return _save(fig, path)
     finally:
         plt.close(fig)
-    return path

@@ -36,7 +36,7 @@ from typing import IO, Any, overload
 import numpy as np
 
 from seqkit.batching import bucket_batches
-from seqkit.data import SECTION, Corpus, DataConfig, _lookup, _resolve
+from seqkit.data import SECTION, Corpus, DataConfig, _resolve, jsonl_field
 from seqkit.errors import DataError, SeqkitError
 
 log = logging.getLogger("seqkit")
@@ -125,16 +125,8 @@ def _jsonl(cfg: DataConfig, base_dir: Path) -> Iterator[tuple[str, str]]:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataError(f"{where}: invalid JSON: {exc.msg} (column {exc.colno})") from exc
-        pair = []
-        for field in (cfg.src_field, cfg.tgt_field):
-            value = _lookup(record, field, where)
-            if isinstance(value, bool) or not isinstance(value, (str, int)):
-                raise DataError(f"{where}: '{field}' must be a string or an integer, got {type(value).__name__}")
-            if first_type.setdefault(field, type(value)) is not type(value):
-                earlier = first_type[field].__name__
-                raise DataError(f"{where}: '{field}' is {type(value).__name__} here but {earlier} on earlier lines")
-            pair.append(_nonempty(value, where, f"'{field}'") if isinstance(value, str) else str(value))
-        yield pair[0], pair[1]
+        yield (jsonl_field(record, cfg.src_field, where, first_type),
+               jsonl_field(record, cfg.tgt_field, where, first_type))
 
 
 def read_pairs(cfg: DataConfig, base_dir: Path) -> Iterator[tuple[str, str]]:
