@@ -57,3 +57,14 @@ def tiny_recipe(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(tiny_recipe_tree(tmp_path / "data", tmp_path / "run")), encoding="utf-8")
     return path
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one torch thread, and the CPU is shared with other tests."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

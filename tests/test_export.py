@@ -111,13 +111,7 @@ def exported(request, tmp_path_factory):
     return request.param, run_dir, model_dir
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and the CPU is shared with other tests."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _translators(run_dir: Path, model_dir: Path, **search) -> tuple[Translator, Translator]:

@@ -267,15 +267,6 @@ def reverse_batch(gen, batch=32):
     return src, lengths, tgt_in, tgt
 
 
-@pytest.fixture
-def one_thread():
-    """Small models train faster on one thread, and the CPU is shared with other tests."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def train_reverse(cfg, max_steps):
     """Adam on fresh batches until a held-out batch's loss (eval mode) is < 0.05; that loss."""
     torch.manual_seed(0)

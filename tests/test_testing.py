@@ -27,12 +27,7 @@ TEXTS = ["the cat sat on the mat", "a dog ran  fast", "Grüße, Welt! 12.5", "th
 SMALL_ENCODER = {"embedding_dim": 8, "hidden_size": 6, "num_layers": 2}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 # -- built-ins pass -------------------------------------------------------------------------------
