@@ -54,6 +54,25 @@ def encode_source(tokenizer: Any, text: str, max_len: int) -> tuple[list[int], b
     return ids[: max_len - 1] + [tokenizer.eos_id], len(ids) > max_len - 1
 
 
+def encode_lines(lines: Sequence[str], tokenizer: Any, max_src_len: int) -> list[tuple[int, list[int], list[str]]]:
+    """(line index, source ids, warnings) for every non-empty line after :func:`clean_text`,
+    longest first (stable, so ties keep input order) for batching. A line cut to
+    ``max_src_len`` gets a logged warning naming it."""
+    todo = []
+    for i, line in enumerate(lines):
+        text = clean_text(line, f"line {i + 1}")
+        if not text:
+            continue
+        ids, truncated = encode_source(tokenizer, text, max_src_len)
+        warnings = []
+        if truncated:
+            warnings.append(f"line {i + 1}: source longer than {max_src_len} tokens (eos included); truncated")
+            log.warning(warnings[-1])
+        todo.append((i, ids, warnings))
+    todo.sort(key=lambda item: -len(item[1]))
+    return todo
+
+
 def pad_batch(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     """Rows of ids -> (src (B, S) int64 right-padded with pad_id, lengths (B,) int64)."""
     lengths = np.array([len(r) for r in rows], dtype=np.int64)
@@ -93,19 +112,9 @@ class Translator:
     def translate(self, lines: Sequence[str], *, return_attention: bool = False) -> list[TranslationResult]:
         """One result per line, in input order. Batches hold lines of similar length."""
         results: list[TranslationResult | None] = [None] * len(lines)
-        todo: list[tuple[int, list[int], list[str]]] = []  # (line index, source ids, warnings)
-        for i, line in enumerate(lines):
-            text = clean_text(line, f"line {i + 1}")
-            if not text:
-                results[i] = TranslationResult("", [], 0.0, [("", 0.0)], None, [], [])
-                continue
-            ids, truncated = encode_source(self.src_tokenizer, text, self.max_src_len)
-            warnings = []
-            if truncated:
-                warnings.append(f"line {i + 1}: source longer than {self.max_src_len} tokens (eos included); truncated")
-                log.warning(warnings[-1])
-            todo.append((i, ids, warnings))
-        todo.sort(key=lambda item: -len(item[1]))  # longest first; stable, so ties keep input order
+        todo = encode_lines(lines, self.src_tokenizer, self.max_src_len)
+        for i in set(range(len(lines))) - {i for i, _, _ in todo}:  # empty lines: no model call
+            results[i] = TranslationResult("", [], 0.0, [("", 0.0)], None, [], [])
         rng = np.random.default_rng(self.config.seed)  # one stream over all batches (sampling)
         size = self.config.batch_size
         for start in range(0, len(todo), size):
@@ -257,19 +266,9 @@ class TextClassifier:
     def classify(self, lines: Sequence[str]) -> list[ClassificationResult]:
         """One result per line, in input order. Batches hold lines of similar length."""
         results: list[ClassificationResult | None] = [None] * len(lines)
-        todo: list[tuple[int, list[int], list[str]]] = []  # (line index, source ids, warnings)
-        for i, line in enumerate(lines):
-            text = clean_text(line, f"line {i + 1}")
-            if not text:
-                results[i] = ClassificationResult("", 0.0, None, [])
-                continue
-            ids, truncated = encode_source(self.tokenizer, text, self.max_src_len)
-            warnings = []
-            if truncated:
-                warnings.append(f"line {i + 1}: source longer than {self.max_src_len} tokens (eos included); truncated")
-                log.warning(warnings[-1])
-            todo.append((i, ids, warnings))
-        todo.sort(key=lambda item: -len(item[1]))
+        todo = encode_lines(lines, self.tokenizer, self.max_src_len)
+        for i in set(range(len(lines))) - {i for i, _, _ in todo}:  # empty lines: no model call
+            results[i] = ClassificationResult("", 0.0, None, [])
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start : start + self.batch_size]
             src, lengths = pad_batch([ids for _, ids, _ in chunk], self.tokenizer.pad_id)
