@@ -32,11 +32,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import gc
 import inspect
 import logging
 import os
 import socket
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -133,6 +135,16 @@ def setup(device_name: str) -> DistContext | None:
 
 
 def teardown(ctx: DistContext | None) -> None:
+    """Leave the job; call :meth:`DDPTraining.close` first.
+
+    The order matters. DDP's C++ ``Reducer`` holds a reference to the process group, and pybind
+    frees a Reducer with the GIL held. If that reference is the group's last, the gloo group's
+    destructor runs under the GIL and joins its worker threads. A worker may still be dropping the
+    finished work of the last collective, whose tensors came from Python, and that needs the GIL:
+    a deadlock, seen as a rank that never exits after training (rank 0 had printed its result).
+    Freeing the wrapper while torch's own Python handle still holds the group makes that handle
+    the last reference, and its destructor releases the GIL before joining the threads.
+    """
     if ctx is not None and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -231,6 +243,16 @@ class DDPTraining:
         self.task_shards = shard is not None
         if shard is not None:
             shard(ctx.rank, ctx.world_size)
+
+    def close(self) -> None:
+        """Free the DDP wrapper (and its C++ Reducer) now, while the process group is alive."""
+        if self.ddp is None:
+            return
+        ref = weakref.ref(self.ddp)
+        self.ddp = None
+        gc.collect()
+        if ref() is not None:  # someone still holds it: teardown may hang in the Reducer's destructor
+            log.warning("distributed: the DDP wrapper is still referenced after training; exiting may hang")
 
     def span(self, accumulate: int) -> int:
         """Batches of the shared order that one global step consumes."""

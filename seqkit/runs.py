@@ -128,6 +128,7 @@ def train_run(recipe_path: Path, overrides: list[str], resume: bool) -> dict[str
     cfg = recipe.train_cfg
     run_dir = Path(recipe.run_dir)
     dist = distributed.setup(cfg.device)  # None unless torchrun started several processes
+    trainer = None
     try:
         if dist is not None and recipe.data.streaming:
             raise SeqkitError(
@@ -156,6 +157,8 @@ def train_run(recipe_path: Path, overrides: list[str], resume: bool) -> dict[str
         distributed.barrier(dist)  # rank 0's last checkpoint is durable before any rank exits
         return metrics
     finally:
+        if trainer is not None:
+            trainer.close()  # DDP's wrapper goes before the process group (see distributed.teardown)
         distributed.teardown(dist)
 
 

@@ -319,6 +319,11 @@ class Trainer:
                 self._writer.close()
         return last_metrics
 
+    def close(self) -> None:
+        """Free the DDP wrapper before the process group is destroyed (see distributed.teardown)."""
+        if self._ddp is not None:
+            self._ddp.close()
+
     def _tick(self) -> None:
         start, base = self._clock
         self.elapsed = base + time.perf_counter() - start

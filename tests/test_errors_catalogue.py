@@ -201,6 +201,44 @@ def case_runtime_invalid_unicode(tmp: Path) -> None:
     clean_text("bad \udcff surrogate", "line 3")
 
 
+def case_stream_carriage_return(tmp: Path) -> None:
+    from seqkit.streaming import read_pairs
+
+    cfg = _data_cfg(tmp, b"eins\nzw\rei\n", b"one\ntwo\n")
+    list(read_pairs(cfg, tmp))
+
+
+def case_one_label(tmp: Path) -> None:
+    from seqkit.classify import build_labels
+
+    build_labels(["1", "1", "1"])
+
+
+def case_unseen_label(tmp: Path) -> None:
+    from seqkit.classify import label_ids
+
+    label_ids(["0", "1", "2"], ["0", "1"], "valid")
+
+
+def case_serve_run_dir(tmp: Path) -> None:
+    from seqkit.serve import serve
+
+    (tmp / "runs" / "translate").mkdir(parents=True)
+    serve(tmp / "runs" / "translate")
+
+
+def case_torchrun_device(tmp: Path) -> None:
+    from seqkit.distributed import resolve_device
+
+    resolve_device("cuda:1", 0)
+
+
+def case_torchrun_env(tmp: Path) -> None:
+    from seqkit.distributed import torchrun_env
+
+    torchrun_env({"WORLD_SIZE": "2", "RANK": "2", "LOCAL_RANK": "0"})
+
+
 CASES: list[tuple[str, str, Callable[[Path], object]]] = [
     ("recipe", "YAML syntax error", case_yaml_syntax),
     ("recipe", "empty recipe file", case_empty_recipe),
@@ -218,6 +256,9 @@ CASES: list[tuple[str, str, Callable[[Path], object]]] = [
     ("data", "invalid UTF-8", case_invalid_utf8),
     ("data", "empty corpus", case_empty_corpus),
     ("data", "100k-character line (documented behaviour)", case_huge_line),
+    ("data", "carriage return inside a line (`data.streaming: true`)", case_stream_carriage_return),
+    ("classify", "one label in the training data", case_one_label),
+    ("classify", "validation label never seen in training", case_unseen_label),
     ("plugins", "plugin fails to import", case_plugin_import_error),
     ("plugins", "plugin violates its contract", case_plugin_contract),
     ("cli", "missing run directory", case_missing_run_dir),
@@ -227,6 +268,9 @@ CASES: list[tuple[str, str, Callable[[Path], object]]] = [
     ("train", "unwritable run directory", case_unwritable_run_dir),
     ("runtime", "tampered exported model file", case_tampered_model),
     ("runtime", "invalid Unicode in input", case_runtime_invalid_unicode),
+    ("serve", "`seqkit serve` given a run directory, not an export", case_serve_run_dir),
+    ("torchrun", "`train.device: cuda:1` under torchrun", case_torchrun_device),
+    ("torchrun", "RANK outside WORLD_SIZE", case_torchrun_env),
     ("runtime", "control characters in input (documented behaviour)", case_runtime_control_chars),
 ]
 

@@ -34,7 +34,7 @@ def serve(model_dir: Path, *, host: str = "127.0.0.1", port: int = 8000, threads
     model_dir = Path(model_dir)
     if model_dir.is_dir() and not (model_dir / MANIFEST_FILE).is_file():
         raise SeqkitError(f"{model_dir}: not an exported model (no {MANIFEST_FILE}); the server runs without "
-                          f"torch and needs `seqkit export {model_dir} -o MODEL_DIR` first")
+                          f"torch, so export the run first: seqkit export {model_dir} -o MODEL_DIR")
     model = load_model(model_dir, threads=threads)
     app = create_app(model, limits)
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
