@@ -301,4 +301,5 @@ class DDPTraining:
         """Share what only one rank may know: an interrupt, and the wall clock for max_time."""
         flags = torch.tensor([float(trainer._interrupted), trainer.elapsed], dtype=torch.float64, device=self.ctx.device)
         dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-        trainer._interrupted, trainer.elapsed = bool(flags[0].item()), float(flags[1].item())
+        trainer._interrupted = bool(flags[0].item())
+        trainer.set_elapsed(float(flags[1].item()))

@@ -297,7 +297,6 @@ class Trainer:
                         self._log_event({"split": "train", **progress.snapshot()})
                     if self.step > before and self.step % self.cfg.valid_every == 0:
                         last_metrics = self.validate_and_save()
-                        self._tick()
                     if self._ddp is not None:
                         self._ddp.sync_stop(self)
                     reason = self._done()
@@ -327,6 +326,12 @@ class Trainer:
     def _tick(self) -> None:
         start, base = self._clock
         self.elapsed = base + time.perf_counter() - start
+
+    def set_elapsed(self, seconds: float) -> None:
+        """Move the training clock (under DDP: to the slowest rank's), later ticks counting on from it."""
+        self.elapsed = seconds
+        if self._clock is not None:
+            self._clock = (time.perf_counter(), seconds)
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
         if self._interrupted:  # a second Ctrl-C aborts at once
@@ -412,6 +417,8 @@ class Trainer:
         else:
             self.stale += 1
         self.schedule.observe(score, self.higher_is_better)
+        if self._clock is not None:  # the checkpoint's clock includes this validation (resume and max_time)
+            self._tick()
         self._log_event({"split": "valid", **metrics})
         summary = " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float))
         log.info("step %d valid: %s%s", self.step, summary, " (best)" if improved else "")
