@@ -37,7 +37,8 @@ from torch import Tensor, nn
 from seqkit import __version__
 from seqkit.errors import ModelError, SeqkitError
 from seqkit.inference import encode_source, pad_batch
-from seqkit.models import LanguageModel, Seq2Seq, TorchStepper
+from seqkit.models import LanguageModel, Seq2Seq, TorchStepper, run_encoder
+from seqkit.nn import copy as copy_layer
 from seqkit.runtime import format as fmt
 from seqkit.runtime.stepper import OrtStepper, open_session, session_options
 from seqkit.search import SearchConfig, greedy, sample
@@ -60,7 +61,7 @@ class _EncoderGraph(nn.Module):
         self.model = model
 
     def forward(self, src: Tensor, src_lengths: Tensor) -> tuple[Tensor, ...]:
-        enc = self.model.encoder(src, src_lengths)
+        enc = run_encoder(self.model.encoder, src, src_lengths)
         memory, state = self.model.decoder.init(enc, src.size(0))
         if not memory:
             # Without attention the padded per-position outputs go unused, and the legacy
@@ -272,6 +273,9 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, opset: int = 17, qua
                                      check_sentences=check_sentences)
     run = load_run(Path(run_dir), which, "cpu")
     model = run.model.float().eval()
+    if opset < copy_layer.MIN_OPSET and any(isinstance(m, copy_layer.CopyGenerator) for m in model.modules()):
+        raise ModelError(f"opset {opset} is too old for model.decoder.copy_source (its scatter-add needs "
+                         f"ScatterElements reduction='add'); use opset >= {copy_layer.MIN_OPSET}")
     with staging_dir(out) as tmp:
         config = build_config(run, model, opset, quantize)
         export_graphs(model, config, tmp)
