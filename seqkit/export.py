@@ -38,7 +38,6 @@ from seqkit import __version__
 from seqkit.errors import ModelError, SeqkitError
 from seqkit.inference import encode_source, pad_batch
 from seqkit.models import LanguageModel, Seq2Seq, TorchStepper, run_encoder
-from seqkit.nn import copy as copy_layer
 from seqkit.runtime import format as fmt
 from seqkit.runtime.stepper import OrtStepper, open_session, session_options
 from seqkit.search import SearchConfig, greedy, sample
@@ -273,9 +272,6 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, opset: int = 17, qua
                                      check_sentences=check_sentences)
     run = load_run(Path(run_dir), which, "cpu")
     model = run.model.float().eval()
-    if opset < copy_layer.MIN_OPSET and any(isinstance(m, copy_layer.CopyGenerator) for m in model.modules()):
-        raise ModelError(f"opset {opset} is too old for model.decoder.copy_source (its scatter-add needs "
-                         f"ScatterElements reduction='add'); use opset >= {copy_layer.MIN_OPSET}")
     with staging_dir(out) as tmp:
         config = build_config(run, model, opset, quantize)
         export_graphs(model, config, tmp)

@@ -220,12 +220,9 @@ def test_export_refuses_a_non_empty_output_and_bad_options(tmp_path):
     assert (tmp_path / "out" / "keep.txt").read_text() == "x"
 
 
-def test_copy_export_needs_opset_16(tmp_path):
+def test_copy_exports_at_the_minimum_opset(tmp_path):
     run_dir = make_run(tmp_path, copy_source=True)
-    with pytest.raises(ModelError, match=r"opset 15 is too old for model.decoder.copy_source.*opset >= 16"):
-        export_run(run_dir, tmp_path / "out", opset=15)
-    assert not (tmp_path / "out").exists()
-    config = fmt.read_config(export_run(run_dir, tmp_path / "ok", opset=16))
+    config = fmt.read_config(export_run(run_dir, tmp_path / "ok", opset=13))  # parity checked inside
     # memory_3 is the float32 source ids: batch and source length vary, like the mask's.
     assert [t.shape for t in config.memory][3] == [fmt.BATCH, fmt.SRC_LEN]
 

@@ -11,23 +11,28 @@ onto the source ids is what lets the model emit a source word its softmax has ba
 
 The layer returns ``log(P)``, not logits. ``log_softmax`` (search, the exported step graph) and
 ``cross_entropy`` / the label-smoothed loss leave a normalized log-distribution unchanged, so no
-consumer needs to know which kind of decoder produced it. Mixing happens in probability space,
-in float32, and probabilities are clamped at ``EPS`` before the log: a word that neither the
-softmax nor the attention gives any mass gets log(EPS) instead of -inf (no NaN in the loss or its
-gradient under label smoothing, which averages log P over the whole vocabulary).
+consumer needs to know which kind of decoder produced it. The mixture is computed in float32
+and mostly in log space: every word gets ``log p_gen + log_softmax`` (finite, exact), and only
+the words present in the source, S << V of them, get ``logaddexp`` with ``log((1 - p_gen) ·
+copy mass)``, the copy mass clamped at ``EPS`` (a padding position has none) so nothing is
+-inf or NaN in the loss or its gradient. Mixing whole (B, T, V) probability tensors and taking
+their log costs more passes over the vocabulary-sized tensor and loses every word whose
+probability underflows float32.
 
 Source ids travel as a float32 memory tensor (exported memory is float32 by contract); float32
-holds integers exactly up to 2**24, far above any vocabulary size. The scatter-add exports to
-ONNX ScatterElements(reduction="add"), which needs opset >= :data:`MIN_OPSET`.
+holds integers exactly up to 2**24, far above any vocabulary size. The final write is an ONNX
+ScatterElements without reduction (opset 11+). Repeated source words are written several times
+with one identical value, so the order ONNX leaves undefined for duplicate indices cannot change
+the result.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-EPS = 1e-10  # probability floor before the log
-MIN_OPSET = 16  # ONNX ScatterElements gained reduction="add" in opset 16
+EPS = 1e-10  # floor on a source word's copy mass before the log
 
 
 class CopyGenerator(nn.Module):
@@ -45,12 +50,35 @@ class CopyGenerator(nn.Module):
         logits (B, [T,] V); weights (B, [T,] S) attention (zero at padding); src_ids (B, S)
         int64; context (B, [T,] C); att_out (B, [T,] H); emb (B, [T,] E). Returns (B, [T,] V).
         """
-        p_gen = torch.sigmoid(self.gate(torch.cat([context, att_out, emb], dim=-1)).float())  # (B, [T,] 1)
-        p_vocab = torch.softmax(logits.float(), dim=-1)
-        index = src_ids if weights.dim() == 2 else src_ids.unsqueeze(1).expand_as(weights)  # (B, [T,] S)
-        p_copy = torch.zeros_like(p_vocab).scatter_add(-1, index, weights.float())
-        mix = p_gen * p_vocab + (1.0 - p_gen) * p_copy
-        return torch.log(mix.clamp_min(EPS))
+        if weights.dim() == 2:  # one step: give it a time axis of 1
+            return self(logits[:, None], weights[:, None], src_ids, context[:, None], att_out[:, None], emb[:, None])[:, 0]
+        gate = self.gate(torch.cat([context, att_out, emb], dim=-1)).float()  # (B, T, 1)
+        # Generation in log space: log p_gen + log_softmax is exact and finite for every word, and
+        # only S << V entries need the mixture.
+        out = torch.log_softmax(logits.float(), dim=-1) + F.logsigmoid(gate)  # (B, T, V)
+        same = (src_ids[:, :, None] == src_ids[:, None, :]).float()  # (B, S, S) same word
+        mass = weights.float() @ same  # (B, T, S) copy mass of the word at each source position
+        copied = F.logsigmoid(-gate) + torch.log(mass.clamp_min(EPS))
+        index = src_ids[:, None, :].expand_as(weights)  # (B, T, S)
+        mixed = _logaddexp(out.gather(-1, index), copied)  # (B, T, S)
+        # A repeated word is written once per repeat, the same value each time; only its first
+        # position passes the gradient back (scatter's backward would send it once per repeat).
+        first = first_occurrence(src_ids)[:, None, :]
+        mixed = first * mixed + (1.0 - first) * mixed.detach()
+        return out.scatter(-1, index, mixed)
+
+
+def _logaddexp(a: Tensor, b: Tensor) -> Tensor:
+    """log(exp(a) + exp(b)) written out: torch.onnx has no export for aten::logaddexp."""
+    return torch.maximum(a, b) + torch.log(1.0 + torch.exp(-(a - b).abs()))
+
+
+def first_occurrence(src_ids: Tensor) -> Tensor:
+    """(B, S) int64 -> (B, S) float 1.0 where the id does not occur at an earlier position."""
+    positions = torch.arange(src_ids.size(1), device=src_ids.device)
+    earlier = positions[None, :] < positions[:, None]  # (S, S): j < i
+    repeat = (src_ids[:, :, None] == src_ids[:, None, :]) & earlier  # (B, S_i, S_j)
+    return 1.0 - repeat.any(dim=-1).float()
 
 
 def source_ids(memory_tensor: Tensor) -> Tensor:

@@ -7,7 +7,7 @@ import yaml
 
 from seqkit.errors import PluginError, RecipeError
 from seqkit.models import Seq2Seq, run_encoder
-from seqkit.nn.copy import EPS
+from seqkit.nn.copy import EPS, CopyGenerator
 from seqkit.nn.decoders import DecoderConfig, GRUDecoder, LSTMDecoder
 from seqkit.nn.encoders import EncoderConfig, LSTMEncoder
 from seqkit.recipe import load_recipe
@@ -46,6 +46,34 @@ def test_output_is_a_normalized_log_distribution_with_copy_mass_on_source_ids():
     want = torch.zeros_like(logp).scatter_add(-1, src[:, None, :].expand_as(weights), weights)
     torch.testing.assert_close(logp.exp(), want.clamp_min(EPS), atol=1e-6, rtol=1e-5)
     assert torch.isfinite(logp).all()  # words with no mass get log(EPS), not -inf
+
+
+def test_mixture_and_gradients_equal_the_probability_space_formula_with_repeated_words():
+    torch.manual_seed(0)
+    layer = CopyGenerator(3, 4, 2).double()
+    B, T, S, V = 2, 3, 5, 9
+    src_ids = torch.tensor([[4, 5, 4, 4, 0], [6, 7, 8, 6, 7]])  # repeats, and a padding position
+    logits = torch.randn(B, T, V, dtype=torch.float64, requires_grad=True)
+    scores = torch.randn(B, T, S, dtype=torch.float64).masked_fill(src_ids[:, None, :] == 0, -1e9)
+    weights = torch.softmax(scores, -1).requires_grad_()
+    context, att_out, emb = (torch.randn(B, T, n, dtype=torch.float64) for n in (3, 4, 2))
+
+    def reference():
+        p_gen = torch.sigmoid(layer.gate(torch.cat([context, att_out, emb], -1)))
+        copy = torch.zeros(B, T, V, dtype=torch.float64).scatter_add(-1, src_ids[:, None, :].expand(B, T, S), weights)
+        return torch.log(p_gen * torch.softmax(logits, -1) + (1 - p_gen) * copy)
+
+    got, want = layer(logits, weights, src_ids, context, att_out, emb), reference()
+    torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=1e-5)  # the layer mixes in float32
+    probe = torch.randn(B, T, V, dtype=torch.float64)
+    grads = [torch.autograd.grad((out * probe).sum(), (logits, weights, layer.gate.weight)) for out in (got, want)]
+    real = (src_ids != 0)[:, None, :]  # at padding the attention is 0 and its gradient is moot
+    (g_logits, g_weights, g_gate), (r_logits, r_weights, r_gate) = grads
+    torch.testing.assert_close(g_logits.double(), r_logits, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close((g_weights * real).double(), r_weights * real, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(g_gate.double(), r_gate, atol=1e-5, rtol=1e-4)
+    step = layer(logits[:, 1], weights[:, 1], src_ids, context[:, 1], att_out[:, 1], emb[:, 1])  # no time axis
+    torch.testing.assert_close(step, got[:, 1])
 
 
 def test_loss_and_gradients_stay_finite_when_most_words_get_no_mass():
