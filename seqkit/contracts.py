@@ -74,12 +74,16 @@ class EncoderOutput(NamedTuple):
     hidden: (L, B, H_final) final hidden state per layer (bidirectional: both directions
         concatenated, so H_final = 2 * hidden_size); the decoder's bridge maps it to its size.
     cell: (L, B, H_final) final LSTM cell state, or None for cells that have none.
+    src_ids: (B, S) int64 the source ids themselves, for a decoder that copies source tokens
+        (``model.decoder.copy_source``). Encoders leave it None; :func:`seqkit.models.run_encoder`
+        fills it, so no encoder plugin has to know about copying.
     """
 
     memory: Tensor
     mask: Tensor
     hidden: Tensor
     cell: Tensor | None
+    src_ids: Tensor | None = None
 
 
 @runtime_checkable
@@ -120,7 +124,10 @@ class Decoder(Protocol):
     """``__init__(config, vocab_size: int, pad_id: int, encoder: Encoder | None)``.
 
     ``encoder`` is None for a language model (no memory, no attention). The decoder owns its
-    target embedding and output projection, so ``step`` and ``forward`` return logits.
+    target embedding and output projection, so ``step`` and ``forward`` return logits:
+    unnormalized scores, or already-normalized log-probabilities (a copying decoder returns the
+    log of its mixture distribution). Consumers apply log_softmax / cross_entropy, which leave
+    normalized log-probabilities unchanged, so both kinds work everywhere.
 
     Memory and state are *flat tuples of tensors*, batch on dim 0 for memory and on the dim
     listed in ``state_batch_dims`` for state: that is what beam search reorders and what ONNX

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from seqkit import __version__
 from seqkit.errors import ModelError, SeqkitError
 from seqkit.inference import encode_source, pad_batch
-from seqkit.models import LanguageModel, Seq2Seq, TorchStepper
+from seqkit.models import LanguageModel, Seq2Seq, TorchStepper, run_encoder
 from seqkit.runtime import format as fmt
 from seqkit.runtime.stepper import OrtStepper, open_session, session_options
 from seqkit.search import SearchConfig, greedy, sample
@@ -60,7 +60,7 @@ class _EncoderGraph(nn.Module):
         self.model = model
 
     def forward(self, src: Tensor, src_lengths: Tensor) -> tuple[Tensor, ...]:
-        enc = self.model.encoder(src, src_lengths)
+        enc = run_encoder(self.model.encoder, src, src_lengths)
         memory, state = self.model.decoder.init(enc, src.size(0))
         if not memory:
             # Without attention the padded per-position outputs go unused, and the legacy

@@ -25,6 +25,7 @@ import numpy as np
 
 from seqkit.errors import InputError, ModelError
 from seqkit.search import Hypothesis, SearchConfig, StepFunction, beam_search, greedy, sample
+from seqkit.tokenizers.base import VocabTokenizer
 
 log = logging.getLogger("seqkit")
 
@@ -108,6 +109,10 @@ class Translator:
             raise ValueError(f"max_src_len must be >= 2 (one token and eos), got {max_src_len}")
         self.fn, self.config, self.max_src_len = fn, config, max_src_len
         self.src_tokenizer, self.tgt_tokenizer = src_tokenizer, tgt_tokenizer
+        if config.replace_unk and not all(isinstance(t, VocabTokenizer) for t in (src_tokenizer, tgt_tokenizer)):
+            kinds = ", ".join(sorted({type(t).__name__ for t in (src_tokenizer, tgt_tokenizer)}))
+            raise ModelError(f"search.replace_unk: needs tokenizers that split text into vocabulary tokens "
+                             f"(word, char); got {kinds}")
 
     def translate(self, lines: Sequence[str], *, return_attention: bool = False) -> list[TranslationResult]:
         """One result per line, in input order. Batches hold lines of similar length."""
@@ -116,12 +121,13 @@ class Translator:
         for i in set(range(len(lines))) - {i for i, _, _ in todo}:  # empty lines: no model call
             results[i] = TranslationResult("", [], 0.0, [("", 0.0)], None, [], [])
         rng = np.random.default_rng(self.config.seed)  # one stream over all batches (sampling)
-        size = self.config.batch_size
+        size, replace = self.config.batch_size, self.config.replace_unk
         for start in range(0, len(todo), size):
             chunk = todo[start : start + size]
             src, lengths = pad_batch([ids for _, ids, _ in chunk], self.src_tokenizer.pad_id)
-            for (i, ids, warnings), hyps in zip(chunk, self._decode(src, lengths, rng, return_attention)):
-                results[i] = self._result(hyps, ids, warnings, return_attention)
+            for (i, ids, warnings), hyps in zip(chunk, self._decode(src, lengths, rng, return_attention or replace)):
+                words = self._source_words(lines[i], len(ids)) if replace else None
+                results[i] = self._result(hyps, ids, warnings, return_attention, words)
         return results  # type: ignore[return-value]  # every slot is filled above
 
     def _decode(self, src: np.ndarray, lengths: np.ndarray, rng: np.random.Generator, return_attention: bool) -> list[list[Hypothesis]]:
@@ -138,18 +144,48 @@ class Translator:
         hyps = sample(self.fn, src, lengths, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, seed=rng, **common)
         return [[h] for h in hyps]
 
-    def _result(self, hyps: list[Hypothesis], src_ids: list[int], warnings: list[str], return_attention: bool) -> TranslationResult:
-        decode = self.tgt_tokenizer.decode
+    def _source_words(self, line: str, n_ids: int) -> list[str]:
+        """The source tokens as strings, aligned with the encoded ids (eos excluded)."""
+        return self.src_tokenizer.tokenize(clean_text(line, "source"))[: n_ids - 1]
+
+    def _result(self, hyps: list[Hypothesis], src_ids: list[int], warnings: list[str], return_attention: bool,
+                src_words: list[str] | None = None) -> TranslationResult:
+        def decode(tokens: list[int], attention: np.ndarray | None) -> str:
+            if src_words is None:
+                return self.tgt_tokenizer.decode(tokens)
+            if attention is None:
+                raise ModelError("search.replace_unk: the model returns no attention to find the source word with")
+            return replace_unknowns(tokens, attention, src_words, self.tgt_tokenizer)
+
         best = hyps[0]
         return TranslationResult(
-            text=decode(best.tokens),
+            text=decode(best.tokens, best.attention),
             tokens=best.tokens,
             score=best.score,
-            n_best=[(decode(h.tokens), h.score) for h in hyps],
+            n_best=[(decode(h.tokens, h.attention), h.score) for h in hyps],
             attention=best.attention if return_attention else None,
             src_tokens=src_ids,
             warnings=warnings,
         )
+
+
+def replace_unknowns(tokens: Sequence[int], attention: np.ndarray, src_words: Sequence[str], tokenizer: VocabTokenizer) -> str:
+    """Decode ``tokens`` with every unk replaced by the source word its step attended to most.
+
+    attention (len(tokens) + 1, S) as search records it (S counts the source eos); an unk whose
+    strongest attention is on eos stays unk. Skips pad/bos/eos like ``decode``.
+    """
+    skip = (tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id)
+    words = []
+    for t, token in enumerate(int(i) for i in tokens):
+        if token in skip:
+            continue
+        if token == tokenizer.unk_id:
+            j = int(np.argmax(attention[t]))
+            words.append(src_words[j] if j < len(src_words) else tokenizer.decode([token]))
+        else:
+            words.append(tokenizer.decode([token]))
+    return tokenizer.detokenize(words)
 
 
 def default_start_ids(tokenizer: Any) -> list[int]:

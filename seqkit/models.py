@@ -134,6 +134,12 @@ def _share_embeddings(encoder: nn.Module, decoder: nn.Module) -> None:
     src.weight = tgt.weight
 
 
+def run_encoder(encoder: nn.Module, src: Tensor, src_lengths: Tensor) -> Any:
+    """The encoder's :class:`~seqkit.contracts.EncoderOutput` with ``src_ids`` filled in: the
+    one way a decoder is handed the source ids it copies from (``model.decoder.copy_source``)."""
+    return encoder(src, src_lengths)._replace(src_ids=src)
+
+
 class Seq2Seq(nn.Module):
     """Encoder + decoder. ``forward`` is teacher-forced; ``encode`` + ``step`` decode."""
 
@@ -148,8 +154,7 @@ class Seq2Seq(nn.Module):
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[State, State]:
         """src (B, S) int64, src_lengths (B,) int64 -> (memory, initial decoder state)."""
-        enc = self.encoder(src, src_lengths)
-        return self.decoder.init(enc, src.size(0))
+        return self.decoder.init(run_encoder(self.encoder, src, src_lengths), src.size(0))
 
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
         """tgt_in (B, T) starts with bos -> logits (B, T, V)."""

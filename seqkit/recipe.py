@@ -201,6 +201,10 @@ def _validate_plugins(recipe: Recipe) -> None:
     if not tok.shared and tok.target is not None:
         validate_spec("tokenizer", tok.target, "tokenizer.target")
     validate_model_config(recipe.model_cfg, recipe.task)
+    if recipe.model_cfg.decoder.get("copy_source") is True and not tok.shared:
+        # Copying adds attention mass to the target id of each source token: the ids must agree.
+        raise PluginError("model.decoder.copy_source: copying source tokens needs one vocabulary for source "
+                          "and target; set tokenizer.shared: true")
 
 
 def _prefixed(source: str, message: str) -> str:

@@ -72,11 +72,17 @@ class SearchConfig(BaseModel):
     top_p: float = Field(default=1.0, gt=0, le=1)  # sampling only; 1 = off
     seed: int | None = None  # sampling only; None = fresh entropy each run
     batch_size: int = Field(default=32, ge=1)  # sentences per decoding batch
+    # seq2seq, greedy/beam: an unk in the output becomes the source word that step attended to
+    # most (Luong et al. 2015's unk replacement); needs attention and word/char tokenizers.
+    replace_unk: bool = False
 
     @model_validator(mode="after")
     def _n_best_fits_beam(self) -> SearchConfig:
         if self.n_best > self.beam_size:
             raise ValueError(f"n_best ({self.n_best}) must be <= beam_size ({self.beam_size})")
+        if self.replace_unk and self.strategy == "sample":
+            raise ValueError("replace_unk needs the attention that greedy and beam search record; "
+                             "strategy 'sample' does not")
         return self
 
     def max_lengths(self, src_lengths: np.ndarray) -> np.ndarray:

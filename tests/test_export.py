@@ -48,8 +48,9 @@ def _decoder(cell: str, attention: str, input_feeding: bool) -> dict:
 
 def make_run(root: Path, *, enc: str = "lstm", dec: str = "lstm", attention: str = "luong-general",
              input_feeding: bool = False, task: str = "translation", seed: int = 0,
-             search: dict | None = None, tokenizer: str = "word") -> Path:
-    """A run directory holding a randomly initialized tiny model as its best checkpoint."""
+             search: dict | None = None, tokenizer: str = "word", copy_source: bool = False) -> Path:
+    """A run directory holding a randomly initialized tiny model as its best checkpoint
+    (``copy_source``: a pointer-generator decoder over one shared vocabulary)."""
     from seqkit.checkpoint import save_checkpoint
     from seqkit.models import build_model
     from seqkit.recipe import load_recipe
@@ -72,10 +73,10 @@ def make_run(root: Path, *, enc: str = "lstm", dec: str = "lstm", attention: str
                 (data / f"{split}.{side}").write_text("\n".join(lines) + "\n", encoding="utf-8")
         recipe["data"] = {"format": "parallel", "max_src_len": 12,
                           **{s: {"src": str(data / f"{s}.src"), "tgt": str(data / f"{s}.tgt")} for s in ("train", "valid")}}
-        recipe["tokenizer"] = {"shared": False, "source": {"type": tokenizer}}
+        recipe["tokenizer"] = {"shared": copy_source, "source": {"type": tokenizer}}
         recipe["model"] = {"encoder": {"type": enc, "embedding_dim": 8, "hidden_size": 8, "num_layers": 2,
                                        "bidirectional": True},
-                           "decoder": _decoder(dec, attention, input_feeding)}
+                           "decoder": {**_decoder(dec, attention, input_feeding), "copy_source": copy_source}}
     (root / "recipe.yaml").write_text(yaml.safe_dump(recipe), encoding="utf-8")
     loaded = load_recipe(root / "recipe.yaml")
     run_dir.mkdir()
@@ -101,6 +102,8 @@ CASES = {
     "gru-bahdanau": {"enc": "gru", "dec": "gru", "attention": "bahdanau"},
     "rnn-none": {"enc": "rnn", "dec": "rnn", "attention": "none"},
     "lstm-input-feeding": {"enc": "gru", "dec": "lstm", "attention": "luong-concat", "input_feeding": True},
+    # Source ids ride along as an extra memory tensor; the step graph scatter-adds attention.
+    "lstm-copy": {"enc": "lstm", "dec": "lstm", "attention": "luong-general", "copy_source": True},
 }
 
 
@@ -215,6 +218,13 @@ def test_export_refuses_a_non_empty_output_and_bad_options(tmp_path):
     with pytest.raises(ModelError, match="unknown 'int4'"):
         export_run(run_dir, tmp_path / "out2", quantize="int4")
     assert (tmp_path / "out" / "keep.txt").read_text() == "x"
+
+
+def test_copy_exports_at_the_minimum_opset(tmp_path):
+    run_dir = make_run(tmp_path, copy_source=True)
+    config = fmt.read_config(export_run(run_dir, tmp_path / "ok", opset=13))  # parity checked inside
+    # memory_3 is the float32 source ids: batch and source length vary, like the mask's.
+    assert [t.shape for t in config.memory][3] == [fmt.BATCH, fmt.SRC_LEN]
 
 
 def test_check_sentences_and_random_fallback(tmp_path):

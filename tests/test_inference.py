@@ -204,3 +204,27 @@ def test_generator_sampling_seeded(tok):
     assert gen.generate("a", max_tokens=20, seed=2) != gen.generate("a", max_tokens=20, seed=3)
     with pytest.raises(InputError, match="prompt"):
         gen.generate(b"bytes")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "beam"])
+def test_replace_unk_takes_the_attended_source_word(tok, strategy):
+    lines = ["the quiz", "zoo"]  # q, u, i, z are outside the char vocabulary: unk in and out
+    plain = translator(tok, strategy=strategy, beam_size=2).translate(lines)
+    assert [r.text for r in plain] == ["the \u2047\u2047\u2047\u2047", "\u2047oo"]
+    replaced = translator(tok, strategy=strategy, beam_size=2, n_best=2, replace_unk=True).translate(lines)
+    assert [r.text for r in replaced] == lines  # CopyStep attends to the position it copies
+    assert replaced[0].n_best[0][0] == "the quiz" and replaced[0].attention is None  # not asked for
+    assert [r.tokens for r in replaced] == [r.tokens for r in plain]  # ids unchanged: text only
+
+
+def test_replace_unk_configuration_errors(tok):
+    from seqkit.errors import ModelError
+
+    with pytest.raises(ValueError, match="replace_unk needs the attention"):
+        SearchConfig(strategy="sample", replace_unk=True)
+
+    class NoVocab:  # a tokenizer without tokenize/detokenize (like sentencepiece)
+        pad_id, unk_id, bos_id, eos_id = 0, 1, 2, 3
+
+    with pytest.raises(ModelError, match="search.replace_unk: needs tokenizers .*NoVocab"):
+        Translator(CopyStep(10), NoVocab(), tok, SearchConfig(replace_unk=True), max_src_len=8)

@@ -17,9 +17,13 @@ Without input feeding a Luong decoder's teacher-forced ``forward`` runs the fuse
 the whole target and attends for all steps in one batched call; the other variants loop over
 steps with the very code ``step`` uses. Either way ``forward`` equals stepping ``step``.
 
+With ``copy_source: true`` the output layer is a pointer-generator (:mod:`seqkit.nn.copy`): ``step`` and
+``forward`` return the log of the copy/generate mixture instead of logits.
+
 State is a flat tuple: LSTM ``(h, c)``, GRU/RNN ``(h,)``, each (L, B, H), followed by
 ``h~`` (B, H) when input feeding. Memory is ``(memory (B, S, H_enc), mask (B, S) float
-1.0/0.0, keys (B, S, K))``, or ``()`` without attention (and for a language model).
+1.0/0.0, keys (B, S, K))`` [+ ``src_ids (B, S)`` float32 with copy], or ``()`` without
+attention (and for a language model).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from torch import Tensor, nn
 from seqkit.contracts import Encoder, EncoderOutput
 from seqkit.errors import PluginError
 from seqkit.nn.attention import NoAttention, NoAttentionConfig
+from seqkit.nn.copy import CopyGenerator, source_ids
 from seqkit.registry import validate_spec
 
 ATTENTION_PATH = "model.decoder.attention"
@@ -61,6 +66,10 @@ class DecoderConfig(BaseModel):
     # Output layer shares the target embedding matrix (with a projection hidden -> embedding
     # when the sizes differ).
     tie_embeddings: bool = True
+    # Pointer-generator output (See et al. 2017): mix the softmax with the attention scattered
+    # onto the source ids, so source words the softmax has not learned can still be emitted.
+    # Needs attention and one vocabulary for source and target (tokenizer.shared).
+    copy_source: bool = False
 
 
 class RNNDecoderConfig(DecoderConfig):
@@ -154,6 +163,7 @@ class _RecurrentDecoder(nn.Module):
         self.bridge = None
         if encoder is not None:
             self.bridge = Bridge(config.bridge, encoder, hidden, config.num_layers, self.has_cell)
+        self.copy = self._build_copy(config, encoder, ctx)
         n_rnn = 2 if self.has_cell else 1
         self.state_batch_dims: tuple[int, ...] = (1,) * n_rnn + ((0,) if config.input_feeding else ())
 
@@ -166,6 +176,16 @@ class _RecurrentDecoder(nn.Module):
             return cls(attn_config, config.hidden_size, encoder.output_size)
         except PluginError as exc:
             raise PluginError(f"{ATTENTION_PATH}: {exc}") from None
+
+    def _build_copy(self, config: DecoderConfig, encoder: Encoder | None, ctx: int) -> CopyGenerator | None:
+        if not config.copy_source:
+            return None
+        if encoder is None:
+            raise PluginError("model.decoder.copy_source: a language model has no source to copy from; set copy_source: false")
+        if not self.has_attention:
+            raise PluginError("model.decoder.copy_source: copying points with the attention weights; "
+                              "set model.decoder.attention to an attention type other than 'none'")
+        return CopyGenerator(ctx, config.hidden_size, config.embedding_dim)
 
     def _make_rnn(self, input_size: int, config: DecoderConfig) -> nn.RNNBase:
         raise NotImplementedError
@@ -193,6 +213,11 @@ class _RecurrentDecoder(nn.Module):
         if enc is not None and self.has_attention:
             mask = enc.mask.to(enc.memory.dtype)  # float so exported graphs need no bool inputs
             memory = (enc.memory, mask, self.attention.precompute(enc.memory))
+            if self.copy is not None:
+                if enc.src_ids is None:
+                    raise PluginError("model.decoder.copy_source: the encoder output carries no src_ids; "
+                                      "encode through seqkit.models.run_encoder")
+                memory += (enc.src_ids.float(),)  # float32: exported memory is float (ids exact < 2**24)
         # zeros_like (not new_zeros(batch_size, ...)) keeps the batch size symbolic when traced.
         feed = (torch.zeros_like(rnn_state[0][0]),) if self.config.input_feeding else ()
         return memory, rnn_state + feed
@@ -202,7 +227,7 @@ class _RecurrentDecoder(nn.Module):
         """query (B, T, H) -> (context (B, T, C) or None, weights (B, T, S) or (B, T, 0))."""
         if not self.has_attention:
             return None, query[..., :0]
-        mem, mask, keys = memory
+        mem, mask, keys = memory[:3]
         return self.attention(query, keys, mem, mask)
 
     def _attentional(self, out: Tensor, context: Tensor | None) -> Tensor:
@@ -211,8 +236,9 @@ class _RecurrentDecoder(nn.Module):
             return out
         return torch.tanh(self.combine(torch.cat([context, out], dim=-1)))
 
-    def _advance(self, emb: Tensor, memory: State, state: State) -> tuple[Tensor, Tensor, State]:
-        """One step: emb (B, 1, E) -> (h~ (B, 1, H), weights (B, 1, S), new state)."""
+    def _advance(self, emb: Tensor, memory: State, state: State) -> tuple[Tensor, Tensor | None, Tensor, State]:
+        """One step: emb (B, 1, E) -> (h~ (B, 1, H), context (B, 1, C) or None, weights (B, 1, S),
+        new state)."""
         rnn_state, feed = self._split(state)
         inputs = [emb]
         context, weights = None, None
@@ -226,38 +252,44 @@ class _RecurrentDecoder(nn.Module):
         if not self.attend_first:
             context, weights = self._attend(out, memory)
         att_out = self._attentional(out, context)
-        return att_out, weights, self._join(rnn_state, att_out[:, 0])
+        return att_out, context, weights, self._join(rnn_state, att_out[:, 0])
 
-    def _logits(self, att_out: Tensor) -> Tensor:
-        """(..., H) -> (..., V)."""
+    def _logits(self, att_out: Tensor, context: Tensor | None, weights: Tensor, emb: Tensor, memory: State) -> Tensor:
+        """h~ (B, [T,] H) -> logits (B, [T,] V), or with copy the log of the mixture."""
         x = self.output_dropout(att_out)
         if self.pre_output is not None:
             x = self.pre_output(x)
-        return self.output(x)
+        logits = self.output(x)
+        if self.copy is None:
+            return logits
+        return self.copy(logits, weights, source_ids(memory[3]), context, att_out, emb)
 
     def step(self, y_prev: Tensor, memory: State, state: State) -> tuple[Tensor, Tensor, State]:
         """y_prev (B,) int64 -> (logits (B, V), attention (B, S) or (B, 0), new state)."""
         emb = self.embedding_dropout(self.embedding(y_prev[:, None]))  # (B, 1, E)
-        att_out, weights, state = self._advance(emb, memory, state)
-        return self._logits(att_out[:, 0]), weights[:, 0], state
+        att_out, context, weights, state = self._advance(emb, memory, state)
+        context = context[:, 0] if context is not None else None
+        return self._logits(att_out[:, 0], context, weights[:, 0], emb[:, 0], memory), weights[:, 0], state
 
     def forward(self, y_in: Tensor, memory: State, state: State) -> tuple[Tensor, Tensor, State]:
         """Teacher forcing: y_in (B, T) -> (logits (B, T, V), attention (B, T, S), final state)."""
         emb = self.embedding_dropout(self.embedding(y_in))  # (B, T, E)
         if self.attend_first or self.config.input_feeding:
-            outs, all_weights = [], []
+            outs, contexts, all_weights = [], [], []
             for t in range(y_in.size(1)):
-                att_out, weights, state = self._advance(emb[:, t : t + 1], memory, state)
+                att_out, context, weights, state = self._advance(emb[:, t : t + 1], memory, state)
                 outs.append(att_out)
+                contexts.append(context)
                 all_weights.append(weights)
             att_out, weights = torch.cat(outs, dim=1), torch.cat(all_weights, dim=1)
+            context = torch.cat(contexts, dim=1) if self.has_attention else None
         else:  # fast path: one fused RNN call, attention for all T steps at once
             rnn_state, _ = self._split(state)
             out, rnn_state = self.rnn(emb, rnn_state)  # (B, T, H)
             context, weights = self._attend(out, memory)
             att_out = self._attentional(out, context)
             state = self._join(rnn_state, att_out[:, -1])
-        return self._logits(att_out), weights, state
+        return self._logits(att_out, context, weights, emb, memory), weights, state
 
 
 def _rnn_kwargs(input_size: int, config: DecoderConfig) -> dict[str, Any]:

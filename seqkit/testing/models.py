@@ -13,6 +13,7 @@ import torch
 from pydantic import BaseModel
 
 from seqkit.contracts import EncoderOutput
+from seqkit.models import run_encoder
 from seqkit.registry import default_registry
 from seqkit.testing._common import build_config, fail, label_of
 from seqkit.testing._tensors import (
@@ -195,13 +196,13 @@ def check_decoder(cls: type, config: Config = None, *, vocab_size: int = TGT_VOC
     src, lengths = source_batch(LENGTHS, SRC_VOCAB, pad_id)
     y_in = _targets(src.size(0), vocab_size)
     with torch.no_grad():
-        memory, state = dec.init(encoder(src, lengths), src.size(0))
+        memory, state = dec.init(run_encoder(encoder, src, lengths), src.size(0))
         _check_flat(label, dec, memory, state, src.size(0))
         logits, weights = _check_step_parity(label, dec, y_in, memory, state, vocab_size, src.size(1))
         if weights.size(-1):
             _check_weights(label, weights, lengths)
         for i, n in enumerate(lengths.tolist()):
-            m, s = dec.init(encoder(src[i : i + 1, :n], lengths[i : i + 1]), 1)
+            m, s = dec.init(run_encoder(encoder, src[i : i + 1, :n], lengths[i : i + 1]), 1)
             alone, _, _ = dec(y_in[i : i + 1], m, s)
             assert_close(label, f"sentence {i} decoded alone vs in a padded batch: logits", alone[0], logits[i])
         _check_reorder(label, dec, y_in[:, 0], memory, state)
@@ -316,7 +317,7 @@ def _check_in_decoder(label: str, name: str, cfg: BaseModel) -> None:
         dec = _builtin("decoder", "lstm", options, TGT_VOCAB, 0, encoder)
         src, lengths = source_batch(LENGTHS, SRC_VOCAB, 0)
         with torch.no_grad():
-            memory, state = dec.init(encoder(src, lengths), src.size(0))
+            memory, state = dec.init(run_encoder(encoder, src, lengths), src.size(0))
             _check_step_parity(f"{decoder_label}, input_feeding={feeding}", dec, _targets(src.size(0), TGT_VOCAB),
                                memory, state, TGT_VOCAB, src.size(1))
 
