@@ -37,7 +37,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The checkout this script lives in, ahead of any installed seqkit (`python tools/x.py` puts
+# only tools/ on sys.path, so an editable install elsewhere would be measured instead).
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 from bare_models import BareSeq2Seq, bare_train_step  # noqa: E402
 
 from seqkit.batching import padding_waste  # noqa: E402
