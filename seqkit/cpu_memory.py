@@ -4,9 +4,9 @@ Under bf16 autocast on CPU every matmul and LSTM call goes through oneDNN, and o
 its C++ wrapper (ideep) cache one primitive per distinct input shape, 1,024 entries each by
 default. Token-budget batches give hundreds of distinct shapes (the packed encoder alone has
 one batch size per time step), so both caches fill with primitives that each hold JIT code
-and buffers; measured on the translate recipe this was +0.4 GiB held after 35 steps and the
-cause of a 3.41 GiB peak over a 15-minute run (fp32 runs matmuls through BLAS and stays at
-1.4 GiB).
+and buffers. On the translate recipe that was +0.4 GiB held after 35 steps, and a 15-minute
+bf16 run peaked at 3.41 GiB (fp32, whose matmuls run through BLAS: 1.40 GiB). With both
+caches at 64 the same run peaked at 1.37 GiB (docs/benchmarks.md).
 
 Neither cache has a Python API, but both read an environment variable the first time a
 primitive is created, so seqkit sets them when it is imported (an explicit setting wins).
