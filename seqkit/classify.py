@@ -30,7 +30,7 @@ import yaml
 
 from seqkit.batching import bucket_batches
 from seqkit.errors import CheckpointError, DataError
-from seqkit.tasks import smoothed_loss
+from seqkit.loss import smoothed_loss
 
 log = logging.getLogger("seqkit")
 

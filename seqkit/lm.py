@@ -37,7 +37,7 @@ import torch
 
 from seqkit.batching import lm_stream_batches
 from seqkit.errors import DataError
-from seqkit.tasks import smoothed_loss
+from seqkit.loss import smoothed_loss
 
 log = logging.getLogger("seqkit")
 

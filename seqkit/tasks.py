@@ -12,29 +12,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from seqkit.batching import bucket_batches, collate
 from seqkit.errors import DataError
+from seqkit.loss import smoothed_loss
 
 log = logging.getLogger("seqkit")
-
-
-def smoothed_loss(logits: torch.Tensor, target: torch.Tensor, pad_id: int, smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed label-smoothed loss and summed NLL over non-pad targets.
-
-    logits (N, V) and target (N,); one log_softmax serves both sums.
-    """
-    logp = F.log_softmax(logits.float(), dim=-1)  # (N, V)
-    mask = target != pad_id
-    nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)  # (N,)
-    nll = nll.masked_fill(~mask, 0.0)
-    if smoothing > 0:
-        smooth = -logp.mean(-1).masked_fill(~mask, 0.0)
-        loss = (1 - smoothing) * nll + smoothing * smooth
-    else:
-        loss = nll
-    return loss.sum(), nll.sum()
 
 
 class Seq2SeqTask:

@@ -1,20 +1,24 @@
 """Training throughput: seqkit's trainer vs straightforward PyTorch loops, in one process.
 
-    python tools/bench_train.py recipes/translate.yaml --batches 12 --rounds 3
+    OMP_WAIT_POLICY=PASSIVE python tools/bench_train.py recipes/translate.yaml --batches 10 --rounds 3
 
 Every contender trains on the same real batches (the recipe's token-budget buckets over its
 training data), interleaved round-robin so machine noise hits all of them alike. Reports
 target tokens/s (non-pad target tokens incl. eos per second of optimizer steps), the ratio to
-the bare stepwise loop, the batcher's padding waste and the process's peak RSS.
+the bare stepwise loop, the batcher's padding waste, and the peak RSS of seqkit's trainer.
 
 Contenders:
-- seqkit (recipe):        seqkit's Trainer step on the recipe's model (fused decoder path when
-                          the recipe has no input feeding), with the recipe's train.amp
-- seqkit fp32:            the same with train.amp=none (only when the recipe sets amp), to
-                          compare like with like with the fp32 bare loops
-- seqkit input-feeding:   the same with model.decoder.input_feeding=true (stepwise decoder)
+- seqkit fused, fp32:     seqkit's Trainer step on the recipe's model with train.amp=none (the
+                          fused decoder path when the recipe has no input feeding)
+- seqkit fused, bf16:     the same with train.amp=bf16 autocast, only where it is native (CUDA,
+                          or a CPU with avx512_bf16/AMX; see seqkit.train.amp_dtype)
+- seqkit input-feeding:   fp32 with model.decoder.input_feeding=true (stepwise decoder)
 - bare stepwise:          tutorial-style loop, input feeding, one nn.LSTM call per target step
 - bare fused:             tutorial-style loop, no input feeding, one nn.LSTM call per sequence
+The bare loops are plain fp32: that is the baseline the issues define.
+
+Peak memory: ru_maxrss is per process, so each seqkit precision also trains ``--memory-steps``
+batches (the epoch's first ones) in a fresh child process that reports its own peak RSS.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import argparse
 import json
 import platform
 import resource
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,78 +37,104 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The checkout this script lives in, ahead of any installed seqkit (`python tools/x.py` puts
+# only tools/ on sys.path, so an editable install elsewhere would be measured instead).
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 from bare_models import BareSeq2Seq, bare_train_step  # noqa: E402
 
 from seqkit.batching import padding_waste  # noqa: E402
 from seqkit.recipe import load_recipe  # noqa: E402
 from seqkit.runs import build_task, seed_everything  # noqa: E402
-from seqkit.train import Trainer  # noqa: E402
+from seqkit.train import Trainer, amp_dtype  # noqa: E402
 
 
-def seqkit_contender(recipe_path: Path, overrides: list[str], workdir: Path, device: torch.device):
-    recipe = load_recipe(recipe_path, [*overrides, f"run_dir={workdir}"])
+def seqkit_contender(recipe_path: Path, overrides: list[str], workdir: Path, device: torch.device,
+                     tokenizer_from: Path | None = None):
+    """A Trainer on the recipe (plus overrides) in ``workdir``; reuses a trained tokenizer."""
+    recipe = load_recipe(recipe_path, [*overrides, "train.progress=false", f"run_dir={workdir}"])
     seed_everything(recipe.seed)
     workdir.mkdir(parents=True, exist_ok=True)
+    if tokenizer_from is not None and not (workdir / "tokenizer").exists():
+        shutil.copytree(tokenizer_from, workdir / "tokenizer")  # same data, same tokenizer: skip retraining
     task = build_task(recipe, workdir, resume=False, device=device)
     trainer = Trainer(task, recipe.train_cfg, workdir, seed=recipe.seed, metric=("loss", False))
     return recipe, task, trainer
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("recipe", type=Path, nargs="?", default=Path("recipes/translate.yaml"))
-    ap.add_argument("--batches", type=int, default=10, help="batches per contender per round")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--json", type=Path, default=None)
-    args = ap.parse_args()
-    device = torch.device(args.device)
-    tmp = Path(tempfile.mkdtemp(prefix="bench_train_"))
+def peak_rss_gib() -> float:
+    """This process's peak RSS. VmHWM belongs to the address space, so unlike ru_maxrss (kept
+    across fork and exec) a child started by a big parent does not inherit the parent's peak."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**20  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
-    recipe, task, trainer = seqkit_contender(args.recipe, ["train.progress=false"], tmp / "fused", device)
-    _, _, trainer_if = seqkit_contender(args.recipe, ["model.decoder.input_feeding=true"], tmp / "if", device)
-    amp = recipe.train_cfg.amp
-    if amp != "none":  # the same trainer without autocast, to compare like with like with the fp32 bare loops
-        _, _, trainer_fp32 = seqkit_contender(args.recipe, ["train.amp=none"], tmp / "fp32", device)
-    batches = task.batches(0, recipe.seed)[: args.batches]
-    waste = padding_waste(task.batches(0, recipe.seed), task.src_len, task.tgt_len)
 
+def memory_child(args: argparse.Namespace, device: torch.device) -> None:
+    """Train ``--memory-steps`` batches with train.amp=``--memory-amp``; print this process's peak RSS."""
+    workdir = Path(tempfile.mkdtemp(prefix="bench_train_mem_"))
+    recipe, task, trainer = seqkit_contender(args.recipe, [f"train.amp={args.memory_amp}"], workdir, device,
+                                             args.tokenizer_from)
+    batches = task.batches(0, recipe.seed)
+    start, steps = time.perf_counter(), 0
+    while steps < args.memory_steps:  # into the next epoch when the first is shorter
+        for index in batches[: args.memory_steps - steps]:
+            trainer._train_step([index])
+            steps += 1
+        batches = task.batches(trainer.epoch + steps // max(len(batches), 1), recipe.seed)
+    print(json.dumps({"amp": args.memory_amp, "steps": steps, "peak_rss_gib": peak_rss_gib(),
+                      "seconds": time.perf_counter() - start}))
+
+
+def measure_memory(args: argparse.Namespace, amps: list[str], tokenizer: Path) -> dict[str, float]:
+    """Peak RSS (GiB) of a fresh process training ``--memory-steps`` batches, per train.amp."""
+    peaks = {}
+    for amp in amps:
+        cmd = [sys.executable, __file__, str(args.recipe), "--device", args.device, "--memory-amp", amp,
+               "--memory-steps", str(args.memory_steps), "--tokenizer-from", str(tokenizer)]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        peaks[amp] = json.loads(out.strip().splitlines()[-1])["peak_rss_gib"]
+    return peaks
+
+
+def bare_contenders(recipe, task, device: torch.device) -> dict:
     enc, dec = recipe.model_cfg.encoder, recipe.model_cfg.decoder
-    bare = {}
+    contenders = {}
     for name, stepwise in (("bare stepwise (input feeding)", True), ("bare fused (no input feeding)", False)):
         torch.manual_seed(recipe.seed)
         model = BareSeq2Seq(task.tgt_tok.vocab_size, emb=enc["embedding_dim"], enc_hidden=enc["hidden_size"],
                             dec_hidden=dec["hidden_size"], layers=enc["num_layers"], dropout=dec["dropout"],
                             stepwise=stepwise).to(device)
-        bare[name] = (model, torch.optim.Adam(model.parameters(), lr=1e-3))
+        contenders[name] = run_bare(task, model, torch.optim.Adam(model.parameters(), lr=1e-3))
+    return contenders
 
-    def run_seqkit(tr):
-        def go(index):
-            stats = tr._train_step([index])
-            return stats["tokens"]
-        return go
 
-    def run_bare(model, opt):
-        def go(index):
-            t = task._tensors([task.src_ids[i] for i in index], [task.tgt_ids[i] for i in index])
-            model.train()
-            bare_train_step(model, opt, t)
-            return t["ntokens"]
-        return go
+def run_seqkit(trainer: Trainer):
+    def go(index):
+        return trainer._train_step([index])["tokens"]
+    return go
 
-    active = trainer._amp_dtype is not None
-    label = f"amp {amp}" if active else "fp32"
-    contenders = {f"seqkit (recipe: fused, no input feeding, {label})": run_seqkit(trainer)}
-    if amp != "none":
-        contenders["seqkit fused, fp32 (train.amp=none)"] = run_seqkit(trainer_fp32)
-    contenders[f"seqkit input-feeding, {label}"] = run_seqkit(trainer_if)
-    contenders.update({name: run_bare(m, o) for name, (m, o) in bare.items()})
+
+def run_bare(task, model, opt):
+    def go(index):
+        t = task._tensors([task.src_ids[i] for i in index], [task.tgt_ids[i] for i in index])
+        model.train()
+        bare_train_step(model, opt, t)
+        return t["ntokens"]
+    return go
+
+
+def interleave(contenders: dict, batches: list, rounds: int, device: torch.device) -> dict[str, float]:
+    """Target tokens/s per contender, round-robin over ``rounds`` so noise hits all alike."""
     for fn in contenders.values():  # warm-up
         fn(batches[0])
     tokens = dict.fromkeys(contenders, 0)
     seconds = dict.fromkeys(contenders, 0.0)
-    for _ in range(args.rounds):
+    for _ in range(rounds):
         for name, fn in contenders.items():
             start = time.perf_counter()
             for index in batches:
@@ -110,21 +142,67 @@ def main() -> None:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             seconds[name] += time.perf_counter() - start
+    return {name: tokens[name] / seconds[name] for name in contenders}
 
-    rates = {name: tokens[name] / seconds[name] for name in contenders}
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("recipe", type=Path, nargs="?", default=Path("recipes/translate.yaml"))
+    ap.add_argument("--batches", type=int, default=10, help="batches per contender per round")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--memory-steps", type=int, default=100, help="steps per peak-RSS child (0: skip)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--memory-amp", default=None, help=argparse.SUPPRESS)  # internal: run as a memory child
+    ap.add_argument("--tokenizer-from", type=Path, default=None, help=argparse.SUPPRESS)
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    device = torch.device(args.device)
+    if args.memory_amp is not None:
+        return memory_child(args, device)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_train_"))
+    recipe, task, trainer = seqkit_contender(args.recipe, ["train.amp=none"], tmp / "fp32", device)
+    tokenizer = tmp / "fp32" / "tokenizer"
+    contenders = {"seqkit fused, fp32": run_seqkit(trainer)}
+    amps = ["none"]
+    if amp_dtype("bf16", device) is not None:
+        _, _, trainer_bf16 = seqkit_contender(args.recipe, ["train.amp=bf16"], tmp / "bf16", device, tokenizer)
+        contenders["seqkit fused, bf16 autocast"] = run_seqkit(trainer_bf16)
+        amps.append("bf16")
+    _, _, trainer_if = seqkit_contender(args.recipe, ["train.amp=none", "model.decoder.input_feeding=true"],
+                                        tmp / "if", device, tokenizer)
+    contenders["seqkit input-feeding, fp32"] = run_seqkit(trainer_if)
+    contenders.update(bare_contenders(recipe, task, device))
+    batches = task.batches(0, recipe.seed)[: args.batches]
+    waste = padding_waste(task.batches(0, recipe.seed), task.src_len, task.tgt_len)
+    rates = interleave(contenders, batches, args.rounds, device)
+    bench_rss = peak_rss_gib()
+    peaks = measure_memory(args, amps, tokenizer) if args.memory_steps > 0 else {}
+    report(args, recipe, device, rates, waste, bench_rss, peaks)
+
+
+def report(args, recipe, device, rates, waste, bench_rss, peaks) -> None:
     base = rates["bare stepwise (input feeding)"]
     fused = rates["bare fused (no input feeding)"]
-    rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"# bench_train {date.today()} {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads, device {device}, torch {torch.__version__}")
-    print(f"recipe {args.recipe}, {len(batches)} batches x {args.rounds} rounds, "
-          f"batch_tokens {recipe.train_cfg.batch_tokens}, padding waste {waste:.1%}, peak RSS {rss_gib:.2f} GiB\n")
+    print(f"recipe {args.recipe}, {args.batches} batches x {args.rounds} rounds, "
+          f"batch_tokens {recipe.train_cfg.batch_tokens}, padding waste {waste:.1%}, "
+          f"peak RSS of this process (all contenders) {bench_rss:.2f} GiB\n")
     print("| contender | target tok/s | vs bare stepwise | vs bare fused |")
     print("|---|---:|---:|---:|")
     for name, rate in rates.items():
         print(f"| {name} | {rate:,.0f} | {rate / base:.2f}x | {rate / fused:.2f}x |")
+    for amp, gib in peaks.items():
+        print(f"\npeak RSS of seqkit's trainer alone, train.amp={amp}, {args.memory_steps} steps: {gib:.2f} GiB", end="")
+    print()
     if args.json:
-        args.json.write_text(json.dumps({"rates": rates, "padding_waste": waste, "peak_rss_gib": rss_gib}, indent=1))
+        args.json.write_text(json.dumps({"rates": rates, "padding_waste": waste, "bench_peak_rss_gib": bench_rss,
+                                         "trainer_peak_rss_gib": peaks, "memory_steps": args.memory_steps},
+                                        indent=1))
 
 
 if __name__ == "__main__":
