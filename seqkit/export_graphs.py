@@ -12,7 +12,7 @@ from seqkit.runtime import format as fmt
 def add_top_k_outputs(path: Path) -> None:
     """In place: TopK(log_probs, top_k) and log_probs[:, eos_id] as extra step-graph outputs
     (names in seqkit.runtime.format). Added to the ONNX graph rather than traced, because the
-    tracer would freeze k, which beam search chooses per call (2K, 2K + 1, 1 or 2)."""
+    tracer would freeze k, which beam search chooses per call (2K, or 2K + 1 while eos is blocked)."""
     import onnx
     from onnx import TensorProto, helper
 

@@ -388,8 +388,8 @@ def _same_hyps(a: list[Hypothesis], b: list[Hypothesis]) -> None:
     {"beam_size": 1},
 ])
 def test_top_k_path_equals_full_rows(vocab, ties, settings):
-    """Beam search and greedy give exactly the same hypotheses from each row's top k as from
-    whole rows: tokens, scores, log-probs, attention; ties included."""
+    """Beam search gives exactly the same hypotheses from each row's top k as from whole rows:
+    tokens, scores, log-probs, attention; ties included. (Greedy reads whole rows.)"""
     for seed in range(4):
         full, top = ToyStep(vocab=vocab, seed=seed), ToyTopK(vocab=vocab, seed=seed, ties=ties)
         if ties:
@@ -400,10 +400,8 @@ def test_top_k_path_equals_full_rows(vocab, ties, settings):
         got = beam_search(top, src, lengths, bos_id=BOS, eos_id=EOS, max_len=limits, **settings)
         for a, b in zip(want, got):
             _same_hyps(a, b)
-        common = {"bos_id": BOS, "eos_id": EOS, "max_len": limits, "min_len": settings.get("min_len", 0)}
-        _same_hyps(greedy(full, src, lengths, **common), greedy(top, src, lengths, **common))
         k = settings["beam_size"]
-        assert top.k_asked and set(top.k_asked) <= {1, 2, 2 * k, 2 * k + 1}  # never whole rows
+        assert top.k_asked and set(top.k_asked) <= {2 * k, 2 * k + 1}  # beam never reads whole rows
 
 
 def test_no_repeat_ngram_uses_whole_rows():

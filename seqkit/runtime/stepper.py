@@ -120,7 +120,7 @@ class OrtStepper:
 
 class OrtTopKStepper(OrtStepper):
     """OrtStepper over a step graph with ``step_top_k`` outputs: also a TopKStepFunction, so
-    greedy and beam search fetch (N, k) instead of (N, V) scores per step."""
+    beam search fetches (N, k) instead of (N, V) scores per step."""
 
     def __init__(self, config: ExportConfig, encoder: ort.InferenceSession | None, step: ort.InferenceSession):
         if not config.step_top_k:
