@@ -25,10 +25,11 @@ import shutil
 import sys
 import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,11 +37,17 @@ from torch import Tensor, nn
 
 from seqkit import __version__
 from seqkit.errors import ModelError, SeqkitError
+from seqkit.export_graphs import add_top_k_outputs, quantize_graphs
 from seqkit.inference import encode_source, pad_batch
 from seqkit.models import LanguageModel, Seq2Seq, TorchStepper, run_encoder
 from seqkit.runtime import format as fmt
-from seqkit.runtime.stepper import OrtStepper, open_session, session_options
-from seqkit.search import SearchConfig, greedy, sample
+from seqkit.runtime.stepper import (
+    OrtStepper,
+    make_stepper,
+    open_session,
+    session_options,
+)
+from seqkit.search import SearchConfig, TopKStepFunction, greedy, sample, top_k_rows
 
 log = logging.getLogger("seqkit")
 
@@ -174,7 +181,7 @@ def _export_graph(module: nn.Module, args: tuple[Tensor, ...], path: Path, io: f
                               input_names=list(io.inputs), output_names=list(io.outputs), dynamic_axes=io.dynamic_axes)
     except SeqkitError:
         raise
-    except Exception as exc:  # noqa: BLE001 - the exporter raises many types; name the graph
+    except Exception as exc:
         raise ModelError(f"{path.name}: torch.onnx.export failed: {type(exc).__name__}: {exc}") from exc
 
 
@@ -189,30 +196,8 @@ def export_graphs(model: Seq2Seq | LanguageModel, config: fmt.ExportConfig, out:
     step = _StepGraph(model, len(memory), config.has_attention)
     _export_graph(step, (y_prev, *memory, *state), out / config.graph_files["step"],
                   fmt.step_io(config.memory, config.state, config.has_attention), config.opset)
-
-
-def _no_preprocess_hint(record: logging.LogRecord) -> bool:
-    # quantize_dynamic logs this to the root logger; the pre-processing it suggests changed
-    # neither outputs nor speed of these graphs (measured on Multi30k).
-    return not record.getMessage().startswith("Please consider to run pre-processing")
-
-
-def quantize_graphs(config: fmt.ExportConfig, out: Path) -> None:
-    """Dynamic int8 quantization, in place: weights QInt8 per output channel (per-channel kept
-    more greedy outputs equal to fp32 than per-tensor: 88% vs 84% of Multi30k sentences),
-    activations quantized at run time."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    root = logging.getLogger()
-    root.addFilter(_no_preprocess_hint)
-    try:
-        for name in config.graph_files.values():
-            fp32 = out / f"{name}.fp32"
-            os.replace(out / name, fp32)
-            quantize_dynamic(str(fp32), str(out / name), weight_type=QuantType.QInt8, per_channel=True)
-            fp32.unlink()
-    finally:
-        root.removeFilter(_no_preprocess_hint)
+    if config.step_top_k:
+        add_top_k_outputs(out / config.graph_files["step"])
 
 
 def open_stepper(config: fmt.ExportConfig, out: Path) -> OrtStepper:
@@ -222,7 +207,7 @@ def open_stepper(config: fmt.ExportConfig, out: Path) -> OrtStepper:
             sessions[role] = open_session(out / name, options)
         except Exception as exc:  # noqa: BLE001 - onnxruntime's own exception types
             raise ModelError(f"{name}: the exported graph does not load in onnxruntime: {exc}") from None
-    return OrtStepper(config, sessions.get("encoder"), sessions["step"])
+    return make_stepper(config, sessions.get("encoder"), sessions["step"])
 
 
 def build_config(run: Any, model: Seq2Seq | LanguageModel, opset: int, quantize: str | None) -> fmt.ExportConfig:
@@ -237,7 +222,7 @@ def build_config(run: Any, model: Seq2Seq | LanguageModel, opset: int, quantize:
         tgt_vocab_size=tgt_tok.vocab_size, max_src_len=recipe.data.max_src_len,
         has_attention=_has_attention(model, src_vocab or tgt_tok.vocab_size, pad, tgt_tok.bos_id),
         memory=memory, state=state, search=recipe.search.model_dump(mode="json"), opset=opset,
-        quantized=quantize,  # type: ignore[arg-type]
+        quantized=quantize, step_top_k=True,  # type: ignore[arg-type]
     )
 
 
@@ -399,12 +384,26 @@ def compare_steps(torch_fn: Any, ort_fn: OrtStepper, config: fmt.ExportConfig, s
         if is_lm:
             y = src[:, min(t, src.shape[1] - 1)]
         lp_t, at_t, st_t = torch_fn.step(y, mem_t, st_t)
+        top = ort_fn.step_top_k(y, mem_o, st_o, 10, config.special_ids.eos)[0] if isinstance(ort_fn, TopKStepFunction) else None
         lp_o, at_o, st_o = ort_fn.step(y, mem_o, st_o)
         diffs.check(fmt.LOG_PROBS, f"step {t}", lp_t, lp_o)
         diffs.check(fmt.ATTENTION, f"step {t}", at_t, at_o)
         for i, (want, got) in enumerate(zip(st_t, st_o)):
             diffs.check(fmt.state_out_name(i), f"step {t}", want, got)
+        if top is not None:
+            _check_top_k(top, lp_o, lp_t, config, t, diffs)
         y = lp_t.argmax(axis=1)
+
+
+def _check_top_k(top: Any, lp_ort: np.ndarray, lp_torch: np.ndarray, config: fmt.ExportConfig, t: int, diffs: _Diffs) -> None:
+    """The top-k outputs must be exactly the stable top-k of the graph's own log_probs (so both
+    search paths agree), and their values within tolerance of torch's at the same ids."""
+    want = top_k_rows(lp_ort, 10, config.special_ids.eos)
+    for name, a, b in ((fmt.TOP_IDS, top.ids, want.ids), (fmt.TOP_LOG_PROBS, top.log_probs, want.log_probs),
+                       (fmt.EOS_LOG_PROBS, top.eos, want.eos)):
+        if a.shape != b.shape or not np.array_equal(a, b):
+            raise ModelError(f"parity: output '{name}' (step {t}) is not the top-k of the graph's own log_probs")
+    diffs.check(fmt.TOP_LOG_PROBS, f"step {t}", np.take_along_axis(lp_torch, top.ids, axis=1), top.log_probs)
 
 
 def greedy_ids(fn: Any, config: fmt.ExportConfig, samples: Samples) -> list[list[int]]:

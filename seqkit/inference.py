@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
+from seqkit.beam import beam_search
 from seqkit.errors import InputError, ModelError
-from seqkit.search import Hypothesis, SearchConfig, StepFunction, beam_search, greedy, sample
+from seqkit.search import Hypothesis, SearchConfig, StepFunction, greedy, sample
 from seqkit.tokenizers.base import VocabTokenizer
 
 log = logging.getLogger("seqkit")

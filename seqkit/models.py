@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from seqkit.errors import PluginError, SeqkitError
 from seqkit.registry import build_plugin, validate_spec
+from seqkit.search import TopK
 
 State = tuple[Tensor, ...]
 SEQ2SEQ_TASKS = ("translation", "summarization")
@@ -259,6 +260,17 @@ class TorchStepper:
             weights = attn.float().cpu().numpy() if attn.size(-1) > 0 else None
         return log_probs, weights, state
 
+    def step_top_k(self, y_prev: np.ndarray, memory: State, state: State, k: int, eos_id: int) -> tuple[TopK, np.ndarray | None, State]:
+        """y_prev (N,) int64 -> (TopK (N, min(k, V)) of ``step``'s log-probs, attention, state)."""
+        with torch.inference_mode():
+            y = torch.as_tensor(y_prev, dtype=torch.long, device=self.device)
+            logits, attn, state = self.model.step(y, memory, state)
+            log_probs = torch.log_softmax(logits.float(), dim=-1)
+            values, ids = top_k_lower_id(log_probs, min(k, log_probs.size(-1)))
+            top = TopK(values.cpu().numpy(), ids.cpu().numpy(), log_probs[:, eos_id].cpu().numpy())
+            weights = attn.float().cpu().numpy() if attn.size(-1) > 0 else None
+        return top, weights, state
+
     def select_memory(self, memory: State, index: np.ndarray) -> State:
         """Gather batch rows (dim 0) of every memory tensor: index (N',) int64."""
         idx = torch.as_tensor(index, dtype=torch.long, device=self.device)
@@ -270,6 +282,21 @@ class TorchStepper:
         idx = torch.as_tensor(index, dtype=torch.long, device=self.device)
         with torch.inference_mode():
             return tuple(s.index_select(dim, idx) for s, dim in zip(state, self.state_batch_dims))
+
+
+def top_k_lower_id(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The k largest of each row of x (N, V), best first, equal values in id order (as ONNX
+    TopK and seqkit.search.top_k_rows): torch.topk leaves tie order open, so rows where a tie
+    could matter (at the k-th value, or inside the k) are redone with a stable sort."""
+    values, ids = torch.topk(x, min(k + 1, x.size(-1)), dim=-1)  # one more: a tie at the cut shows
+    cut = values[:, k - 1] == values[:, k] if values.size(-1) > k else torch.zeros_like(values[:, 0], dtype=torch.bool)
+    values, ids = values[:, :k], ids[:, :k]
+    unordered = ((values[:, 1:] == values[:, :-1]) & (ids[:, 1:] < ids[:, :-1])).any(dim=-1)
+    redo = torch.nonzero(cut | unordered).flatten()
+    if redo.numel():
+        sorted_values, sorted_ids = torch.sort(x[redo], dim=-1, descending=True, stable=True)
+        values[redo], ids[redo] = sorted_values[:, :k], sorted_ids[:, :k]
+    return values, ids
 
 
 # -- weights ----------------------------------------------------------------------------------

@@ -1,7 +1,12 @@
-"""Decoding algorithms (greedy, beam, sampling) written once against a step function.
+"""Decoding algorithms (greedy, sampling; beam search in :mod:`seqkit.beam`) written once
+against a step function.
 
 numpy only, and imports no torch: the same code drives :class:`seqkit.models.TorchStepper` and
-the onnxruntime step function of :mod:`seqkit.runtime`. Shapes: B = sentences, K = beam size,
+the onnxruntime step function of :mod:`seqkit.runtime`. A step function that also implements
+:class:`TopKStepFunction` hands beam search only the best k log-probs of each row (plus eos's),
+so numpy never touches the (N, V) scores; the results are identical to the full-row path
+(tests/test_search.py), which serves every other step function, greedy, sampling, and beam
+search with ``no_repeat_ngram_size`` (that needs whole rows). Shapes: B = sentences, K = beam size,
 N = rows fed to one ``step`` call (B, or B*K in beam search), S = source length,
 V = vocabulary size, T = target steps.
 
@@ -25,8 +30,9 @@ Conventions shared by every algorithm:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, Sequence, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -49,6 +55,29 @@ class StepFunction(Protocol):
 
     def select_state(self, state: Any, index: np.ndarray) -> Any:
         """Gather state rows: index (N',) int64 into the current rows -> state of N' rows."""
+
+
+@dataclass
+class TopK:
+    """The k best log-probs of each row, best first, ties to the lower id, and eos's log-prob."""
+
+    log_probs: np.ndarray  # (N, k) float32, the very values ``step`` would return at ``ids``
+    ids: np.ndarray  # (N, k) int64
+    eos: np.ndarray  # (N,) float32, log-prob of eos_id in each row
+
+
+@runtime_checkable
+class TopKStepFunction(StepFunction, Protocol):
+    """A step function that can select the best k of each row itself (in the model's graph)."""
+
+    def step_top_k(self, y_prev: np.ndarray, memory: Any, state: Any, k: int, eos_id: int) -> tuple[TopK, np.ndarray | None, Any]:
+        """y_prev (N,) int64 -> (TopK with min(k, V) columns, attention (N, S) or None, state)."""
+
+
+def top_k_rows(logp: np.ndarray, k: int, eos_id: int) -> TopK:
+    """The reference for ``step_top_k``: logp (N, V) -> TopK, by a stable sort of each row."""
+    ids = np.argsort(-logp, axis=1, kind="stable")[:, : min(k, logp.shape[1])]
+    return TopK(np.take_along_axis(logp, ids, axis=1), ids.astype(np.int64), logp[:, eos_id].copy())
 
 
 class SearchConfig(BaseModel):
@@ -126,6 +155,32 @@ def _constrain(logp: np.ndarray, t: int, limit: np.ndarray, *, eos_id: int, min_
     return out
 
 
+def step_top(
+    fn: TopKStepFunction, y: np.ndarray, memory: Any, state: Any, n: int, t: int, limit: np.ndarray, *, eos_id: int,
+    min_len: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, Any]:
+    """One step, reduced to the n best continuations of each row of ``_constrain``'s scores.
+
+    -> log-probs (N, n') float64 best first (ties: lower id), ids (N, n') int64, attention, state;
+    n' = min(n, V). Same values and order as the first n' of a stable sort of the constrained
+    full row, except among -inf entries (which search never keeps).
+    """
+    blocked = t < min_len  # one more candidate, so n remain once eos is dropped
+    top, attn, state = fn.step_top_k(y, memory, state, n + int(blocked), eos_id)
+    vals, ids = top.log_probs.astype(np.float64), top.ids
+    if blocked:
+        vals[ids == eos_id] = NEG_INF
+        order = np.argsort(-vals, axis=1, kind="stable")[:, :n]  # keeps id order among ties
+        vals, ids = np.take_along_axis(vals, order, axis=1), np.take_along_axis(ids, order, axis=1)
+    forced = t >= limit  # only eos remains, with its unblocked log-prob (max_len wins)
+    if forced.any():
+        vals[forced] = NEG_INF
+        vals[forced, 0] = top.eos[forced]
+        ids = ids.copy()
+        ids[forced, 0] = eos_id
+    return vals, ids, attn, state
+
+
 def block_ngrams(logp: np.ndarray, history: np.ndarray, n: int) -> None:
     """In place: forbid tokens that would repeat an n-gram of ``history`` (N, t) in that row."""
     rows, t = history.shape
@@ -190,6 +245,8 @@ def greedy(
     rows = np.arange(batch)  # sentence of each active row
     y = np.full(batch, bos_id, dtype=np.int64)
     for t in range(steps):
+        # Whole rows even from a TopKStepFunction: at greedy's B rows the top-k path measured
+        # slower for torch (docs/benchmarks.md), and one argmax pass is all numpy does here.
         logp, attn, state = fn.step(y, memory, state)
         logp = _constrain(logp, t, limits[rows], eos_id=eos_id, min_len=min_len)
         tok = logp.argmax(axis=1)  # ties: lowest id
@@ -214,166 +271,6 @@ def greedy(
         )
         for b in range(batch)
     ]
-
-
-class _Finished:
-    """Finished hypotheses per sentence, and the n_best-th best score (for the stopping test)."""
-
-    def __init__(self, batch: int, n_best: int):
-        self.hyps: list[list[Hypothesis]] = [[] for _ in range(batch)]
-        self.count = np.zeros(batch, dtype=np.int64)
-        self.nth_best = np.full(batch, NEG_INF)
-        self.n_best = n_best
-
-    def add(self, sentence: int, hyp: Hypothesis) -> None:
-        self.hyps[sentence].append(hyp)
-        self.count[sentence] += 1
-        if self.count[sentence] >= self.n_best:
-            scores = sorted((h.score for h in self.hyps[sentence]), reverse=True)
-            self.nth_best[sentence] = scores[self.n_best - 1]
-
-    def best(self) -> list[list[Hypothesis]]:
-        return [sorted(h, key=lambda x: -x.score)[: self.n_best] for h in self.hyps]
-
-
-def beam_search(
-    fn: StepFunction,
-    src: np.ndarray,
-    lengths: np.ndarray,
-    *,
-    beam_size: int,
-    bos_id: int,
-    eos_id: int,
-    max_len: int | Sequence[int] | np.ndarray,
-    min_len: int = 0,
-    length_penalty: float = 1.0,
-    n_best: int = 1,
-    no_repeat_ngram_size: int = 0,
-    return_attention: bool = False,
-) -> list[list[Hypothesis]]:
-    """Beam search over B sentences at once (B*K rows per step); n_best hypotheses per sentence.
-
-    Each step ranks the K*V continuations of a sentence by cumulative log-prob and keeps the
-    best 2K: eos candidates among the first K are finished, the first K others are the new beams
-    (as in fairseq). A sentence stops, once it has n_best finished hypotheses, when this step's
-    best candidate is eos (OpenNMT-py's criterion; with K = 1 this is exactly greedy) or when no
-    beam can still beat its n_best-th finished score (an exact bound: the length penalty taken
-    at its most favourable remaining length); and at its max_len, where eos is forced.
-    """
-    if not 1 <= n_best <= beam_size:
-        raise ValueError(f"need 1 <= n_best ({n_best}) <= beam_size ({beam_size})")
-    batch, k = src.shape[0], beam_size
-    if batch == 0:
-        return []
-    limits = _limits(max_len, batch)
-    steps = int(limits.max()) + 1
-    memory, state = fn.start(src, lengths)
-    expand = np.repeat(np.arange(batch), k)  # row b*K + j holds beam j of sentence b
-    memory, state = fn.select_memory(memory, expand), fn.select_state(state, expand)
-    scores = np.full((batch, k), NEG_INF)
-    scores[:, 0] = 0.0  # all beams start equal: only the first may expand at step 0
-    tokens = np.zeros((batch * k, steps), dtype=np.int64)
-    attn_buf = _Attn(return_attention, batch * k, steps)
-    finished = _Finished(batch, n_best)
-    sent = np.arange(batch)  # sentence of each active beam group
-    y = np.full(batch * k, bos_id, dtype=np.int64)
-    for t in range(steps):
-        logp, attn, state = fn.step(y, memory, state)
-        row_limits = np.repeat(limits[sent], k)
-        logp = _constrain(logp, t, row_limits, eos_id=eos_id, min_len=min_len)
-        block_ngrams(logp, tokens[:, :t], no_repeat_ngram_size)
-        attn_buf.write(t, attn)
-        vocab = logp.shape[1]
-        cand = (scores[:, :, None] + logp.reshape(len(sent), k, vocab)).reshape(len(sent), k * vocab)
-        top_scores, top_idx = _top_sorted(cand, min(2 * k, k * vocab))  # (B', 2K) best first
-        beam_of, tok = top_idx // vocab, top_idx % vocab
-        is_eos = tok == eos_id
-        for i, r in zip(*np.nonzero(is_eos[:, :k] & np.isfinite(top_scores[:, :k]))):
-            row = i * k + beam_of[i, r]
-            finished.add(int(sent[i]), _hypothesis(tokens[row, :t], top_scores[i, r], length_penalty,
-                                                   attn_buf.take(row, t + 1, int(lengths[sent[i]]))))
-        new_scores, new_tok, parents = _next_beams(top_scores, beam_of, tok, is_eos, k)
-        top_eos = is_eos[:, 0] & np.isfinite(top_scores[:, 0])
-        keep = ~_beam_done(finished, sent, top_eos, new_scores, t, limits, length_penalty)
-        if not keep.any():
-            break
-        index = parents[keep].ravel()
-        tokens = tokens[index]
-        tokens[:, t] = new_tok[keep].ravel()
-        attn_buf.select(index)
-        state = fn.select_state(state, index)
-        if not keep.all():
-            kept_rows = (np.nonzero(keep)[0][:, None] * k + np.arange(k)).ravel()
-            memory = fn.select_memory(memory, kept_rows)
-        scores, sent, y = new_scores[keep], sent[keep], new_tok[keep].ravel()
-    return finished.best()
-
-
-def _hypothesis(tokens: np.ndarray, log_prob: float, alpha: float, attention: np.ndarray | None) -> Hypothesis:
-    """A finished beam hypothesis: tokens (L,) before its eos, log_prob with the eos included."""
-    factor = float(length_penalty_factor(len(tokens) + 1, alpha))
-    return Hypothesis(tokens.tolist(), float(log_prob) / factor, float(log_prob), attention)
-
-
-def _next_beams(
-    top_scores: np.ndarray, beam_of: np.ndarray, tok: np.ndarray, is_eos: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The first K non-eos of the sorted candidates (B', 2K) -> scores, tokens, parent rows (B', K)."""
-    pick = np.argsort(is_eos, axis=1, kind="stable")[:, :k]  # eos to the back, score order kept
-    scores = np.take_along_axis(top_scores, pick, axis=1)
-    scores[np.take_along_axis(is_eos, pick, axis=1)] = NEG_INF  # fewer than K non-eos candidates
-    parents = np.arange(len(tok))[:, None] * k + np.take_along_axis(beam_of, pick, axis=1)
-    return scores, np.take_along_axis(tok, pick, axis=1), parents
-
-
-def _top_sorted(cand: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The n best entries per row of cand (B', M), best first, ties to the lower index.
-
-    For beam-sized n, n argmax passes beat argpartition by ~5x on (32, 5 * 8000): numpy's
-    introselect is slow. Overwrites cand.
-    """
-    if n > 16:
-        return _top_sorted_partition(cand, n)
-    rows = np.arange(cand.shape[0])
-    vals, idx = np.empty((cand.shape[0], n)), np.empty((cand.shape[0], n), dtype=np.int64)
-    for j in range(n):
-        idx[:, j] = cand.argmax(axis=1)
-        vals[:, j] = cand[rows, idx[:, j]]
-        cand[rows, idx[:, j]] = NEG_INF
-    short = np.isneginf(vals[:, -1])  # fewer than n finite entries: argmax repeated an index
-    if short.any():
-        cand[rows[:, None], idx] = vals  # restore what the passes overwrote
-        vals[short], idx[short] = _top_sorted_partition(cand[short], n)
-    return vals, idx
-
-
-def _top_sorted_partition(cand: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """_top_sorted for any n: threshold at the n-th largest value, ties at it to the lower index."""
-    n = min(n, cand.shape[1])
-    nth = -np.partition(-cand, n - 1, axis=1)[:, n - 1 : n]  # (B', 1)
-    above, tied = cand > nth, cand == nth
-    room = n - above.sum(axis=1, keepdims=True)
-    idx = np.nonzero(above | (tied & (np.cumsum(tied, axis=1) <= room)))[1].reshape(len(cand), n)
-    vals = np.take_along_axis(cand, idx, axis=1)
-    order = np.lexsort((idx, -vals), axis=1)
-    return np.take_along_axis(vals, order, axis=1), np.take_along_axis(idx, order, axis=1)
-
-
-def _beam_done(
-    finished: _Finished, sent: np.ndarray, top_eos: np.ndarray, alive: np.ndarray, t: int, limits: np.ndarray,
-    alpha: float,
-) -> np.ndarray:
-    """(B',) True for sentences whose search is over after step t.
-
-    top_eos (B',): the best candidate of this step ended with eos; alive (B', K) raw beam scores.
-    """
-    best_alive = alive.max(axis=1)
-    # log-probs only fall, so the best normalized score reachable divides by the largest factor
-    # over the lengths still possible (t + 2 .. limit + 1); the factor is monotone in length.
-    factor = np.maximum(length_penalty_factor(t + 2, alpha), length_penalty_factor(limits[sent] + 1, alpha))
-    unbeatable = finished.nth_best[sent] >= best_alive / factor  # -inf bound when every beam is dead
-    enough = finished.count[sent] >= finished.n_best
-    return (enough & (top_eos | unbeatable)) | ~np.isfinite(best_alive) | (t >= limits[sent])
 
 
 def sample(

@@ -154,6 +154,47 @@ def test_runtime_decodes_like_torch(exported, search):
     assert len(want[0].n_best) == search.get("n_best", 1)
 
 
+def test_top_k_outputs_are_the_top_of_the_full_rows(exported):
+    """Both steppers' step_top_k is exactly the stable top-k of their own step(); beam search and
+    greedy through it equal the whole-row path. An export without the top-k outputs (the format
+    before step_top_k) loads as a plain OrtStepper and decodes the same."""
+    from seqkit.beam import beam_search
+    from seqkit.export import export_graphs, open_stepper
+    from seqkit.inference import pad_batch
+    from seqkit.search import TopKStepFunction, greedy, top_k_rows
+
+    _, run_dir, model_dir = exported
+    config, run = fmt.read_config(model_dir), load_run(run_dir)
+    assert config.step_top_k
+    ort_fn, torch_fn = load_model(model_dir, threads=1).stepper, TorchStepper(run.model)
+    old_dir = model_dir.parent / "without-top-k"
+    old_dir.mkdir(exist_ok=True)
+    old_config = config.model_copy(update={"step_top_k": False})
+    export_graphs(run.model.float().eval(), old_config, old_dir)
+    old_fn = open_stepper(old_config, old_dir)
+    assert isinstance(ort_fn, TopKStepFunction) and isinstance(torch_fn, TopKStepFunction)
+    assert not isinstance(old_fn, TopKStepFunction)
+    src, lengths = pad_batch([run.src_tok.encode(line) + [run.src_tok.eos_id] for line in SRC_LINES[:5]], run.src_tok.pad_id)
+    eos = config.special_ids.eos
+    for fn in (ort_fn, torch_fn):
+        memory, state = fn.start(src, lengths)
+        y = np.full(len(src), config.special_ids.bos, dtype=np.int64)
+        for _ in range(3):
+            top, _, _ = fn.step_top_k(y, memory, state, 7, eos)
+            logp, _, state = fn.step(y, memory, state)
+            want = top_k_rows(logp, 7, eos)
+            np.testing.assert_array_equal(top.ids, want.ids)
+            np.testing.assert_array_equal(top.log_probs, want.log_probs)
+            np.testing.assert_array_equal(top.eos, want.eos)
+            y = want.ids[:, 1]
+    common = {"bos_id": config.special_ids.bos, "eos_id": eos, "max_len": 9}
+    for search in (greedy, lambda *a, **kw: beam_search(*a, beam_size=4, n_best=2, min_len=2, **kw)):
+        full, top_k = search(old_fn, src, lengths, **common), search(ort_fn, src, lengths, **common)
+        numbers = [(h.tokens, h.score, h.log_prob) for hyps in top_k for h in (hyps if isinstance(hyps, list) else [hyps])]
+        assert numbers == [(h.tokens, h.score, h.log_prob) for hyps in full for h in (hyps if isinstance(hyps, list) else [hyps])]
+        assert any(tokens for tokens, _, _ in numbers)
+
+
 def test_sampling_with_a_seed_is_identical(exported):
     _, run_dir, model_dir = exported
     torch_tr, ort_tr = _translators(run_dir, model_dir, strategy="sample", seed=7, top_k=5)

@@ -321,3 +321,19 @@ def test_learns_reverse_task(one_thread, enc, dec, attention, input_feeding):
 def test_learns_reverse_task_every_combination(one_thread, cell, attention, input_feeding):
     loss = train_reverse(tiny_config(cell, cell, attention, input_feeding), 3000 if attention == "none" else 800)
     assert loss < 0.1
+
+
+def test_top_k_lower_id_breaks_ties_like_onnx_topk():
+    """torch.topk leaves the order of equal values open; top_k_lower_id puts the lower id first,
+    at the cut and inside the k, exactly as seqkit.search.top_k_rows (and ONNX TopK) do."""
+    from seqkit.models import top_k_lower_id
+    from seqkit.search import top_k_rows
+
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        x = torch.round(torch.randn(6, 40, generator=gen) * 2) / 2  # many equal values per row
+        for k in (1, 4, 39, 40):
+            values, ids = top_k_lower_id(x.clone(), k)
+            want = top_k_rows(x.numpy(), k, eos_id=0)
+            np.testing.assert_array_equal(ids.numpy(), want.ids)
+            np.testing.assert_array_equal(values.numpy(), want.log_probs)

@@ -10,16 +10,18 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from seqkit.beam import beam_search
 from seqkit.search import (
     Hypothesis,
     SearchConfig,
     StepFunction,
-    beam_search,
+    TopKStepFunction,
     block_ngrams,
     draw,
     greedy,
     length_penalty_factor,
     sample,
+    top_k_rows,
 )
 
 BOS, EOS = 2, 3
@@ -74,6 +76,21 @@ class ToyStep:
             total += float(logp[0, tok])
             y = tok
         return total
+
+
+class ToyTopK(ToyStep):
+    """ToyStep that also selects each row's best k itself (TopKStepFunction), by the reference."""
+
+    def __init__(self, *args, ties: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        if ties:  # coarse logits: equal log-probs within a row, and equal candidate scores
+            self.table, self.src_emb, self.time = (np.round(a) for a in (self.table, self.src_emb, self.time))
+        self.k_asked: list[int] = []
+
+    def step_top_k(self, y_prev, memory, state, k, eos_id):
+        logp, att, state = self.step(y_prev, memory, state)
+        self.k_asked.append(k)
+        return top_k_rows(logp, k, eos_id), att, state
 
 
 def batch(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -326,18 +343,72 @@ def test_search_config_validation_and_max_lengths():
 
 
 def test_search_imports_no_torch():
-    code = "import sys, seqkit.search, seqkit.inference; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, seqkit.search, seqkit.beam, seqkit.inference; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_top_sorted_paths_agree():
-    from seqkit.search import _top_sorted
+    from seqkit.beam import _top_sorted
 
     rng = np.random.default_rng(0)
     cand = np.round(rng.normal(size=(7, 300)), 1)  # rounding makes ties: lower index must come first
     cand[0, :290] = -np.inf
+    cand[1, 10:] = -np.inf  # fewer than n finite, index 0 among them: it must survive the restore
     for n in (3, 16, 17, 40):
         vals, idx = _top_sorted(cand.copy(), n)
         order = np.lexsort((np.broadcast_to(np.arange(300), cand.shape), -cand), axis=1)[:, :n]
         np.testing.assert_array_equal(idx, order)
         np.testing.assert_array_equal(vals, np.take_along_axis(cand, order, axis=1))
+
+
+def test_top_k_rows_is_a_stable_row_sort():
+    logp = np.array([[-1.0, -0.5, -1.0, -0.5, -3.0], [-2.0, -2.0, -2.0, -2.0, -2.0]], dtype=np.float32)
+    top = top_k_rows(logp, 3, eos_id=4)
+    np.testing.assert_array_equal(top.ids, [[1, 3, 0], [0, 1, 2]])  # ties: lower id first
+    np.testing.assert_array_equal(top.log_probs, [[-0.5, -0.5, -1.0], [-2.0, -2.0, -2.0]])
+    np.testing.assert_array_equal(top.eos, [-3.0, -2.0])
+    assert top_k_rows(logp, 9, eos_id=4).ids.shape == (2, 5)  # k is capped at V
+
+
+def _same_hyps(a: list[Hypothesis], b: list[Hypothesis]) -> None:
+    assert [h.tokens for h in a] == [h.tokens for h in b]
+    assert [h.score for h in a] == [h.score for h in b] and [h.log_prob for h in a] == [h.log_prob for h in b]
+    for x, y in zip(a, b):
+        assert (x.attention is None) == (y.attention is None)
+        if x.attention is not None:
+            np.testing.assert_array_equal(x.attention, y.attention)
+
+
+@pytest.mark.parametrize("vocab,ties", [(6, False), (6, True), (40, False), (40, True)])
+@pytest.mark.parametrize("settings", [
+    {"beam_size": 5},  # vocab 6 < 2K: rows hold fewer than 2K candidates
+    {"beam_size": 3, "n_best": 3, "length_penalty": 0.0},
+    {"beam_size": 4, "n_best": 2, "min_len": 3, "return_attention": True},
+    {"beam_size": 2, "min_len": 30},  # min_len beyond max_len: max_len wins
+    {"beam_size": 1},
+])
+def test_top_k_path_equals_full_rows(vocab, ties, settings):
+    """Beam search gives exactly the same hypotheses from each row's top k as from whole rows:
+    tokens, scores, log-probs, attention; ties included. (Greedy reads whole rows.)"""
+    for seed in range(4):
+        full, top = ToyStep(vocab=vocab, seed=seed), ToyTopK(vocab=vocab, seed=seed, ties=ties)
+        if ties:
+            full.table, full.src_emb, full.time = top.table, top.src_emb, top.time
+        src, lengths = batch(SRC)
+        limits = np.array([5, 9, 3, 11])
+        want = beam_search(full, src, lengths, bos_id=BOS, eos_id=EOS, max_len=limits, **settings)
+        got = beam_search(top, src, lengths, bos_id=BOS, eos_id=EOS, max_len=limits, **settings)
+        for a, b in zip(want, got):
+            _same_hyps(a, b)
+        k = settings["beam_size"]
+        assert top.k_asked and set(top.k_asked) <= {2 * k, 2 * k + 1}  # beam never reads whole rows
+
+
+def test_no_repeat_ngram_uses_whole_rows():
+    fn = ToyTopK(seed=2)
+    assert isinstance(fn, TopKStepFunction) and not isinstance(ToyStep(), TopKStepFunction)
+    src, lengths = batch(SRC)
+    blocked = beam_search(fn, src, lengths, beam_size=2, bos_id=BOS, eos_id=EOS, max_len=8, no_repeat_ngram_size=1)
+    assert fn.k_asked == []
+    for hyps in blocked:
+        assert len(set(hyps[0].tokens)) == len(hyps[0].tokens)

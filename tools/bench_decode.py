@@ -47,6 +47,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--export-dir", type=Path, default=None, help="Keep the exports here (reused when present).")
     p.add_argument("--compare-execution-mode", action="store_true",
                    help="Add onnxruntime fp32 rows with the parallel execution mode.")
+    p.add_argument("--compare-full-rows", action="store_true",
+                   help="Add torch and onnxruntime fp32 rows that fetch whole (N, V) log-prob rows per step "
+                        "(the search path before step_top_k).")
     p.add_argument("--json", type=Path, default=None, help="Write every number to this JSON file.")
     return p.parse_args(argv)
 
@@ -84,7 +87,18 @@ def backends(args: argparse.Namespace, run: Any, export_root: Path) -> dict[str,
     }
     if args.compare_execution_mode:
         fns["ort-fp32-parallel"] = load_model(fp32, threads=args.threads, sequential=False).stepper
+    if args.compare_full_rows:
+        fns["torch-full-rows"] = FullRows(fns["torch"])
+        fns["ort-fp32-full-rows"] = FullRows(fns["ort-fp32"])
     return fns
+
+
+class FullRows:
+    """A step function without ``step_top_k``: search reads whole (N, V) log-prob rows."""
+
+    def __init__(self, fn: Any):
+        self.start, self.step = fn.start, fn.step
+        self.select_memory, self.select_state = fn.select_memory, fn.select_state
 
 
 def translator(fn: Any, run: Any, strategy: str, beam: int, batch_size: int) -> Any:

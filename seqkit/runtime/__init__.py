@@ -16,19 +16,31 @@ through the registry's entry points, so third-party tokenizer plugins work as we
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from pydantic import ValidationError
 
 from seqkit.errors import ModelError
 from seqkit.inference import Generator, TextClassifier, Translator
 from seqkit.runtime.classifier import OrtClassifier
-from seqkit.runtime.format import TOKENIZER_DIR, ExportConfig, Manifest, read_config, verify_manifest
-from seqkit.runtime.stepper import OrtStepper, open_session, session_options
+from seqkit.runtime.format import (
+    TOKENIZER_DIR,
+    ExportConfig,
+    Manifest,
+    read_config,
+    verify_manifest,
+)
+from seqkit.runtime.stepper import (
+    OrtStepper,
+    make_stepper,
+    open_session,
+    session_options,
+)
 from seqkit.search import SearchConfig
 
-__all__ = ["RuntimeModel", "OrtClassifier", "OrtStepper", "load_model"]
+__all__ = ["OrtClassifier", "OrtStepper", "RuntimeModel", "load_model"]
 
 
 class RuntimeModel:
@@ -117,7 +129,7 @@ def load_model(model_dir: str | Path, *, threads: int | None = None, sequential:
             raise ModelError(f"{src_dir}: missing source tokenizer")
         return RuntimeModel(root, config, manifest, None, load_tokenizer(src_dir), None,
                             OrtClassifier(sessions["classifier"]))
-    stepper = OrtStepper(config, sessions.get("encoder"), sessions["step"])
+    stepper = make_stepper(config, sessions.get("encoder"), sessions["step"])
     src_tok, tgt_tok = load_tokenizers(root / TOKENIZER_DIR)
     if config.model_kind == "seq2seq" and src_tok is None:
         raise ModelError(f"{root / TOKENIZER_DIR / 'src'}: missing source tokenizer")

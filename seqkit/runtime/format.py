@@ -16,6 +16,10 @@ Layout (``MODEL_DIR``)::
 Shapes: B = rows (sentences, or sentences x beam), S = source length, V = target vocabulary.
 ``log_probs`` (B, V) float32 is log_softmax of the logits, computed inside the graph.
 ``attention`` (B, S) float32 is present only when the decoder attends (``has_attention``).
+With ``step_top_k`` (exports since this field exists) a step graph also takes ``top_k`` (1,)
+int64 and ``eos_id`` () int64 and returns ``top_log_probs`` (B, k) float32 and ``top_ids``
+(B, k) int64 (ONNX TopK of ``log_probs``: best first, ties to the lower id) and
+``eos_log_probs`` (B,) float32, so beam search need not fetch the (B, V) rows.
 ``probs`` (B, C) float32 is softmax of a classifier's logits over its C labels, in the graph.
 """
 
@@ -41,6 +45,7 @@ CLASSIFIER_FILE = "classifier.onnx"
 # Input and output names of the graphs. Dynamic axes use these symbolic dimension names.
 SRC, SRC_LENGTHS, Y_PREV, LOG_PROBS, ATTENTION = "src", "src_lengths", "y_prev", "log_probs", "attention"
 PROBS = "probs"
+TOP_K, EOS_ID, TOP_LOG_PROBS, TOP_IDS, EOS_LOG_PROBS = "top_k", "eos_id", "top_log_probs", "top_ids", "eos_log_probs"
 BATCH, SRC_LEN = "batch", "src_len"
 
 
@@ -106,6 +111,9 @@ class ExportConfig(BaseModel):
     search: dict[str, Any]  # the recipe's search section (seqkit.search.SearchConfig fields)
     opset: int
     quantized: Literal["int8"] | None = None
+    # The step graph has the top_k/eos_id inputs and top_log_probs/top_ids/eos_log_probs outputs;
+    # False for exports made before they existed (search then reads whole log_probs rows).
+    step_top_k: bool = False
     # Classifier only: label strings in class-id order (index = column of ``probs``).
     labels: list[str] | None = None
 

@@ -12,7 +12,22 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from seqkit.runtime.format import ATTENTION, BATCH, LOG_PROBS, SRC, SRC_LENGTHS, Y_PREV, ExportConfig, state_out_name
+from seqkit.runtime.format import (
+    ATTENTION,
+    BATCH,
+    EOS_ID,
+    EOS_LOG_PROBS,
+    LOG_PROBS,
+    SRC,
+    SRC_LENGTHS,
+    TOP_IDS,
+    TOP_K,
+    TOP_LOG_PROBS,
+    Y_PREV,
+    ExportConfig,
+    state_out_name,
+)
+from seqkit.search import TopK
 
 State = tuple[np.ndarray, ...]
 
@@ -76,13 +91,23 @@ class OrtStepper:
 
     def step(self, y_prev: np.ndarray, memory: State, state: State) -> tuple[np.ndarray, np.ndarray | None, State]:
         """y_prev (N,) int64 -> (log_probs (N, V) float32, attention (N, S) float32 or None, state)."""
+        out = self._run([LOG_PROBS], y_prev, memory, state, 1, 0)
+        return out[0], *self._attention_and_state(out[1:])
+
+    def _run(self, heads: list[str], y_prev: np.ndarray, memory: State, state: State, k: int, eos_id: int) -> list[np.ndarray]:
+        """The step graph's ``heads`` outputs, then attention (if any) and the new state."""
         feeds = {Y_PREV: np.ascontiguousarray(y_prev, dtype=np.int64)}
         feeds.update(zip(self.memory_names, memory))
         feeds.update(zip(self.state_names, state))
-        out = self.step_session.run(self.step_outputs, feeds)
+        if self.config.step_top_k:  # graph inputs must be fed even when their outputs are not read
+            feeds[TOP_K] = np.array([k], dtype=np.int64)
+            feeds[EOS_ID] = np.array(eos_id, dtype=np.int64)
+        return self.step_session.run(heads + self.step_outputs[1:], feeds)
+
+    def _attention_and_state(self, out: list[np.ndarray]) -> tuple[np.ndarray | None, State]:
         if self.config.has_attention:
-            return out[0], out[1], tuple(out[2:])
-        return out[0], None, tuple(out[1:])
+            return out[0], tuple(out[1:])
+        return None, tuple(out)
 
     def select_memory(self, memory: State, index: np.ndarray) -> State:
         """Gather batch rows of every memory tensor: index (N',) int64."""
@@ -91,3 +116,24 @@ class OrtStepper:
     def select_state(self, state: State, index: np.ndarray) -> State:
         """Gather batch rows of every state tensor along its recorded batch dim."""
         return tuple(np.take(s, index, axis=d) for s, d in zip(state, self.state_batch_dims))
+
+
+class OrtTopKStepper(OrtStepper):
+    """OrtStepper over a step graph with ``step_top_k`` outputs: also a TopKStepFunction, so
+    beam search fetches (N, k) instead of (N, V) scores per step."""
+
+    def __init__(self, config: ExportConfig, encoder: ort.InferenceSession | None, step: ort.InferenceSession):
+        if not config.step_top_k:
+            raise ValueError("this export's step graph has no top_k outputs; use OrtStepper")
+        super().__init__(config, encoder, step)
+
+    def step_top_k(self, y_prev: np.ndarray, memory: State, state: State, k: int, eos_id: int) -> tuple[TopK, np.ndarray | None, State]:
+        """y_prev (N,) int64 -> (TopK (N, min(k, V)) of ``step``'s log-probs, attention, state)."""
+        k = min(k, self.config.tgt_vocab_size)  # ONNX TopK rejects k > V
+        out = self._run([TOP_LOG_PROBS, TOP_IDS, EOS_LOG_PROBS], y_prev, memory, state, k, eos_id)
+        return TopK(out[0], out[1], out[2]), *self._attention_and_state(out[3:])
+
+
+def make_stepper(config: ExportConfig, encoder: ort.InferenceSession | None, step: ort.InferenceSession) -> OrtStepper:
+    """The stepper an export supports: OrtTopKStepper when its step graph has top_k outputs."""
+    return (OrtTopKStepper if config.step_top_k else OrtStepper)(config, encoder, step)
