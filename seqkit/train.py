@@ -419,6 +419,8 @@ class Trainer:
         self.schedule.observe(score, self.higher_is_better)
         if self._clock is not None:  # the checkpoint's clock includes this validation (resume and max_time)
             self._tick()
+            if self._ddp is not None:  # every rank is here: save the shared clock that decides max_time
+                self._ddp.sync_stop(self)
         self._log_event({"split": "valid", **metrics})
         summary = " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float))
         log.info("step %d valid: %s%s", self.step, summary, " (best)" if improved else "")
