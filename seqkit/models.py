@@ -254,22 +254,23 @@ class TorchStepper:
     def step(self, y_prev: np.ndarray, memory: State, state: State) -> tuple[np.ndarray, np.ndarray | None, State]:
         """y_prev (N,) int64 -> (log_probs (N, V) float32, attention (N, S) float32 or None, state)."""
         with torch.inference_mode():
-            y = torch.as_tensor(y_prev, dtype=torch.long, device=self.device)
-            logits, attn, state = self.model.step(y, memory, state)
-            log_probs = torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
-            weights = attn.float().cpu().numpy() if attn.size(-1) > 0 else None
-        return log_probs, weights, state
+            log_probs, weights, state = self._log_probs(y_prev, memory, state)
+            return log_probs.cpu().numpy(), weights, state
 
     def step_top_k(self, y_prev: np.ndarray, memory: State, state: State, k: int, eos_id: int) -> tuple[TopK, np.ndarray | None, State]:
         """y_prev (N,) int64 -> (TopK (N, min(k, V)) of ``step``'s log-probs, attention, state)."""
         with torch.inference_mode():
-            y = torch.as_tensor(y_prev, dtype=torch.long, device=self.device)
-            logits, attn, state = self.model.step(y, memory, state)
-            log_probs = torch.log_softmax(logits.float(), dim=-1)
+            log_probs, weights, state = self._log_probs(y_prev, memory, state)
             values, ids = top_k_lower_id(log_probs, min(k, log_probs.size(-1)))
-            top = TopK(values.cpu().numpy(), ids.cpu().numpy(), log_probs[:, eos_id].cpu().numpy())
-            weights = attn.float().cpu().numpy() if attn.size(-1) > 0 else None
-        return top, weights, state
+            return TopK(values.cpu().numpy(), ids.cpu().numpy(), log_probs[:, eos_id].cpu().numpy()), weights, state
+
+    def _log_probs(self, y_prev: np.ndarray, memory: State, state: State) -> tuple[Tensor, np.ndarray | None, State]:
+        """The model's step (call under inference_mode): log-probs (N, V) float32 as a tensor,
+        attention (N, S) float32 numpy or None, new state."""
+        y = torch.as_tensor(y_prev, dtype=torch.long, device=self.device)
+        logits, attn, state = self.model.step(y, memory, state)
+        weights = attn.float().cpu().numpy() if attn.size(-1) > 0 else None
+        return torch.log_softmax(logits.float(), dim=-1), weights, state
 
     def select_memory(self, memory: State, index: np.ndarray) -> State:
         """Gather batch rows (dim 0) of every memory tensor: index (N',) int64."""

@@ -296,8 +296,8 @@ class Trainer:
                     if self.step > before and self.step % self.cfg.log_every == 0:
                         self._log_event({"split": "train", **progress.snapshot()})
                     if self.step > before and self.step % self.cfg.valid_every == 0:
-                        last_metrics = self.validate_and_save()
-                    if self._ddp is not None:
+                        last_metrics = self.validate_and_save()  # shares the clock under DDP itself
+                    elif self._ddp is not None:
                         self._ddp.sync_stop(self)
                     reason = self._done()
                 if self.batch_in_epoch >= len(batches):
