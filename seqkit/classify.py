@@ -31,6 +31,7 @@ import yaml
 from seqkit.batching import bucket_batches
 from seqkit.errors import CheckpointError, DataError
 from seqkit.loss import smoothed_loss
+from seqkit.tasks import to_device
 
 log = logging.getLogger("seqkit")
 
@@ -130,7 +131,7 @@ def _tensors(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[
     from seqkit.inference import pad_batch
 
     src, lengths = pad_batch(rows, pad_id)
-    return torch.from_numpy(src).to(device), torch.from_numpy(lengths)  # packing wants lengths on CPU
+    return to_device(src, device), torch.from_numpy(lengths)  # packing wants lengths on CPU
 
 
 class ClassifyTask:
@@ -169,7 +170,7 @@ class ClassifyTask:
     def loss(self, index: np.ndarray) -> tuple[torch.Tensor, int, torch.Tensor]:
         src, lengths = _tensors([self.src_ids[i] for i in index], self.tokenizer.pad_id, self.device)
         logits = self.model(src, lengths)  # (B, C)
-        target = torch.from_numpy(self.y[index]).to(self.device)
+        target = to_device(self.y[index], self.device)
         # pad_id -1: no class id is ever masked out.
         loss, nll = smoothed_loss(logits, target, -1, self.train_cfg.label_smoothing)
         return loss, len(index), nll

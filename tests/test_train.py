@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -201,3 +202,24 @@ def test_bf16_training_on_cpu_learns(tiny_recipe):
                      resume=False)
     assert bf16["loss"] == pytest.approx(fp32["loss"], rel=0.1)  # bf16 rounding, same learning
     assert bf16["loss"] != fp32["loss"]  # autocast really ran: bf16 arithmetic changes the losses
+
+
+def test_to_device_on_cpu_shares_the_array_and_accepts_strided_input():
+    from seqkit.tasks import to_device
+
+    batch = np.arange(12, dtype=np.int64).reshape(3, 4)
+    tensor = to_device(batch, torch.device("cpu"))
+    batch[0, 0] = 99
+    assert tensor[0, 0].item() == 99  # no copy on the CPU
+    strided = to_device(batch[:, ::2], torch.device("cpu"))
+    assert strided.tolist() == batch[:, ::2].tolist()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_to_device_on_cuda_stages_through_pinned_memory():
+    from seqkit.tasks import to_device
+
+    batch = np.arange(12, dtype=np.int64).reshape(3, 4)
+    tensor = to_device(batch, torch.device("cuda"))
+    torch.cuda.synchronize()
+    assert tensor.device.type == "cuda" and tensor.cpu().tolist() == batch.tolist()
