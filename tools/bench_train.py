@@ -15,7 +15,14 @@ Contenders:
 - seqkit input-feeding:   fp32 with model.decoder.input_feeding=true (stepwise decoder)
 - bare stepwise:          tutorial-style loop, input feeding, one nn.LSTM call per target step
 - bare fused:             tutorial-style loop, no input feeding, one nn.LSTM call per sequence
+- seqkit fused, fp32, unbucketed: seqkit fp32 on batches packed to the same token budget in
+                          random order instead of by length (what bucketing saves)
+- with --compile:         the seqkit fused contenders again with torch.compile(dynamic=True) on
+                          the model, warmed up (compiled) on every benchmark batch before timing
 The bare loops are plain fp32: that is the baseline the issues define.
+
+Also reported: the padding waste of bucketed and unbucketed batches, and the encoder's forward
+and backward through a packed sequence vs the padded batch (what packing costs or saves).
 
 Peak memory: ru_maxrss is per process, so each seqkit precision also trains ``--memory-steps``
 batches (the epoch's first ones) in a fresh child process that reports its own peak RSS.
@@ -35,6 +42,7 @@ import time
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import torch
 
 # The checkout this script lives in, ahead of any installed seqkit (`python tools/x.py` puts
@@ -42,7 +50,7 @@ import torch
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 from bare_models import BareSeq2Seq, bare_train_step  # noqa: E402
 
-from seqkit.batching import padding_waste  # noqa: E402
+from seqkit.batching import _pack, padding_waste  # noqa: E402
 from seqkit.recipe import load_recipe  # noqa: E402
 from seqkit.runs import build_task, seed_everything  # noqa: E402
 from seqkit.train import Trainer, amp_dtype  # noqa: E402
@@ -128,6 +136,68 @@ def run_bare(task, model, opt):
     return go
 
 
+def unbucketed_batches(task, recipe, count: int) -> list:
+    """Batches under the recipe's token budget, filled in random order rather than by length."""
+    cost = np.maximum(task.src_len, task.tgt_len + 1)
+    order = np.random.default_rng(recipe.seed).permutation(len(cost))
+    spans = _pack(cost[order], recipe.train_cfg.batch_tokens, len(cost))
+    return [order[a:b] for a, b in spans][:count]
+
+
+def on_batches(go, batches: list):
+    """A contender that trains on its own batch list, one batch per call, in turn."""
+    cycle = iter(())
+
+    def step(_index):
+        nonlocal cycle
+        try:
+            index = next(cycle)
+        except StopIteration:
+            cycle = iter(batches)
+            index = next(cycle)
+        return go(index)
+    return step
+
+
+def compiled(trainer: Trainer, batches: list) -> tuple:
+    """run_seqkit with torch.compile(dynamic=True) on the trainer's model, compiled on every
+    benchmark batch first; also returns the warm-up seconds (compilation included)."""
+    trainer.task.model.compile(dynamic=True)
+    go = run_seqkit(trainer)
+    start = time.perf_counter()
+    for index in batches:
+        go(index)
+    return go, time.perf_counter() - start
+
+
+def encoder_packing(task, batches: list, rounds: int) -> dict[str, float]:
+    """ms per batch of the encoder's forward + backward: through a packed sequence (seqkit) vs
+    the padded batch straight into the same nn.LSTM (its backward direction then starts on pads)."""
+    enc = task.model.encoder
+    enc.train()
+
+    def packed(t):
+        out = enc(t["src"], t["src_lengths"])
+        (out.memory.sum() + out.hidden.sum()).backward()
+
+    def padded(t):
+        out, (hidden, _) = enc.rnn(enc.embedding(t["src"]))
+        (out.sum() + hidden.sum()).backward()
+
+    tensors = [task._tensors([task.src_ids[i] for i in index], [task.tgt_ids[i] for i in index]) for index in batches]
+    seconds = {"packed": 0.0, "padded": 0.0}
+    for fn in (packed, padded):
+        fn(tensors[0])  # warm-up
+    for _ in range(rounds):
+        for name, fn in (("packed", packed), ("padded", padded)):
+            start = time.perf_counter()
+            for t in tensors:
+                fn(t)
+            seconds[name] += time.perf_counter() - start
+    enc.zero_grad(set_to_none=True)
+    return {name: 1000 * sec / (rounds * len(tensors)) for name, sec in seconds.items()}
+
+
 def interleave(contenders: dict, batches: list, rounds: int, device: torch.device) -> dict[str, float]:
     """Target tokens/s per contender, round-robin over ``rounds`` so noise hits all alike."""
     for fn in contenders.values():  # warm-up
@@ -152,6 +222,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--memory-steps", type=int, default=100, help="steps per peak-RSS child (0: skip)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--compile", action="store_true", help="add torch.compile'd seqkit contenders")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--memory-amp", default=None, help=argparse.SUPPRESS)  # internal: run as a memory child
     ap.add_argument("--tokenizer-from", type=Path, default=None, help=argparse.SUPPRESS)
@@ -177,30 +248,48 @@ def main() -> None:
     contenders["seqkit input-feeding, fp32"] = run_seqkit(trainer_if)
     contenders.update(bare_contenders(recipe, task, device))
     batches = task.batches(0, recipe.seed)[: args.batches]
-    waste = padding_waste(task.batches(0, recipe.seed), task.src_len, task.tgt_len)
+    shuffled = unbucketed_batches(task, recipe, args.batches)
+    _, _, trainer_unb = seqkit_contender(args.recipe, ["train.amp=none"], tmp / "unbucketed", device, tokenizer)
+    contenders["seqkit fused, fp32, unbucketed"] = on_batches(run_seqkit(trainer_unb), shuffled)
+    waste = {"bucketed": padding_waste(task.batches(0, recipe.seed), task.src_len, task.tgt_len),
+             "unbucketed": padding_waste(unbucketed_batches(task, recipe, len(task.src_len)), task.src_len, task.tgt_len)}
+    warmup = {}
+    if args.compile:
+        for amp in amps:
+            _, _, trainer_c = seqkit_contender(args.recipe, [f"train.amp={amp}"], tmp / f"compile-{amp}", device, tokenizer)
+            label = "fp32" if amp == "none" else "bf16 autocast"
+            name = f"seqkit fused, {label}, torch.compile"
+            contenders[name], warmup[name] = compiled(trainer_c, batches)
     rates = interleave(contenders, batches, args.rounds, device)
+    packing = encoder_packing(task, batches, args.rounds)
     bench_rss = peak_rss_gib()
     peaks = measure_memory(args, amps, tokenizer) if args.memory_steps > 0 else {}
-    report(args, recipe, device, rates, waste, bench_rss, peaks)
+    report(args, recipe, device, rates, waste, bench_rss, peaks, warmup, packing)
 
 
-def report(args, recipe, device, rates, waste, bench_rss, peaks) -> None:
+def report(args, recipe, device, rates, waste, bench_rss, peaks, warmup, packing) -> None:
     base = rates["bare stepwise (input feeding)"]
     fused = rates["bare fused (no input feeding)"]
     print(f"# bench_train {date.today()} {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads, device {device}, torch {torch.__version__}")
     print(f"recipe {args.recipe}, {args.batches} batches x {args.rounds} rounds, "
-          f"batch_tokens {recipe.train_cfg.batch_tokens}, padding waste {waste:.1%}, "
+          f"batch_tokens {recipe.train_cfg.batch_tokens}, padding waste {waste['bucketed']:.1%} "
+          f"(unbucketed: {waste['unbucketed']:.1%}), "
           f"peak RSS of this process (all contenders) {bench_rss:.2f} GiB\n")
     print("| contender | target tok/s | vs bare stepwise | vs bare fused |")
     print("|---|---:|---:|---:|")
     for name, rate in rates.items():
         print(f"| {name} | {rate:,.0f} | {rate / base:.2f}x | {rate / fused:.2f}x |")
+    for name, sec in warmup.items():
+        print(f"\n{name}: {sec:.1f} s to compile and run the {args.batches} batches once before timing", end="")
+    print(f"\nencoder forward + backward per batch: packed {packing['packed']:.1f} ms, "
+          f"padded {packing['padded']:.1f} ms", end="")
     for amp, gib in peaks.items():
         print(f"\npeak RSS of seqkit's trainer alone, train.amp={amp}, {args.memory_steps} steps: {gib:.2f} GiB", end="")
     print()
     if args.json:
         args.json.write_text(json.dumps({"rates": rates, "padding_waste": waste, "bench_peak_rss_gib": bench_rss,
+                                         "compile_warmup_s": warmup, "encoder_ms_per_batch": packing,
                                          "trainer_peak_rss_gib": peaks, "memory_steps": args.memory_steps},
                                         indent=1))
 
