@@ -47,6 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--export-dir", type=Path, default=None, help="Keep the exports here (reused when present).")
     p.add_argument("--compare-execution-mode", action="store_true",
                    help="Add onnxruntime fp32 rows with the parallel execution mode.")
+    p.add_argument("--compare-io-binding", action="store_true",
+                   help="Add an onnxruntime fp32 row that runs the step graph through IO binding.")
     p.add_argument("--compare-full-rows", action="store_true",
                    help="Add torch and onnxruntime fp32 rows that fetch whole (N, V) log-prob rows per step "
                         "(the search path before step_top_k).")
@@ -87,10 +89,31 @@ def backends(args: argparse.Namespace, run: Any, export_root: Path) -> dict[str,
     }
     if args.compare_execution_mode:
         fns["ort-fp32-parallel"] = load_model(fp32, threads=args.threads, sequential=False).stepper
+    if args.compare_io_binding:
+        fns["ort-fp32-io-binding"] = with_io_binding(load_model(fp32, threads=args.threads).stepper)
     if args.compare_full_rows:
         fns["torch-full-rows"] = FullRows(fns["torch"])
         fns["ort-fp32-full-rows"] = FullRows(fns["ort-fp32"])
     return fns
+
+
+def with_io_binding(stepper: Any) -> Any:
+    """The stepper with its step session run through IO binding: inputs bound in place from
+    numpy, outputs left for onnxruntime to allocate, then copied out (the CPU provider)."""
+    session = stepper.step_session
+
+    class Bound:
+        def run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+            binding = session.io_binding()
+            for name, value in feeds.items():
+                binding.bind_cpu_input(name, value)
+            for name in names:
+                binding.bind_output(name)
+            session.run_with_iobinding(binding)
+            return binding.copy_outputs_to_cpu()
+
+    stepper.step_session = Bound()
+    return stepper
 
 
 class FullRows:

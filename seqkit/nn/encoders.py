@@ -1,13 +1,12 @@
 """Recurrent encoder plugins: source embedding + fused ``nn.RNN``/``nn.LSTM``/``nn.GRU``.
 
 The fused module runs over a packed sequence (``enforce_sorted=False``), so padding never
-enters the recurrence: a sentence encodes to the same vectors alone or padded in a batch. A
-batch without padding skips the packing (faster, same result).
+enters the recurrence: a sentence encodes to the same vectors alone or padded in a batch.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -59,7 +58,11 @@ class _RecurrentEncoder(nn.Module):
         """src (B, S) int64 padded with pad_id; lengths (B,) int64 -> EncoderOutput."""
         batch, src_len = src.shape
         emb = self.embedding_dropout(self.embedding(src))  # (B, S, E)
-        memory, final = self._run_rnn(emb, lengths)  # (B, S, H_enc)
+        # pack_padded_sequence wants lengths on the CPU whatever the device of the data, and
+        # refuses empty sequences: an empty source reads one pad (a zero vector) instead.
+        packed = pack_padded_sequence(emb, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
+        packed_out, final = self.rnn(packed)
+        memory, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=src_len)  # (B, S, H_enc)
         memory = self.output_dropout(memory)
         positions = torch.arange(src_len, device=src.device)
         mask = positions[None, :] < lengths.to(src.device)[:, None]  # (B, S) True at real tokens
@@ -67,26 +70,6 @@ class _RecurrentEncoder(nn.Module):
             hidden, cell = final
             return EncoderOutput(memory, mask, self._per_layer(hidden, batch), self._per_layer(cell, batch))
         return EncoderOutput(memory, mask, self._per_layer(final, batch), None)
-
-    def _run_rnn(self, emb: Tensor, lengths: Tensor) -> tuple[Tensor, Any]:
-        """The RNN over a padded batch: (outputs (B, S, H_enc), zeros at padding; final state).
-
-        Rows of different lengths go through a packed sequence, so neither direction reads
-        padding. A batch whose rows all fill it (most of a length-bucketed epoch) needs no
-        packing and takes the fused padded call instead, which oneDNN runs much faster than the
-        packed per-time-step loop (tools/bench_train.py reports both). Tracing for export always
-        packs: the traced graph must serve batches of mixed lengths.
-        """
-        src_len = emb.size(1)
-        cpu_lengths = lengths.cpu()  # pack_padded_sequence wants lengths on the CPU
-        if src_len > 0 and not torch.jit.is_tracing() and bool((cpu_lengths == src_len).all()):
-            return self.rnn(emb)
-        # pack_padded_sequence refuses empty sequences: an empty source reads one pad (a zero
-        # vector) instead.
-        packed = pack_padded_sequence(emb, cpu_lengths.clamp(min=1), batch_first=True, enforce_sorted=False)
-        packed_out, final = self.rnn(packed)
-        memory, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=src_len)
-        return memory, final
 
     def _per_layer(self, state: Tensor, batch: int) -> Tensor:
         """(L * D, B, H) -> (L, B, D * H): both directions of a layer side by side."""

@@ -66,30 +66,6 @@ def test_padding_does_not_change_a_sentence(cell):
             torch.testing.assert_close(alone.cell[:, 0], full.cell[:, b], atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("cell", list(CELLS))
-def test_a_batch_without_padding_skips_packing_with_the_same_result(cell, monkeypatch):
-    import seqkit.nn.encoders as encoders
-
-    enc = make(cell)
-    src, lengths = batch()
-    full = torch.tensor([[4, 5, 6], [9, 10, 11]]), torch.tensor([3, 3])
-    packs = []
-    real_pack = encoders.pack_padded_sequence
-    monkeypatch.setattr(encoders, "pack_padded_sequence", lambda *a, **k: packs.append(1) or real_pack(*a, **k))
-    unpacked = enc(*full)
-    assert packs == []  # no packing when every row fills the batch
-    enc(src, lengths)
-    assert packs == [1]  # mixed lengths still pack
-    with monkeypatch.context() as m:  # as under export's tracer: always packed
-        m.setattr(torch.jit, "is_tracing", lambda: True)
-        packed = enc(*full)
-    assert packs == [1, 1]
-    torch.testing.assert_close(unpacked.memory, packed.memory, atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(unpacked.hidden, packed.hidden, atol=1e-6, rtol=1e-5)
-    if cell == "lstm":
-        torch.testing.assert_close(unpacked.cell, packed.cell, atol=1e-6, rtol=1e-5)
-
-
 def test_empty_source_does_not_crash():
     enc = make("gru")
     out = enc(torch.tensor([[4, 5], [0, 0]]), torch.tensor([2, 0]))
