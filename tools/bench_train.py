@@ -94,18 +94,23 @@ def memory_child(args: argparse.Namespace, device: torch.device) -> None:
             trainer._train_step([index])
             steps += 1
         batches = task.batches(trainer.epoch + steps // max(len(batches), 1), recipe.seed)
+    gpu = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     print(json.dumps({"amp": args.memory_amp, "steps": steps, "peak_rss_gib": peak_rss_gib(),
-                      "seconds": time.perf_counter() - start}))
+                      "peak_gpu_allocated_gib": gpu, "seconds": time.perf_counter() - start}))
 
 
 def measure_memory(args: argparse.Namespace, amps: list[str], tokenizer: Path) -> dict[str, float]:
-    """Peak RSS (GiB) of a fresh process training ``--memory-steps`` batches, per train.amp."""
+    """Peak RSS (GiB) of a fresh process training ``--memory-steps`` batches, per train.amp
+    (on CUDA also the peak of torch's allocated GPU memory)."""
     peaks = {}
     for amp in amps:
         cmd = [sys.executable, __file__, str(args.recipe), "--device", args.device, "--memory-amp", amp,
                "--memory-steps", str(args.memory_steps), "--tokenizer-from", str(tokenizer)]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        peaks[amp] = json.loads(out.strip().splitlines()[-1])["peak_rss_gib"]
+        child = json.loads(out.strip().splitlines()[-1])
+        peaks[amp] = child["peak_rss_gib"]
+        if child["peak_gpu_allocated_gib"] is not None:
+            peaks[f"{amp}, GPU allocated"] = child["peak_gpu_allocated_gib"]
     return peaks
 
 
@@ -285,7 +290,9 @@ def report(args, recipe, device, rates, waste, bench_rss, peaks, warmup, packing
     print(f"\nencoder forward + backward per batch: packed {packing['packed']:.1f} ms, "
           f"padded {packing['padded']:.1f} ms", end="")
     for amp, gib in peaks.items():
-        print(f"\npeak RSS of seqkit's trainer alone, train.amp={amp}, {args.memory_steps} steps: {gib:.2f} GiB", end="")
+        what = "peak GPU memory allocated by torch" if "GPU" in amp else "peak RSS"
+        print(f"\n{what} of seqkit's trainer alone, train.amp={amp.split(',')[0]}, {args.memory_steps} steps: "
+              f"{gib:.2f} GiB", end="")
     print()
     if args.json:
         args.json.write_text(json.dumps({"rates": rates, "padding_waste": waste, "bench_peak_rss_gib": bench_rss,
