@@ -277,8 +277,11 @@ def test_check_sentences_and_random_fallback(tmp_path):
     assert fmt.verify_manifest(model_dir).verification["samples"] == "8 rows of random ids"
 
 
-def test_int8_export_runs_and_reports(tmp_path):
-    run_dir, model_dir = export_tiny(tmp_path, export_options={"quantize": "int8"})
+@pytest.mark.parametrize("copy_source", [False, True], ids=["plain", "copy"])
+def test_int8_export_runs_and_reports(tmp_path, copy_source):
+    # copy: the source ids ride in a float32 memory tensor that quantization must leave exact
+    run_dir, model_dir = export_tiny(tmp_path, export_options={"quantize": "int8"}, copy_source=copy_source,
+                                     **({"enc": "lstm", "dec": "lstm", "attention": "luong-general"} if copy_source else {}))
     manifest = fmt.verify_manifest(model_dir)
     assert manifest.quantized == "int8" and fmt.read_config(model_dir).quantized == "int8"
     assert set(manifest.verification) == {"checkpoint", "samples", "fp32", "int8"}
@@ -287,6 +290,8 @@ def test_int8_export_runs_and_reports(tmp_path):
 
     ops = {n.op_type for n in onnx.load(str(model_dir / fmt.DECODER_STEP_FILE)).graph.node}
     assert ops & {"DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeLSTM"}
+    if copy_source:  # the copy distribution is still scattered onto the float32 source ids
+        assert "ScatterElements" in ops and fmt.read_config(model_dir).memory[3].dtype == "float32"
     out = load_model(model_dir, threads=1).translate(SRC_LINES[:2], strategy="beam", beam_size=3)
     assert len(out) == 2 and all(isinstance(t, str) for t in out)
 
