@@ -75,6 +75,7 @@ def export_classifier(run_dir: Path, out: Path, *, opset: int, quantize: str | N
     nothing at ``out``, when export or verification fails."""
     from seqkit import export as ex
     from seqkit.classify import load_classifier_run
+    from seqkit.export_verify import sample_inputs
 
     run, labels = load_classifier_run(run_dir, which, "cpu")
     model = run.model.float().eval()
@@ -84,7 +85,7 @@ def export_classifier(run_dir: Path, out: Path, *, opset: int, quantize: str | N
         ex._export_graph(_ClassifierGraph(model), probe, tmp / fmt.CLASSIFIER_FILE, fmt.classifier_io(), opset)
         run.src_tok.save(tmp / fmt.TOKENIZER_DIR / "src")
         (tmp / fmt.CONFIG_FILE).write_text(config.model_dump_json(indent=1) + "\n", encoding="utf-8")
-        samples = ex.sample_inputs(run, check_sentences)
+        samples = sample_inputs(run, check_sentences)
         report = {"checkpoint": run.checkpoint.name, "samples": samples.description,
                   "fp32": verify_classifier(model, labels, tmp, samples.ids, pad_id=run.src_tok.pad_id, strict=True)}
         if quantize:
@@ -111,13 +112,13 @@ def verify_classifier(model: Classifier, labels: list[str], model_dir: Path, row
     """Compare torch and onnxruntime ``probs`` on ``rows`` (source ids, eos included) in one
     padded batch. strict: ModelError on a difference beyond tolerance or a different argmax.
     Returns the report stored in manifest.json."""
-    from seqkit import export as ex
     from seqkit.classify import torch_probs_fn
+    from seqkit.export_verify import Diffs
 
     src, lengths = pad_batch(rows, pad_id)
     want = torch_probs_fn(model, torch.device("cpu"))(src, lengths)
     got = ort_probs(model_dir)(src, lengths)
-    diffs = ex._Diffs(strict)
+    diffs = Diffs(strict)
     diffs.check(fmt.PROBS, f"{len(rows)} samples", want, got)
     same = want.argmax(axis=1) == got.argmax(axis=1)
     if strict and not same.all():

@@ -228,10 +228,10 @@ def test_language_model_export_and_generate(tmp_path):
 
 
 def test_failed_parity_leaves_nothing(tmp_path, monkeypatch):
-    import seqkit.export as export
+    import seqkit.export_verify as verify
 
     run_dir = make_run(tmp_path, attention="bahdanau", dec="gru", enc="gru")
-    monkeypatch.setattr(export, "ATOL", -1.0)  # every difference, even 0, is now beyond tolerance
+    monkeypatch.setattr(verify, "ATOL", -1.0)  # every difference, even 0, is now beyond tolerance
     with pytest.raises(ModelError, match=r"parity: output 'memory_0' \(encoder\) differs from torch by max \|diff\| ="):
         export_run(run_dir, tmp_path / "out")
     assert not (tmp_path / "out").exists()
@@ -239,11 +239,11 @@ def test_failed_parity_leaves_nothing(tmp_path, monkeypatch):
 
 
 def test_greedy_mismatch_fails_export(tmp_path, monkeypatch):
-    import seqkit.export as export
+    import seqkit.export_verify as verify
 
     run_dir = make_run(tmp_path)
-    real = export.greedy_ids
-    monkeypatch.setattr(export, "greedy_ids", lambda fn, c, s: real(fn, c, s) if isinstance(fn, TorchStepper)
+    real = verify.greedy_ids
+    monkeypatch.setattr(verify, "greedy_ids", lambda fn, c, s: real(fn, c, s) if isinstance(fn, TorchStepper)
                         else [[7] for _ in s.ids])
     with pytest.raises(ModelError, match=r"greedy decoding of sample 0 differs: torch \[.*\] vs onnxruntime \[7\]"):
         export_run(run_dir, tmp_path / "out")

@@ -148,22 +148,22 @@ def test_runtime_refuses_other_uses(exported):
 
 
 def test_failed_probability_parity_leaves_nothing(tmp_path, monkeypatch):
-    import seqkit.export as export
+    import seqkit.export_verify as verify
 
     run_dir = make_classifier_run(tmp_path)
-    monkeypatch.setattr(export, "ATOL", -1.0)  # every difference, even 0, is now beyond tolerance
+    monkeypatch.setattr(verify, "ATOL", -1.0)  # every difference, even 0, is now beyond tolerance
     with pytest.raises(ModelError, match=r"parity: output 'probs' \(12 samples\) differs from torch by max \|diff\| = "):
         export_run(run_dir, tmp_path / "out")
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.tmp-*"))
 
 
 def test_different_argmax_fails_export(tmp_path, monkeypatch):
-    import seqkit.export as export
     import seqkit.export_classifier as exc
+    import seqkit.export_verify as verify
 
     run_dir = make_classifier_run(tmp_path)
     real = exc.ort_probs
-    monkeypatch.setattr(export, "ATOL", 2.0)  # probabilities pass; only the argmax check is left
+    monkeypatch.setattr(verify, "ATOL", 2.0)  # probabilities pass; only the argmax check is left
     monkeypatch.setattr(exc, "ort_probs", lambda d: (lambda src, lengths: real(d)(src, lengths)[:, ::-1]))
     with pytest.raises(ModelError, match=r"parity: predicted label of sample 0 differs: torch '(neg|pos)' \(p=0\.\d+\) "
                                          r"vs onnxruntime '(neg|pos)'"):
