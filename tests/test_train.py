@@ -16,8 +16,9 @@ import torch
 
 from seqkit import checkpoint as ckpt
 from seqkit.errors import CheckpointError, SeqkitError
+from seqkit.optim import LRSchedule, ScheduleConfig
 from seqkit.runs import load_run, train_run
-from seqkit.train import LRSchedule, ScheduleConfig, parse_duration
+from seqkit.train import parse_duration
 
 
 def train_losses(run_dir: Path) -> dict[int, float]:
