@@ -185,9 +185,10 @@ def encoder_packing(task, batches: list, rounds: int) -> dict[str, float]:
         out = enc(t["src"], t["src_lengths"])
         (out.memory.sum() + out.hidden.sum()).backward()
 
-    def padded(t):
-        out, (hidden, _) = enc.rnn(enc.embedding(t["src"]))
-        (out.sum() + hidden.sum()).backward()
+    def padded(t):  # the same dropouts as the encoder's forward
+        out, final = enc.rnn(enc.embedding_dropout(enc.embedding(t["src"])))
+        hidden = final[0] if isinstance(final, tuple) else final  # LSTM: (h, c)
+        (enc.output_dropout(out).sum() + hidden.sum()).backward()
 
     tensors = [task._tensors([task.src_ids[i] for i in index], [task.tgt_ids[i] for i in index]) for index in batches]
     seconds = {"packed": 0.0, "padded": 0.0}
