@@ -251,7 +251,7 @@ def torch_probs_fn(model: torch.nn.Module, device: torch.device) -> Callable[[np
 
     def probs(src: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            src_t, lengths_t = torch.from_numpy(src).to(device), torch.from_numpy(lengths)  # lengths stay on CPU
+            src_t, lengths_t = to_device(src, device), torch.from_numpy(lengths)  # lengths stay on CPU
             return torch.softmax(model(src_t, lengths_t).float(), dim=-1).cpu().numpy()
 
     return probs

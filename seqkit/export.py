@@ -175,7 +175,7 @@ def _export_graph(module: nn.Module, args: tuple[Tensor, ...], path: Path, io: f
                               input_names=list(io.inputs), output_names=list(io.outputs), dynamic_axes=io.dynamic_axes)
     except SeqkitError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # the exporter raises many types; name the graph
         raise ModelError(f"{path.name}: torch.onnx.export failed: {type(exc).__name__}: {exc}") from exc
 
 

@@ -38,6 +38,7 @@ import torch
 from seqkit.batching import lm_stream_batches
 from seqkit.errors import DataError
 from seqkit.loss import smoothed_loss
+from seqkit.tasks import to_device
 
 log = logging.getLogger("seqkit")
 
@@ -107,7 +108,7 @@ class LMTask:
             rows = slice(self._rank * cfg.batch_size, (self._rank + 1) * cfg.batch_size)
             inputs = ids[: streams * n].reshape(streams, n)[rows]
             targets = ids[1 : streams * n + 1].reshape(streams, n)[rows]
-            self._streams = (torch.from_numpy(inputs).to(self.device), torch.from_numpy(targets).to(self.device))
+            self._streams = (to_device(inputs, self.device), to_device(targets, self.device))
             self._epoch, self._next_chunk, self._state = epoch, -1, None
         n_cols = self._streams[0].size(1)
         return list(range(-(-n_cols // cfg.bptt)))
@@ -147,8 +148,7 @@ def stream_nll(model: torch.nn.Module, ids: np.ndarray, bptt: int, device: torch
     state, nll, n = None, 0.0, 0
     with torch.inference_mode():
         for inputs, targets in lm_stream_batches(ids, streams, bptt):
-            x = torch.from_numpy(np.ascontiguousarray(inputs)).to(device)
-            y = torch.from_numpy(np.ascontiguousarray(targets)).to(device)
+            x, y = to_device(inputs, device), to_device(targets, device)
             logits, state = model(x, state)  # (B, T, V)
             nll += float(torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)),
                                                            y.reshape(-1), reduction="sum"))
