@@ -31,6 +31,7 @@ batches (the epoch's first ones) in a fresh child process that reports its own p
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import platform
 import resource
@@ -132,36 +133,31 @@ def run_seqkit(trainer: Trainer):
     return go
 
 
+def batch_tensors(task, index) -> dict:
+    """The padded tensors of one batch of example indices, as the trainer builds them."""
+    return task._tensors([task.src_ids[i] for i in index], [task.tgt_ids[i] for i in index])
+
+
 def run_bare(task, model, opt):
     def go(index):
-        t = task._tensors([task.src_ids[i] for i in index], [task.tgt_ids[i] for i in index])
+        t = batch_tensors(task, index)
         model.train()
         bare_train_step(model, opt, t)
         return t["ntokens"]
     return go
 
 
-def unbucketed_batches(task, recipe, count: int) -> list:
+def unbucketed_batches(task, recipe) -> list:
     """Batches under the recipe's token budget, filled in random order rather than by length."""
     cost = np.maximum(task.src_len, task.tgt_len + 1)
     order = np.random.default_rng(recipe.seed).permutation(len(cost))
-    spans = _pack(cost[order], recipe.train_cfg.batch_tokens, len(cost))
-    return [order[a:b] for a, b in spans][:count]
+    return [order[a:b] for a, b in _pack(cost[order], recipe.train_cfg.batch_tokens, len(cost))]
 
 
 def on_batches(go, batches: list):
     """A contender that trains on its own batch list, one batch per call, in turn."""
-    cycle = iter(())
-
-    def step(_index):
-        nonlocal cycle
-        try:
-            index = next(cycle)
-        except StopIteration:
-            cycle = iter(batches)
-            index = next(cycle)
-        return go(index)
-    return step
+    cycle = itertools.cycle(batches)
+    return lambda _index: go(next(cycle))
 
 
 def compiled(trainer: Trainer, batches: list) -> tuple:
@@ -190,7 +186,7 @@ def encoder_packing(task, batches: list, rounds: int) -> dict[str, float]:
         hidden = final[0] if isinstance(final, tuple) else final  # LSTM: (h, c)
         (enc.output_dropout(out).sum() + hidden.sum()).backward()
 
-    tensors = [task._tensors([task.src_ids[i] for i in index], [task.tgt_ids[i] for i in index]) for index in batches]
+    tensors = [batch_tensors(task, index) for index in batches]
     seconds = {"packed": 0.0, "padded": 0.0}
     for fn in (packed, padded):
         fn(tensors[0])  # warm-up
@@ -254,11 +250,11 @@ def main() -> None:
     contenders["seqkit input-feeding, fp32"] = run_seqkit(trainer_if)
     contenders.update(bare_contenders(recipe, task, device))
     batches = task.batches(0, recipe.seed)[: args.batches]
-    shuffled = unbucketed_batches(task, recipe, args.batches)
+    shuffled = unbucketed_batches(task, recipe)
     _, _, trainer_unb = seqkit_contender(args.recipe, ["train.amp=none"], tmp / "unbucketed", device, tokenizer)
-    contenders["seqkit fused, fp32, unbucketed"] = on_batches(run_seqkit(trainer_unb), shuffled)
+    contenders["seqkit fused, fp32, unbucketed"] = on_batches(run_seqkit(trainer_unb), shuffled[: args.batches])
     waste = {"bucketed": padding_waste(task.batches(0, recipe.seed), task.src_len, task.tgt_len),
-             "unbucketed": padding_waste(unbucketed_batches(task, recipe, len(task.src_len)), task.src_len, task.tgt_len)}
+             "unbucketed": padding_waste(shuffled, task.src_len, task.tgt_len)}
     warmup = {}
     if args.compile:
         for amp in amps:
