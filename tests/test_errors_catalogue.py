@@ -239,6 +239,36 @@ def case_torchrun_env(tmp: Path) -> None:
     torchrun_env({"WORLD_SIZE": "2", "RANK": "2", "LOCAL_RANK": "0"})
 
 
+def case_n_best_over_beam(tmp: Path) -> None:
+    from seqkit.cli import search_overrides
+
+    search_overrides(n_best=3, beam_size=1)
+
+
+def case_bad_option_value(tmp: Path) -> None:
+    from seqkit.cli import search_overrides
+
+    search_overrides(temperature=0)
+
+
+def case_cuda_without_cuda(tmp: Path) -> None:
+    from seqkit.devices import torch_device
+
+    torch_device("cuda")
+
+
+def case_unknown_device(tmp: Path) -> None:
+    from seqkit.devices import ort_providers
+
+    ort_providers("cudaa")
+
+
+def case_cuda_without_provider(tmp: Path) -> None:
+    from seqkit.devices import ort_providers
+
+    ort_providers("cuda")
+
+
 CASES: list[tuple[str, str, Callable[[Path], object]]] = [
     ("recipe", "YAML syntax error", case_yaml_syntax),
     ("recipe", "empty recipe file", case_empty_recipe),
@@ -272,6 +302,11 @@ CASES: list[tuple[str, str, Callable[[Path], object]]] = [
     ("torchrun", "`train.device: cuda:1` under torchrun", case_torchrun_device),
     ("torchrun", "RANK outside WORLD_SIZE", case_torchrun_env),
     ("runtime", "control characters in input (documented behaviour)", case_runtime_control_chars),
+    ("cli", "`--n-best 3 --beam-size 1`", case_n_best_over_beam),
+    ("cli", "`--temperature 0`", case_bad_option_value),
+    ("cli", "`--device cuda` with a CPU-only torch (run directory)", case_cuda_without_cuda),
+    ("cli", "`--device cudaa`", case_unknown_device),
+    ("cli", "`--device cuda` without onnxruntime's CUDA provider (exported model)", case_cuda_without_provider),
 ]
 
 
