@@ -60,8 +60,8 @@ SEARCH_OPTIONS = [
     click.option("--beam-size", type=click.IntRange(min=1), default=None,
                  help="Hypotheses kept per step by beam search (default: the model's search.beam_size)."),
     click.option("--n-best", type=click.IntRange(min=1), default=None,
-                 help="Hypotheses printed per input line, best first, each after its score and a tab "
-                      "(at most --beam-size; default 1)."),
+                 help="Hypotheses printed per input line, best first, as line<TAB>rank<TAB>log_prob<TAB>"
+                      "score<TAB>text rows, N per line, empty lines too (at most --beam-size; default 1)."),
     click.option("--length-penalty", type=float, default=None,
                  help="Beam search ranks by log_prob / ((5 + length) / 6) ** ALPHA (GNMT); 0 ranks by the "
                       "raw log-probability (default: the model's search.length_penalty)."),
@@ -208,8 +208,8 @@ def evaluate(model_dir: Path, split: str, src: Path | None, refs: tuple[Path, ..
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Lines per model call (default: the model's search.batch_size, 32).")
 @click.option("--scores", is_flag=True,
-              help="Prefix each output line with a score and a tab: the label's probability (0-1), or the "
-                   "translation's search score.")
+              help="Prefix each output line with its scores and tabs: the label's probability (0-1), or the "
+                   "translation's log_prob and score (docs/cli.md). With --n-best they are always there.")
 @device_option("decoding")
 @click.option("--attention-plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the source x target attention heat map of the first non-empty line as PNG (needs matplotlib).")
@@ -235,11 +235,10 @@ def translate(model_dir: Path, input_path: Path | None, output_path: Path | None
     chunks = [(1, read_lines(input_path))] if attention_plot is not None else line_chunks(input_path)
     with open_output(output_path) as out:
         for first_line, lines in chunks:
-            rows = model.rows(lines, first_line)
+            rows = model.output_lines(lines, first_line, scores)
             if attention_plot is not None:
                 _attention_plot(lines, model.last_results, model.translator, attention_plot)
-            for score, text in rows:
-                out.write(f"{score:.4f}\t{text}\n" if scores or model.n_best > 1 else text + "\n")
+            out.writelines(row + "\n" for row in rows)
             out.flush()
     # Warnings (truncated lines) were already logged to stderr by the Translator/TextClassifier, one per line.
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from seqkit.errors import CheckpointError, InputError
+from seqkit.inference import Candidate
 
 
 def is_exported(path: Path) -> bool:
@@ -101,11 +102,14 @@ def open_generator(model_dir: Path, overrides: dict[str, Any], which: str, devic
 
 
 class LineModel:
-    """What ``seqkit translate`` needs of any model: ``(score, text)`` rows for a chunk of lines.
+    """What ``seqkit translate`` and ``evaluate --src`` need of any model: output lines for a
+    chunk of input lines (docs/cli.md, "Output formats").
 
-    A classifier gives (probability, label) per line; a seq2seq model (score, text) per line,
-    or ``n_best`` rows per line. ``last_results`` keeps the last chunk's TranslationResults
-    (the attention plot reads them).
+    A classifier gives its label per line (``probability<TAB>label`` with scores); a seq2seq
+    model its best text (``log_prob<TAB>score<TAB>text`` with scores), or with ``n_best`` > 1
+    exactly n_best rows ``line<TAB>rank<TAB>log_prob<TAB>score<TAB>text`` per input line (an
+    empty input line too). ``last_results`` keeps the last chunk's TranslationResults (the
+    attention plot reads them).
     """
 
     def __init__(self, model_dir: Path, overrides: dict[str, Any], *, batch_size: int | None, device: str,
@@ -123,14 +127,29 @@ class LineModel:
             self.translator = open_translator(model_dir, given, device=device, which=which)
             self.n_best = self.translator.config.n_best
 
-    def rows(self, lines: list[str], first_line: int = 1) -> list[tuple[float, str]]:
+    def texts(self, lines: list[str], first_line: int = 1) -> list[str]:
+        """The label or best text of each line."""
         if self.classifier is not None:
-            return [(r.probability, r.label) for r in self.classifier.classify(lines, first_line=first_line)]
-        results = self.translator.translate(lines, return_attention=self.attention, first_line=first_line)
-        self.last_results = results
-        if self.n_best > 1:  # every hypothesis, scored
-            return [(score, text) for res in results for text, score in res.n_best]
-        return [(res.score, res.text) for res in results]
+            return [r.label for r in self.classifier.classify(lines, first_line=first_line)]
+        return [r.text for r in self._translate(lines, first_line)]
+
+    def output_lines(self, lines: list[str], first_line: int = 1, scores: bool = False) -> list[str]:
+        if self.classifier is not None:
+            labelled = self.classifier.classify(lines, first_line=first_line)
+            return [f"{r.probability:.4f}\t{r.label}" if scores else r.label for r in labelled]
+        results = self._translate(lines, first_line)
+        if self.n_best == 1:
+            return [f"{r.log_prob:.4f}\t{r.score:.4f}\t{r.text}" if scores else r.text for r in results]
+        rows = []
+        for i, result in enumerate(results):
+            candidates = list(result.n_best) + [Candidate("", 0.0, 0.0)] * (self.n_best - len(result.n_best))
+            rows += [f"{first_line + i}\t{rank}\t{c.log_prob:.4f}\t{c.score:.4f}\t{c.text}"
+                     for rank, c in enumerate(candidates[: self.n_best], 1)]
+        return rows
+
+    def _translate(self, lines: list[str], first_line: int) -> list[Any]:
+        self.last_results = self.translator.translate(lines, return_attention=self.attention, first_line=first_line)
+        return self.last_results
 
 
 def evaluate_run(run_dir: Path, *, split: str, which: str, beam_size: int | None, strategy: str | None,
@@ -220,7 +239,7 @@ def evaluate_files(model_dir: Path, src: Path, refs: list[Path], *, overrides: d
     model = LineModel(model_dir, {**overrides, "n_best": 1} if task != "classification" else overrides,
                       batch_size=None, device=device, which=which)
     start = time.perf_counter()
-    hyps = [text for _, text in model.rows(sources)]
+    hyps = model.texts(sources)
     result: dict[str, Any] = {"model": str(model_dir), "src": str(src), "refs": [str(r) for r in refs],
                               "sentences": len(hyps), "decode_seconds": round(time.perf_counter() - start, 2)}
     if model.translator is not None:
