@@ -101,6 +101,28 @@ def open_generator(model_dir: Path, overrides: dict[str, Any], which: str, devic
     return Generator(TorchStepper(run.model, dev), run.tgt_tok, search)
 
 
+def open_step_model(model_dir: Path, device: str = "cpu", which: str = "best") -> tuple[Any, Any, Any, str, Any]:
+    """(step function, source tokenizer (None for a language model), target tokenizer, task,
+    SearchConfig) of a run directory (torch) or an exported model (onnxruntime)."""
+    if not model_dir.is_dir():
+        raise CheckpointError(f"{model_dir}: no such model or run directory")
+    if is_classifier(model_dir):
+        raise InputError(f"{model_dir}: a classification model has no output sequence to score; "
+                         "use `seqkit evaluate` (accuracy) or `seqkit translate --scores` (probabilities)")
+    if is_exported(model_dir):
+        from seqkit.runtime import load_model
+
+        model = load_model(model_dir, device=device)
+        return model.stepper, model.src_tokenizer, model.tgt_tokenizer, model.config.task, model.search_config()
+    from seqkit.devices import torch_device
+    from seqkit.models import TorchStepper
+    from seqkit.runs import load_run
+
+    dev = torch_device(device)
+    run = load_run(model_dir, which, str(dev))
+    return TorchStepper(run.model, dev), run.src_tok, run.tgt_tok, run.recipe.task, run.recipe.search
+
+
 class LineModel:
     """What ``seqkit translate`` and ``evaluate --src`` need of any model: output lines for a
     chunk of input lines (docs/cli.md, "Output formats").
