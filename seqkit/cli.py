@@ -199,7 +199,7 @@ def evaluate(model_dir: Path, split: str, src: Path | None, refs: tuple[Path, ..
 
 
 @cli.command()
-@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.argument("model_dirs", metavar="MODEL_DIR...", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-i", "--input", "input_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="Read lines from this file (default: stdin, answered line by line as it arrives).")
 @click.option("-o", "--output", "output_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -213,7 +213,7 @@ def evaluate(model_dir: Path, split: str, src: Path | None, refs: tuple[Path, ..
 @device_option("decoding")
 @click.option("--attention-plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the source x target attention heat map of the first non-empty line as PNG (needs matplotlib).")
-def translate(model_dir: Path, input_path: Path | None, output_path: Path | None, batch_size: int | None,
+def translate(model_dirs: tuple[Path, ...], input_path: Path | None, output_path: Path | None, batch_size: int | None,
               scores: bool, device: str, attention_plot: Path | None, **search: Any) -> None:
     """Translate, summarize or classify lines with MODEL_DIR: a run directory (torch) or an
     exported model (onnxruntime).
@@ -221,16 +221,21 @@ def translate(model_dir: Path, input_path: Path | None, output_path: Path | None
     Prints one line per input line: the translation, the headline (summarization) or the label
     (classification). An empty input line gives an empty output line. Input from a terminal or
     a pipe is answered as it arrives; what is already waiting is decoded in one batch.
+
+    Several MODEL_DIRs of one target vocabulary decode as an ensemble (their step
+    log-probabilities averaged; run directories and exports may be mixed); the first one's
+    tokenizers and search settings apply.
     """
     from seqkit.errors import InputError
     from seqkit.evaluate import LineModel, is_classifier
     from seqkit.textio import line_chunks, open_output, read_lines
 
     overrides = search_overrides(**search)
+    model_dir = model_dirs[0]
     if overrides and is_classifier(model_dir):
         flags = ", ".join("--" + k.replace("_", "-") for k in overrides)
         raise InputError(f"{flags}: search options do not apply to a classification model")
-    model = LineModel(model_dir, with_implied_strategy(overrides), batch_size=batch_size, device=device,
+    model = LineModel(list(model_dirs), with_implied_strategy(overrides), batch_size=batch_size, device=device,
                             attention=attention_plot is not None)
     chunks = [(1, read_lines(input_path))] if attention_plot is not None else line_chunks(input_path)
     with open_output(output_path) as out:

@@ -134,10 +134,23 @@ class LineModel:
     attention plot reads them).
     """
 
-    def __init__(self, model_dir: Path, overrides: dict[str, Any], *, batch_size: int | None, device: str,
-                 attention: bool = False, which: str = "best"):
+    def __init__(self, model_dir: Path | list[Path], overrides: dict[str, Any], *, batch_size: int | None,
+                 device: str, attention: bool = False, which: str = "best"):
         self.attention, self.last_results, self.n_best = attention, [], 1
         self.classifier = self.translator = None
+        members = list(model_dir) if isinstance(model_dir, (list, tuple)) else [model_dir]
+        model_dir = members[0]
+        if len(members) > 1:  # an ensemble (seqkit.ensemble): seq2seq members only
+            if any(is_classifier(m) for m in members):
+                raise InputError("an ensemble decodes seq2seq models; a classification model cannot be a member")
+            from seqkit.ensemble import ensemble_translator
+
+            given = {**overrides, **({"batch_size": batch_size} if batch_size else {})}
+            self.translator = ensemble_translator([str(m) for m in members],
+                                                  [open_translator(m, given, device=device, which=which)
+                                                   for m in members])
+            self.n_best = self.translator.config.n_best
+            return
         if is_classifier(model_dir):
             if attention:
                 raise InputError("--attention-plot: a classification model has no source x target attention")
