@@ -223,8 +223,6 @@ def _open_generator(model_dir: Path, overrides: dict[str, float | int], which: s
         from seqkit.runtime import load_model
 
         return load_model(model_dir).generator(**overrides)
-    import torch
-
     from seqkit.classify import is_classification_run
     from seqkit.inference import Generator
     from seqkit.models import TorchStepper
@@ -236,7 +234,7 @@ def _open_generator(model_dir: Path, overrides: dict[str, float | int], which: s
     run = load_run(model_dir, which, device)
     if run.recipe.task != "lm":
         raise CheckpointError(f"{model_dir}: a {run.recipe.task} model does not generate from a prompt; use `seqkit translate`")
-    return Generator(TorchStepper(run.model, torch.device(device)), run.tgt_tok,
+    return Generator(TorchStepper(run.model, run.device), run.tgt_tok,
                      run.recipe.search.model_copy(update=overrides))
 
 

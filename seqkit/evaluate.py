@@ -54,8 +54,6 @@ def open_translator(model_dir: Path, search_overrides: dict[str, Any], device: s
         from seqkit.runtime import load_model
 
         return load_model(model_dir).translator(**search_overrides)
-    import torch
-
     from seqkit.inference import Translator
     from seqkit.models import TorchStepper
     from seqkit.runs import load_run
@@ -65,7 +63,7 @@ def open_translator(model_dir: Path, search_overrides: dict[str, Any], device: s
         raise CheckpointError(f"{model_dir}: a {run.recipe.task} model cannot translate; use `seqkit generate`")
     search = run.recipe.search.model_copy(update=search_overrides)
     type(search).model_validate(search.model_dump())  # re-check constraints after overrides
-    return Translator(TorchStepper(run.model, torch.device(device)), run.src_tok, run.tgt_tok, search,
+    return Translator(TorchStepper(run.model, run.device), run.src_tok, run.tgt_tok, search,
                       max_src_len=run.recipe.data.max_src_len)
 
 
@@ -76,8 +74,6 @@ def evaluate_run(run_dir: Path, *, split: str, which: str, beam: int | None, str
     Summarization also scores the lead baseline (:func:`lead_baseline`) on the same split, as
     ``lead_rouge1/2/L``; classification reports accuracy and macro-F1 instead of decoding.
     """
-    import torch
-
     from seqkit import metrics as M
     from seqkit.classify import evaluate_classifier, is_classification_run
     from seqkit.data import load_split
@@ -98,7 +94,7 @@ def evaluate_run(run_dir: Path, *, split: str, which: str, beam: int | None, str
     strategy = strategy or ("beam" if (beam or recipe.search.beam_size) > 1 else "greedy")
     start = time.perf_counter()
     hyps = translate_lines(run.model, run.src_tok, run.tgt_tok, recipe, corpus.src, strategy=strategy,
-                           device=torch.device(device), beam_size=beam)
+                           device=run.device, beam_size=beam)
     seconds = time.perf_counter() - start
     if output is not None:
         output.write_text("".join(h + "\n" for h in hyps), encoding="utf-8")

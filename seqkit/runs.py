@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from seqkit import checkpoint as ckpt
+from seqkit.devices import pick_device
 from seqkit.errors import CheckpointError, SeqkitError
 from seqkit.recipe import TASK_METRICS, Recipe, dump_recipe, load_recipe
 
@@ -122,7 +123,7 @@ def _has_valid(recipe: Recipe) -> bool:
 def train_run(recipe_path: Path, overrides: list[str], resume: bool) -> dict[str, Any]:
     """``seqkit train``: everything between a recipe and a trained run directory."""
     from seqkit import distributed
-    from seqkit.train import Trainer, check_run_dir_writable, pick_device
+    from seqkit.train import Trainer, check_run_dir_writable
 
     recipe = open_recipe_for_training(recipe_path, overrides, resume)
     cfg = recipe.train_cfg
@@ -192,7 +193,7 @@ def load_run(run_dir: Path, which: str = "best", device: str = "cpu") -> LoadedR
     src_tok, tgt_tok = load_tokenizers(run_dir / "tokenizer")
     path = ckpt.resolve_checkpoint(run_dir, which)
     ckpt.load_checkpoint_state(path)  # verifies sha256 of the tensor files
-    dev = torch.device(device)
+    dev = pick_device(device, key="--device")
     model = build_model(recipe.model_cfg, recipe.task, src_tok.vocab_size if src_tok else None,
                         tgt_tok.vocab_size, tgt_tok.pad_id)
     ckpt.load_model_tensors(model, path / "model.safetensors")

@@ -227,6 +227,24 @@ def case_serve_run_dir(tmp: Path) -> None:
     serve(tmp / "runs" / "translate")
 
 
+def case_cuda_not_built(tmp: Path) -> None:
+    from seqkit.devices import check_cuda
+
+    check_cuda("cuda", "train.device", built=False, count=0)  # what torch reports on a CPU-only build
+
+
+def case_no_such_gpu(tmp: Path) -> None:
+    from seqkit.devices import check_cuda
+
+    check_cuda("cuda:7", "train.device", built=True, count=1)  # what torch reports on a one-GPU machine
+
+
+def case_bad_device_name(tmp: Path) -> None:
+    from seqkit.devices import pick_device
+
+    pick_device("gpu", key="--device")
+
+
 def case_torchrun_device(tmp: Path) -> None:
     from seqkit.distributed import resolve_device
 
@@ -266,6 +284,9 @@ CASES: list[tuple[str, str, Callable[[Path], object]]] = [
     ("train", "run directory already trained", case_existing_run),
     ("train", "--resume with no run", case_resume_without_run),
     ("train", "unwritable run directory", case_unwritable_run_dir),
+    ("train", "`train.device: cuda` with a torch built without CUDA", case_cuda_not_built),
+    ("train", "`train.device: cuda:7` on a machine with one GPU", case_no_such_gpu),
+    ("cli", "`--device gpu` (evaluate, translate, generate)", case_bad_device_name),
     ("runtime", "tampered exported model file", case_tampered_model),
     ("runtime", "invalid Unicode in input", case_runtime_invalid_unicode),
     ("serve", "`seqkit serve` given a run directory, not an export", case_serve_run_dir),
