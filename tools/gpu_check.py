@@ -74,13 +74,13 @@ REAL = Budget(
 # The dry run: every step on the CPU in seconds, on tiny copies of the recipes.
 DRY = Budget(
     device="cpu",
-    train=["train.device=cpu", "train.amp=bf16", "train.max_steps=4", "train.valid_every=2", "train.log_every=1",
+    train=["train.device=cpu", "train.amp=bf16", "train.max_steps=2", "train.valid_every=2", "train.log_every=1",
            "train.progress=false"],
     gpu_recipe=["train.device=cpu", "train.max_steps=2", "train.valid_every=2", "train.log_every=1",
                 "train.progress=false"],
     bench=["--device", "cpu", "--batches", "2", "--rounds", "1", "--memory-steps", "2"],
-    ddp=["train.device=cpu", "train.valid_every=2", "train.log_every=1", "train.progress=false"],
-    ddp_steps=(2, 4),
+    ddp=["train.device=cpu", "train.valid_every=1", "train.log_every=1", "train.progress=false"],
+    ddp_steps=(1, 2),
     timeout_s={"tests": 120, "train": 120, "evaluate": 120, "bench": 180, "ddp": 120, "gpu-recipe": 120},
 )
 
@@ -259,6 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"dry_run": args.dry_run, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                               "machine": machine(), "work": str(work), "budget": runner.budget.__dict__}
     runner.note(f"gpu_check{' --dry-run' if args.dry_run else ''}: steps {', '.join(args.steps)}; work in {work}")
+    install_log = Path(os.environ.get("GPU_CHECK_INSTALL_LOG", "/nonexistent"))
+    if install_log.is_file():  # tools/gpu_check.sh's install step, before this script started
+        report["install"] = install_log.read_text(encoding="utf-8").strip().splitlines()
+        runner.note("\n## install (tools/gpu_check.sh)\n" + "\n".join(report["install"]))
     report["steps"] = run_steps(runner, args.steps, args.dry_run, work)
     report["seconds"] = round(time.perf_counter() - start, 1)
     (args.out / "gpu_check.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
