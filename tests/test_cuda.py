@@ -28,6 +28,7 @@ from seqkit.recipe import load_recipe
 from seqkit.runs import build_task, load_run, seed_everything, train_run
 from seqkit.tasks import to_device
 from seqkit.train import Trainer
+from test_devices import on_device  # tests/ is on sys.path (no __init__.py)
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(),
@@ -168,7 +169,7 @@ def test_a_gpu_index_past_the_last_is_one_error_naming_the_key(tiny_recipe):
     assert pick_device(f"cuda:{count - 1}").index == count - 1
     with pytest.raises(SeqkitError, match=rf"^train.device: cuda:{count}: no such GPU; this machine has {count} "):
         pick_device(f"cuda:{count}")
-    done = subprocess.run([sys.executable, "-m", "seqkit.cli", "train", str(tiny_recipe), "-o", f"train.device=cuda:{count}"],
+    done = subprocess.run([sys.executable, "-m", "seqkit.cli", "train", str(on_device(tiny_recipe, f"cuda:{count}"))],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [f"error: train.device: cuda:{count}: no such GPU; this machine has {count} "

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from seqkit.cli import main
 from seqkit.devices import check_cuda, pick_device
@@ -53,6 +55,15 @@ def test_cpu_auto_and_unknown_names():
         pick_device("gpu", key="--device")
 
 
+def on_device(recipe: Path, device: str) -> Path:
+    """A copy of ``recipe`` with ``train.device: DEVICE`` (in the file: no override flag needed)."""
+    tree = yaml.safe_load(recipe.read_text())
+    tree["train"]["device"] = device
+    path = recipe.with_name(f"on-{device.replace(':', '-')}.yaml")
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
 def run_main(argv: list[str], monkeypatch, capsys) -> tuple[int, list[str]]:
     """``seqkit ARGV`` in this process (so patches apply): exit status and stderr lines."""
     monkeypatch.setattr(sys, "argv", ["seqkit", *argv])
@@ -62,7 +73,7 @@ def run_main(argv: list[str], monkeypatch, capsys) -> tuple[int, list[str]]:
 
 
 def test_train_on_a_missing_gpu_is_one_error_line_before_any_work(tiny_recipe, one_gpu, monkeypatch, capsys):
-    code, err = run_main(["train", str(tiny_recipe), "-o", "train.device=cuda:7"], monkeypatch, capsys)
+    code, err = run_main(["train", str(on_device(tiny_recipe, "cuda:7"))], monkeypatch, capsys)
     assert (code, err) == (1, [f"error: {NO_SUCH_GPU}"])
     assert not (tiny_recipe.parent / "run").exists()  # refused before the run directory is made
 
@@ -76,7 +87,7 @@ def test_evaluate_on_a_missing_gpu_names_the_option(tiny_recipe, one_gpu, monkey
 
 @pytest.mark.skipif(torch.backends.cuda.is_built(), reason="this torch has CUDA: the CPU-only message cannot show")
 def test_cuda_on_a_cpu_only_torch_is_one_error_line(tiny_recipe):
-    done = subprocess.run([sys.executable, "-m", "seqkit.cli", "train", str(tiny_recipe), "-o", "train.device=cuda"],
+    done = subprocess.run([sys.executable, "-m", "seqkit.cli", "train", str(on_device(tiny_recipe, "cuda"))],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
