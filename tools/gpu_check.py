@@ -150,7 +150,7 @@ def train_and_evaluate(runner: Runner, step: str, recipe: Path, budget: list[str
     out.update(run_figures(run_dir))
     device = next(o.split("=", 1)[1] for o in budget if o.startswith("train.device="))
     scored = runner.run("evaluate", seqkit("evaluate", str(run_dir), "--split", "test", BEAM, "5", "--device", device))
-    out["rc"], out["seconds"] = scored["rc"], out["seconds"] + scored["seconds"]
+    out["rc"], out["seconds"] = scored["rc"], round(out["seconds"] + scored["seconds"], 1)
     if scored["rc"] == 0:
         result = json.loads(scored["stdout"])
         out.update({key: result[key] for key in ("bleu", "chrf", "sentences", "decode_seconds", "bleu_signature")})
@@ -179,7 +179,7 @@ def step_ddp(runner: Runner, recipe: Path, work: Path) -> dict[str, Any]:
     for max_steps, extra in ((first, []), (second, ["--resume"])):
         cmd = launch + overrides([*runner.budget.ddp, f"train.max_steps={max_steps}", f"run_dir={run_dir}"]) + extra
         result = runner.run("ddp", cmd, env=env)
-        out["rc"], out["seconds"] = out["rc"] or result["rc"], out["seconds"] + result["seconds"]
+        out["rc"], out["seconds"] = out["rc"] or result["rc"], round(out["seconds"] + result["seconds"], 1)
         backend = next((line.split("backend ")[1].split(",")[0] for line in result["stderr"].splitlines()
                         if "distributed: 1 processes, backend" in line), None)
         out["runs"].append({"max_steps": max_steps, "resume": bool(extra), "rc": result["rc"], "backend": backend})

@@ -84,7 +84,9 @@ def _figures(name: str, result: dict[str, Any]) -> str:
                 f"{len(result.get('skipped', {}))} skipped")
     if name == "bench":
         rates = result.get("target_tokens_per_s", {})
-        return "; ".join(f"{k}: {v:,} tok/s" for k, v in rates.items())
+        gpu = {k.split(",")[0]: v for k, v in result.get("trainer_peak_gib", {}).items() if "GPU" in k}
+        return "; ".join([*(f"{k}: {v:,} tok/s" for k, v in rates.items()),
+                          *(f"peak GPU ({'fp32' if k == 'none' else k}) {v:.2f} GiB" for k, v in gpu.items())])
     parts = []
     if "steps" in result:
         parts.append(f"{result['steps']} steps, {result['target_tokens_per_s']:,} target tok/s")
