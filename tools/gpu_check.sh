@@ -29,28 +29,29 @@ PIP=("$PY" -m pip install -q --no-index --no-deps --no-compile --disable-pip-ver
 TARGET_312=(--python-version 3.12 --implementation cp --only-binary=:all:
             --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64)
 
+# Each command says `|| return 1`: errexit does not apply inside a function called from `if`.
 install() {
     local site="$SCRATCH/site" torch_before torch_after
     if [[ $DRY == 1 ]]; then
         if compgen -G "$WHEELS/*.whl" >/dev/null; then
             echo "dry run: would the $(ls "$WHEELS"/*.whl | wc -l) wheels in $WHEELS install on CPython 3.12?"
-            "${PIP[@]}" --dry-run --ignore-installed --target "$SCRATCH/py312" "${TARGET_312[@]}" "$WHEELS"/*.whl
+            "${PIP[@]}" --dry-run --ignore-installed --target "$SCRATCH/py312" "${TARGET_312[@]}" "$WHEELS"/*.whl || return 1
         else
             echo "dry run: no wheels in $WHEELS (tools/gpu_wheels.sh makes them); their check is skipped"
         fi
         echo "dry run: seqkit builds offline (installed into $site, which stays off the path)"
-        "${PIP[@]}" --no-build-isolation --target "$site" "$ROOT"
-        return
+        "${PIP[@]}" --no-build-isolation --target "$site" "$ROOT" || return 1
+        return 0
     fi
     if ! compgen -G "$WHEELS/*.whl" >/dev/null; then
         echo "error: no wheels in $WHEELS: run tools/gpu_wheels.sh where pip can download, and bring the folder" >&2
         return 1
     fi
-    torch_before=$("$PY" -c 'import torch; print(torch.__version__)')
-    "${PIP[@]}" --target "$site" "$WHEELS"/*.whl
-    "${PIP[@]}" --no-build-isolation --target "$site" "$ROOT"
+    torch_before=$("$PY" -c 'import torch; print(torch.__version__)') || return 1
+    "${PIP[@]}" --target "$site" "$WHEELS"/*.whl || return 1
+    "${PIP[@]}" --no-build-isolation --target "$site" "$ROOT" || return 1
     export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
-    torch_after=$("$PY" -c 'import torch; print(torch.__version__)')
+    torch_after=$("$PY" -c 'import torch; print(torch.__version__)') || return 1
     if [[ $torch_before != "$torch_after" ]]; then
         echo "error: torch changed from $torch_before to $torch_after during the install" >&2
         return 1
@@ -62,6 +63,7 @@ start=$SECONDS
 if ! install >"$GPU_CHECK_INSTALL_LOG" 2>&1; then
     cat "$GPU_CHECK_INSTALL_LOG" >&2
     echo "error: the install step failed (log above)" >&2
+    rm -rf "$SCRATCH"
     exit 1
 fi
 echo "install: ok in $((SECONDS - start)) s" >>"$GPU_CHECK_INSTALL_LOG"
