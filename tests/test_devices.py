@@ -5,6 +5,7 @@ tests/test_cuda.py."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -67,8 +68,13 @@ def on_device(recipe: Path, device: str) -> Path:
 def run_main(argv: list[str], monkeypatch, capsys) -> tuple[int, list[str]]:
     """``seqkit ARGV`` in this process (so patches apply): exit status and stderr lines."""
     monkeypatch.setattr(sys, "argv", ["seqkit", *argv])
-    with pytest.raises(SystemExit) as exc:
-        main()
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        with pytest.raises(SystemExit) as exc:
+            main()
+    finally:  # the CLI's logging.basicConfig would leave a handler on capsys's stream, closed later
+        root.handlers[:], root.level = saved[0], saved[1]
     return exc.value.code, capsys.readouterr().err.strip().splitlines()
 
 
