@@ -17,8 +17,9 @@ import torch
 from seqkit import checkpoint as ckpt
 from seqkit.errors import CheckpointError, SeqkitError
 from seqkit.optim import LRSchedule, ScheduleConfig
-from seqkit.runs import load_run, train_run
-from seqkit.train import parse_duration
+from seqkit.recipe import load_recipe
+from seqkit.runs import build_task, load_run, train_run
+from seqkit.train import Trainer, parse_duration
 
 
 def train_losses(run_dir: Path) -> dict[int, float]:
@@ -216,24 +217,10 @@ def test_to_device_on_cpu_shares_the_array_and_accepts_strided_input():
     assert strided.tolist() == batch[:, ::2].tolist()
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_to_device_on_cuda_stages_through_pinned_memory():
-    from seqkit.tasks import to_device
-
-    batch = np.arange(12, dtype=np.int64).reshape(3, 4)
-    tensor = to_device(batch, torch.device("cuda"))
-    torch.cuda.synchronize()
-    assert tensor.device.type == "cuda" and tensor.cpu().tolist() == batch.tolist()
-
-
 def test_fp16_overflow_lowers_the_grad_scale_instead_of_aborting(tiny_recipe):
     """A grad scaler's overflowing steps are skipped with a lower scale, not counted as
     divergence (which aborts after train.max_bad_steps): on the CPU, with a CPU GradScaler and a
     gradient hook that overflows the first backward as fp16 gradients overflow on a GPU."""
-    from seqkit.recipe import load_recipe
-    from seqkit.runs import build_task
-    from seqkit.train import Trainer
-
     recipe = load_recipe(tiny_recipe, ["train.max_bad_steps=1"])
     run_dir = tiny_recipe.parent / "run"
     run_dir.mkdir()
