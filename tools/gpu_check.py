@@ -148,8 +148,8 @@ def train_and_evaluate(runner: Runner, step: str, recipe: Path, budget: list[str
     if trained["rc"] != 0:
         return out
     out.update(run_figures(run_dir))
-    device = next(o.split("=", 1)[1] for o in budget if o.startswith("train.device="))
-    scored = runner.run("evaluate", seqkit("evaluate", str(run_dir), "--split", "test", BEAM, "5", "--device", device))
+    scored = runner.run("evaluate", seqkit("evaluate", str(run_dir), "--split", "test", BEAM, "5",
+                                           "--device", runner.budget.device))
     out["rc"], out["seconds"] = scored["rc"], round(out["seconds"] + scored["seconds"], 1)
     if scored["rc"] == 0:
         result = json.loads(scored["stdout"])
