@@ -29,7 +29,6 @@ import torch
 import yaml
 
 from seqkit.batching import bucket_batches
-from seqkit.devices import pick_device
 from seqkit.errors import CheckpointError, DataError
 from seqkit.loss import smoothed_loss
 from seqkit.tasks import to_device
@@ -240,7 +239,7 @@ def load_classifier_run(run_dir: Path, which: str = "best", device: str = "cpu")
     ckpt.load_checkpoint_state(path)  # verifies sha256 of the tensor files
     model = build_model(recipe.model_cfg, "classification", tokenizer.vocab_size, len(labels), tokenizer.pad_id)
     ckpt.load_model_tensors(model, path / "model.safetensors")
-    dev = pick_device(device, key="--device")
+    dev = torch.device(device)
     model.to(dev).eval()
     return LoadedRun(run_dir, recipe, tokenizer, None, model, dev, path), labels
 

@@ -50,7 +50,7 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
-from seqkit.devices import pick_device
+from seqkit.devices import torch_device
 from seqkit.errors import SeqkitError
 
 log = logging.getLogger("seqkit")
@@ -105,7 +105,7 @@ def resolve_device(name: str, local_rank: int) -> tuple[torch.device, str]:
     if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu"), "gloo"
     if name in ("auto", "cuda"):
-        pick_device("cuda")  # refuses a torch without CUDA or a machine without a visible GPU
+        torch_device("cuda", "train.device")  # refuses a torch without CUDA or a machine without a GPU
         count = torch.cuda.device_count()
         if local_rank >= count:
             raise SeqkitError(

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from seqkit.errors import CheckpointError
+from seqkit.errors import CheckpointError, InputError
 
 
 def is_exported(path: Path) -> bool:
@@ -39,9 +39,11 @@ def open_classifier(model_dir: Path, *, batch_size: int | None = None, device: s
     if is_exported(model_dir):
         from seqkit.runtime import load_model
 
-        return load_model(model_dir).classifier(batch_size)
+        return load_model(model_dir, device=device).classifier(batch_size)
     from seqkit.classify import load_classifier_run, text_classifier
+    from seqkit.devices import torch_device
 
+    torch_device(device)
     run, labels = load_classifier_run(model_dir, "best", device)
     return text_classifier(run, labels, batch_size)
 
@@ -53,27 +55,87 @@ def open_translator(model_dir: Path, search_overrides: dict[str, Any], device: s
     if is_exported(model_dir):
         from seqkit.runtime import load_model
 
-        return load_model(model_dir).translator(**search_overrides)
+        return load_model(model_dir, device=device).translator(**search_overrides)
+    from seqkit.devices import torch_device
     from seqkit.inference import Translator
     from seqkit.models import TorchStepper
     from seqkit.runs import load_run
 
-    run = load_run(model_dir, "best", device)
+    dev = torch_device(device)
+    run = load_run(model_dir, "best", str(dev))
     if run.recipe.task not in ("translation", "summarization"):
         raise CheckpointError(f"{model_dir}: a {run.recipe.task} model cannot translate; use `seqkit generate`")
-    search = run.recipe.search.model_copy(update=search_overrides)
-    type(search).model_validate(search.model_dump())  # re-check constraints after overrides
-    return Translator(TorchStepper(run.model, run.device), run.src_tok, run.tgt_tok, search,
-                      max_src_len=run.recipe.data.max_src_len)
+    search = run.recipe.search.with_overrides(**search_overrides)
+    return Translator(TorchStepper(run.model, dev), run.src_tok, run.tgt_tok, search)
 
 
-def evaluate_run(run_dir: Path, *, split: str, which: str, beam: int | None, strategy: str | None,
+def open_generator(model_dir: Path, overrides: dict[str, Any], which: str, device: str) -> Any:
+    """A Generator over an exported language model (onnxruntime) or a run directory (torch)."""
+    if not model_dir.is_dir():
+        raise CheckpointError(f"{model_dir}: no such model or run directory")
+    if is_exported(model_dir):
+        from seqkit.runtime import load_model
+
+        return load_model(model_dir, device=device).generator(**overrides)
+    from seqkit.classify import is_classification_run
+    from seqkit.devices import torch_device
+    from seqkit.inference import Generator
+    from seqkit.models import TorchStepper
+    from seqkit.runs import load_run
+
+    dev = torch_device(device)
+    if is_classification_run(model_dir):
+        raise CheckpointError(f"{model_dir}: a classification model does not generate from a prompt; "
+                              "use `seqkit translate`")
+    run = load_run(model_dir, which, str(dev))
+    if run.recipe.task != "lm":
+        raise CheckpointError(f"{model_dir}: a {run.recipe.task} model does not generate from a prompt; use `seqkit translate`")
+    search = run.recipe.search.with_overrides(**overrides)
+    return Generator(TorchStepper(run.model, dev), run.tgt_tok, search)
+
+
+class LineModel:
+    """What ``seqkit translate`` needs of any model: ``(score, text)`` rows for a chunk of lines.
+
+    A classifier gives (probability, label) per line; a seq2seq model (score, text) per line,
+    or ``n_best`` rows per line. ``last_results`` keeps the last chunk's TranslationResults
+    (the attention plot reads them).
+    """
+
+    def __init__(self, model_dir: Path, overrides: dict[str, Any], *, batch_size: int | None, device: str,
+                 attention: bool = False):
+        self.attention, self.last_results, self.n_best = attention, [], 1
+        self.classifier = self.translator = None
+        if is_classifier(model_dir):
+            if attention:
+                raise InputError("--attention-plot: a classification model has no source x target attention")
+            if overrides:
+                raise InputError(f"search options ({', '.join(overrides)}) do not apply to a classification model")
+            self.classifier = open_classifier(model_dir, batch_size=batch_size, device=device)
+        else:
+            given = {**overrides, **({"batch_size": batch_size} if batch_size else {})}
+            self.translator = open_translator(model_dir, given, device=device)
+            self.n_best = self.translator.config.n_best
+
+    def rows(self, lines: list[str], first_line: int = 1) -> list[tuple[float, str]]:
+        if self.classifier is not None:
+            return [(r.probability, r.label) for r in self.classifier.classify(lines, first_line=first_line)]
+        results = self.translator.translate(lines, return_attention=self.attention, first_line=first_line)
+        self.last_results = results
+        if self.n_best > 1:  # every hypothesis, scored
+            return [(score, text) for res in results for text, score in res.n_best]
+        return [(res.score, res.text) for res in results]
+
+
+def evaluate_run(run_dir: Path, *, split: str, which: str, beam_size: int | None, strategy: str | None,
                  output: Path | None, device: str) -> dict[str, Any]:
     """Decode a split with the run's search settings and score it.
 
     Summarization also scores the lead baseline (:func:`lead_baseline`) on the same split, as
     ``lead_rouge1/2/L``; classification reports accuracy and macro-F1 instead of decoding.
     """
+    import torch
+
     from seqkit import metrics as M
     from seqkit.classify import evaluate_classifier, is_classification_run
     from seqkit.data import load_split
@@ -91,15 +153,15 @@ def evaluate_run(run_dir: Path, *, split: str, which: str, beam: int | None, str
         from seqkit.lm import evaluate_lm
 
         return evaluate_lm(run, corpus)
-    strategy = strategy or ("beam" if (beam or recipe.search.beam_size) > 1 else "greedy")
+    strategy = strategy or ("beam" if (beam_size or recipe.search.beam_size) > 1 else "greedy")
     start = time.perf_counter()
     hyps = translate_lines(run.model, run.src_tok, run.tgt_tok, recipe, corpus.src, strategy=strategy,
-                           device=run.device, beam_size=beam)
+                           device=torch.device(device), beam_size=beam_size)
     seconds = time.perf_counter() - start
     if output is not None:
         output.write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
     result: dict[str, Any] = {"split": split, "checkpoint": run.checkpoint.name, "sentences": len(hyps),
-                              "strategy": strategy, "beam": beam or recipe.search.beam_size,
+                              "strategy": strategy, "beam_size": beam_size or recipe.search.beam_size,
                               "decode_seconds": round(seconds, 2)}
     if recipe.task == "summarization":
         result.update(M.rouge(hyps, corpus.tgt))

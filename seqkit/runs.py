@@ -17,7 +17,6 @@ import numpy as np
 import torch
 
 from seqkit import checkpoint as ckpt
-from seqkit.devices import pick_device
 from seqkit.errors import CheckpointError, SeqkitError
 from seqkit.recipe import TASK_METRICS, Recipe, dump_recipe, load_recipe
 
@@ -51,7 +50,7 @@ def open_recipe_for_training(path: Path, overrides: list[str], resume: bool) -> 
     if (run_dir / "checkpoints").exists() and any((run_dir / "checkpoints").iterdir()):
         raise SeqkitError(
             f"{run_dir} already holds a trained run; continue it with --resume, or choose another "
-            f"directory with -o run_dir=PATH"
+            f"directory with --set run_dir=PATH"
         )
     return recipe
 
@@ -86,9 +85,6 @@ def build_task(recipe: Recipe, run_dir: Path, resume: bool, device: torch.device
     from seqkit.data import load_split
     from seqkit.models import build_model
 
-    import datasets
-
-    datasets.disable_progress_bars()
     if recipe.data.streaming:  # the training split stays on disk (seqkit/streaming.py)
         from seqkit.streaming import build_streaming_task
 
@@ -123,7 +119,7 @@ def _has_valid(recipe: Recipe) -> bool:
 def train_run(recipe_path: Path, overrides: list[str], resume: bool) -> dict[str, Any]:
     """``seqkit train``: everything between a recipe and a trained run directory."""
     from seqkit import distributed
-    from seqkit.train import Trainer, check_run_dir_writable
+    from seqkit.train import Trainer, check_run_dir_writable, pick_device
 
     recipe = open_recipe_for_training(recipe_path, overrides, resume)
     cfg = recipe.train_cfg
@@ -146,6 +142,7 @@ def train_run(recipe_path: Path, overrides: list[str], resume: bool) -> dict[str
         seed_everything(recipe.seed)
         if is_main:
             write_recipe(recipe, run_dir)
+            _log_environment(recipe, run_dir, device)
         # Ranks > 0 build after rank 0 and read its tokenizer (and labels) as a resume would.
         task = distributed.main_first(dist, lambda first: build_task(recipe, run_dir, resume or not first, device),
                                       run_dir)
@@ -161,6 +158,19 @@ def train_run(recipe_path: Path, overrides: list[str], resume: bool) -> dict[str
         if trainer is not None:
             trainer.close()  # DDP's wrapper goes before the process group (see distributed.teardown)
         distributed.teardown(dist)
+
+
+def _log_environment(recipe: Recipe, run_dir: Path, device: torch.device) -> None:
+    """What train.log needs to reproduce the run: versions, device, threads, the recipe's hash."""
+    import platform
+
+    from seqkit import __version__
+
+    digest = ckpt.sha256_file(run_dir / RECIPE_FILE)
+    log.info("seqkit %s, torch %s, python %s, %s; device %s, %d torch threads", __version__, torch.__version__,
+             platform.python_version(), platform.platform(terse=True), device, torch.get_num_threads())
+    log.info("recipe %s (sha256 %s)%s", run_dir / RECIPE_FILE, digest[:16],
+             f": {recipe.description}" if recipe.description else "")
 
 
 def _attach_log_file(run_dir: Path) -> None:
@@ -193,7 +203,7 @@ def load_run(run_dir: Path, which: str = "best", device: str = "cpu") -> LoadedR
     src_tok, tgt_tok = load_tokenizers(run_dir / "tokenizer")
     path = ckpt.resolve_checkpoint(run_dir, which)
     ckpt.load_checkpoint_state(path)  # verifies sha256 of the tensor files
-    dev = pick_device(device, key="--device")
+    dev = torch.device(device)
     model = build_model(recipe.model_cfg, recipe.task, src_tok.vocab_size if src_tok else None,
                         tgt_tok.vocab_size, tgt_tok.pad_id)
     ckpt.load_model_tensors(model, path / "model.safetensors")

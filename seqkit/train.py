@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from seqkit import checkpoint as ckpt
 from seqkit import distributed
+from seqkit.devices import DEVICE_HELP, DEVICE_PATTERN, torch_device
 from seqkit.errors import CheckpointError, SeqkitError
 from seqkit.optim import LRSchedule, OptimizerConfig, ScheduleConfig, build_optimizer
 from seqkit.progress import Progress
@@ -77,9 +78,13 @@ class TrainConfig(BaseModel):
     @field_validator("device")
     @classmethod
     def _device(cls, value: str) -> str:
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", value):
-            raise ValueError(f"expected auto, cpu, cuda or cuda:N, got {value!r}")
+        if not DEVICE_PATTERN.fullmatch(value):
+            raise ValueError(f"expected {DEVICE_HELP}, got {value!r}")
         return value
+
+
+def pick_device(name: str) -> torch.device:
+    return torch_device(name, "train.device")
 
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
@@ -203,44 +208,52 @@ class Trainer:
             self._open_tensorboard()
         previous = signal.signal(signal.SIGINT, self._on_sigint)
         progress = Progress(self.cfg, self.step, bar=self.is_main)
-        span = self.cfg.accumulate if self._ddp is None else self._ddp.span(self.cfg.accumulate)
-        last_metrics: dict[str, Any] = {}
         self._clock = (time.perf_counter(), self.elapsed)
         try:
-            reason = self._done()
-            while reason is None:
-                batches = self.task.batches(self.epoch, self.seed)
-                while self.batch_in_epoch < len(batches) and reason is None:
-                    group = batches[self.batch_in_epoch : self.batch_in_epoch + span]
-                    before = self.step
-                    stats = self._train_step(group) if self._ddp is None else self._ddp.train_step(self, group)
-                    self._tick()
-                    self.batch_in_epoch += len(group)
-                    progress.update(self, stats)
-                    if self.step > before and self.step % self.cfg.log_every == 0:
-                        self._log_event({"split": "train", **progress.snapshot()})
-                    if self.step > before and self.step % self.cfg.valid_every == 0:
-                        last_metrics = self.validate_and_save()  # shares the clock under DDP itself
-                    elif self._ddp is not None:
-                        self._ddp.sync_stop(self)
-                    reason = self._done()
-                if self.batch_in_epoch >= len(batches):
-                    self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-                    self.task.end_epoch()
-                    reason = self._done()
-            log.info("stopping: %s", reason)
-            if self._ddp is not None and self._interrupted:
-                # torchrun SIGKILLs its workers 30 s after forwarding Ctrl-C: save, skip validation.
-                last_metrics = {"step": self.step, "interrupted": True}
-                self.save(last_metrics)
-            elif not last_metrics or last_metrics.get("step") != self.step:
-                last_metrics = self.validate_and_save()
+            with progress.above_bar():
+                reason, last_metrics = self._loop(progress)
+                log.info("stopping: %s", reason)
+                if self._ddp is not None and self._interrupted:
+                    # torchrun SIGKILLs its workers 30 s after forwarding Ctrl-C: save, skip validation.
+                    last_metrics = {"step": self.step, "interrupted": True}
+                    self.save(last_metrics)
+                elif not last_metrics or last_metrics.get("step") != self.step:
+                    last_metrics = self.validate_and_save()
         finally:
             signal.signal(signal.SIGINT, previous)
             progress.close()
             if self._writer is not None:
                 self._writer.close()
         return last_metrics
+
+    def _loop(self, progress: Progress) -> tuple[str, dict[str, Any]]:
+        """Steps, logging and validations until a budget ends the run: (why it stopped, last metrics)."""
+        span = self.cfg.accumulate if self._ddp is None else self._ddp.span(self.cfg.accumulate)
+        last_metrics: dict[str, Any] = {}
+        reason = self._done()
+        while reason is None:
+            batches = self.task.batches(self.epoch, self.seed)
+            while self.batch_in_epoch < len(batches) and reason is None:
+                group = batches[self.batch_in_epoch : self.batch_in_epoch + span]
+                before = self.step
+                stats = self._train_step(group) if self._ddp is None else self._ddp.train_step(self, group)
+                self._tick()
+                self.batch_in_epoch += len(group)
+                progress.update(self, stats, len(batches))
+                if self.step > before and self.step % self.cfg.log_every == 0:
+                    snap = progress.snapshot()
+                    progress.log_line(self, snap, len(batches))
+                    self._log_event({"split": "train", **snap})
+                if self.step > before and self.step % self.cfg.valid_every == 0:
+                    last_metrics = self.validate_and_save()  # shares the clock under DDP itself
+                elif self._ddp is not None:
+                    self._ddp.sync_stop(self)
+                reason = self._done()
+            if self.batch_in_epoch >= len(batches):
+                self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+                self.task.end_epoch()
+                reason = self._done()
+        return reason, last_metrics
 
     def close(self) -> None:
         """Free the DDP wrapper before the process group is destroyed (see distributed.teardown)."""

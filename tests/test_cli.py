@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +46,7 @@ def test_misspelled_attention_one_line_error_and_no_run_dir(tiny_recipe):
 
 
 def test_wrong_type_gives_path_and_expected_type(tiny_recipe):
-    out = seqkit("train", str(tiny_recipe), "-o", "train.batch_tokens=many")
+    out = seqkit("train", str(tiny_recipe), "--set", "train.batch_tokens=many")
     assert out.returncode == 1
     assert "train.batch_tokens" in out.stderr and "integer" in out.stderr
     assert "Traceback" not in out.stderr
@@ -53,7 +54,7 @@ def test_wrong_type_gives_path_and_expected_type(tiny_recipe):
 
 
 def test_recipe_check_prints_resolved_recipe():
-    out = seqkit("recipe", "check", str(ROOT / "recipes" / "translate.yaml"), "-o", "search.beam_size=3")
+    out = seqkit("recipe", "check", str(ROOT / "recipes" / "translate.yaml"), "--set", "search.beam_size=3")
     assert out.returncode == 0, out.stderr
     resolved = yaml.safe_load(out.stdout)
     assert resolved["search"]["beam_size"] == 3
@@ -61,13 +62,13 @@ def test_recipe_check_prints_resolved_recipe():
 
 
 def test_train_evaluate_translate_round_trip(tiny_recipe):
-    out = seqkit("train", str(tiny_recipe), "-o", "train.max_steps=20")
+    out = seqkit("train", str(tiny_recipe), "--set", "train.max_steps=20")
     assert out.returncode == 0, out.stderr[-2000:]
     run_dir = tiny_recipe.parent / "run"
-    ev = seqkit("evaluate", str(run_dir), "--split", "test", "--beam", "2")
+    ev = seqkit("evaluate", str(run_dir), "--split", "test", "--beam-size", "2")
     assert ev.returncode == 0, ev.stderr[-2000:]
     assert '"bleu"' in ev.stdout and "nrefs:1" in ev.stdout
-    tr = seqkit("translate", str(run_dir), "--beam", "2", stdin="a b c\n\nd e f g\n")
+    tr = seqkit("translate", str(run_dir), "--beam-size", "2", stdin="a b c\n\nd e f g\n")
     assert tr.returncode == 0, tr.stderr[-2000:]
     lines = tr.stdout.split("\n")
     assert len(lines) == 4 and lines[1] == "" and lines[3] == ""
@@ -77,3 +78,42 @@ def test_missing_run_dir_is_one_clear_error(tmp_path):
     out = seqkit("evaluate", str(tmp_path / "nope"))
     assert out.returncode == 1
     assert out.stderr.strip() == f"error: {tmp_path / 'nope'}: no such run directory"
+
+
+def _commands():
+    from seqkit.cli import cli
+
+    def walk(group, prefix):
+        for name, command in group.commands.items():
+            if isinstance(command, click.Group):
+                yield from walk(command, (*prefix, name))
+            else:
+                yield (*prefix, name), command
+    return list(walk(cli, ()))
+
+
+def test_every_option_says_what_it_does_and_output_is_dash_o():
+    for path, command in _commands():
+        for param in command.params:
+            if not isinstance(param, click.Option):
+                continue
+            name = f"seqkit {' '.join(path)} {param.opts[-1]}"
+            assert param.help and len(param.help) > 10, f"{name}: no description in --help"
+            if "-o" in param.opts:
+                assert param.opts == ["-o", "--output"], f"{name}: -o is always -o/--output"
+            if param.name in ("output", "output_path", "model_dir") and param.opts[-1] == "--output":
+                assert "-o" in param.opts, f"{name}: an output option is -o/--output"
+            assert "--beam" not in param.opts and "-O" not in param.opts and "--override" not in param.opts
+
+
+def test_strategy_choices_are_the_search_configs():
+    from typing import get_args
+
+    from seqkit.cli import STRATEGIES
+    from seqkit.search import SearchConfig
+
+    assert STRATEGIES == get_args(SearchConfig.model_fields["strategy"].annotation)
+    for path, command in _commands():
+        for param in command.params:
+            if param.name == "strategy":
+                assert tuple(param.type.choices) == STRATEGIES, path

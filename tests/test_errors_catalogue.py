@@ -227,22 +227,17 @@ def case_serve_run_dir(tmp: Path) -> None:
     serve(tmp / "runs" / "translate")
 
 
-def case_cuda_not_built(tmp: Path) -> None:
-    from seqkit.devices import check_cuda
-
-    check_cuda("cuda", "train.device", built=False, count=0)  # what torch reports on a CPU-only build
-
-
 def case_no_such_gpu(tmp: Path) -> None:
-    from seqkit.devices import check_cuda
+    from unittest import mock
 
-    check_cuda("cuda:7", "train.device", built=True, count=1)  # what torch reports on a one-GPU machine
+    import torch
 
+    from seqkit.train import pick_device
 
-def case_bad_device_name(tmp: Path) -> None:
-    from seqkit.devices import pick_device
-
-    pick_device("gpu", key="--device")
+    # What torch reports on a machine with one GPU, so that the row reads the same everywhere.
+    with mock.patch.object(torch.cuda, "is_available", return_value=True), \
+            mock.patch.object(torch.cuda, "device_count", return_value=1):
+        pick_device("cuda:7")
 
 
 def case_torchrun_device(tmp: Path) -> None:
@@ -255,6 +250,36 @@ def case_torchrun_env(tmp: Path) -> None:
     from seqkit.distributed import torchrun_env
 
     torchrun_env({"WORLD_SIZE": "2", "RANK": "2", "LOCAL_RANK": "0"})
+
+
+def case_n_best_over_beam(tmp: Path) -> None:
+    from seqkit.cli import search_overrides
+
+    search_overrides(n_best=3, beam_size=1)
+
+
+def case_bad_option_value(tmp: Path) -> None:
+    from seqkit.cli import search_overrides
+
+    search_overrides(temperature=0)
+
+
+def case_cuda_without_cuda(tmp: Path) -> None:
+    from seqkit.devices import torch_device
+
+    torch_device("cuda")
+
+
+def case_unknown_device(tmp: Path) -> None:
+    from seqkit.devices import ort_providers
+
+    ort_providers("cudaa")
+
+
+def case_cuda_without_provider(tmp: Path) -> None:
+    from seqkit.devices import ort_providers
+
+    ort_providers("cuda")
 
 
 CASES: list[tuple[str, str, Callable[[Path], object]]] = [
@@ -284,15 +309,18 @@ CASES: list[tuple[str, str, Callable[[Path], object]]] = [
     ("train", "run directory already trained", case_existing_run),
     ("train", "--resume with no run", case_resume_without_run),
     ("train", "unwritable run directory", case_unwritable_run_dir),
-    ("train", "`train.device: cuda` with a torch built without CUDA", case_cuda_not_built),
     ("train", "`train.device: cuda:7` on a machine with one GPU", case_no_such_gpu),
-    ("cli", "`--device gpu` (evaluate, translate, generate)", case_bad_device_name),
     ("runtime", "tampered exported model file", case_tampered_model),
     ("runtime", "invalid Unicode in input", case_runtime_invalid_unicode),
     ("serve", "`seqkit serve` given a run directory, not an export", case_serve_run_dir),
     ("torchrun", "`train.device: cuda:1` under torchrun", case_torchrun_device),
     ("torchrun", "RANK outside WORLD_SIZE", case_torchrun_env),
     ("runtime", "control characters in input (documented behaviour)", case_runtime_control_chars),
+    ("cli", "`--n-best 3 --beam-size 1`", case_n_best_over_beam),
+    ("cli", "`--temperature 0`", case_bad_option_value),
+    ("cli", "`--device cuda` with a CPU-only torch (run directory)", case_cuda_without_cuda),
+    ("cli", "`--device cudaa`", case_unknown_device),
+    ("cli", "`--device cuda` without onnxruntime's CUDA provider (exported model)", case_cuda_without_provider),
 ]
 
 

@@ -39,9 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(ROOT)]
 from gpu_check_support import dry_recipe, run_figures, summary_table, test_outcomes  # noqa: E402
 
-# The command line's spellings, in one place (main renames -o to --set and --beam to --beam-size).
-SET = "-o"
-BEAM = "--beam"
+# The command line's spellings, in one place.
+SET = "--set"
+BEAM = "--beam-size"
 
 STEPS = ["tests", "train", "bench", "ddp", "gpu-recipe"]
 DEFAULT_STEPS = ["tests", "train", "bench", "ddp"]
@@ -125,12 +125,6 @@ def seqkit(*args: str) -> list[str]:
 
 def overrides(items: list[str]) -> list[str]:
     return [part for item in items for part in (SET, item)]
-
-
-def last_json(text: str) -> dict[str, Any]:
-    """The last line of ``text`` that is a JSON object (seqkit train prints its metrics so)."""
-    lines = [line for line in text.strip().splitlines() if line.startswith("{")]
-    return json.loads(lines[-1]) if lines else {}
 
 
 def step_tests(runner: Runner, work: Path) -> dict[str, Any]:
