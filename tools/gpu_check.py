@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -103,20 +104,20 @@ class Runner:
         timeout = self.budget.timeout_s[step]
         self.note(f"\n$ {' '.join(cmd)}   # {step}, at most {timeout} s")
         start = time.perf_counter()
+        # A session of its own, so that a timeout ends torchrun's workers too, not only torchrun.
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}, start_new_session=True)
         try:
-            done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                                  env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
-            rc, stdout, stderr = done.returncode, done.stdout, done.stderr
-        except subprocess.TimeoutExpired as exc:
-            rc, stdout, stderr = 124, _text(exc.stdout), _text(exc.stderr) + f"\n(killed after {timeout} s)"
+            stdout, stderr = proc.communicate(timeout=timeout)
+            rc = proc.returncode
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            stdout, stderr = proc.communicate()
+            rc, stderr = 124, stderr + f"\n(killed after {timeout} s)"
         seconds = round(time.perf_counter() - start, 1)
         with open(self.log, "a", encoding="utf-8") as fh:
             fh.write(stdout + stderr + f"(exit {rc}, {seconds} s)\n")
         return {"command": cmd, "rc": rc, "seconds": seconds, "stdout": stdout, "stderr": stderr}
-
-
-def _text(value: bytes | str | None) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else (value or "")
 
 
 def seqkit(*args: str) -> list[str]:
