@@ -3,10 +3,12 @@ tiny budgets, so that the script is known to work before the few minutes on a GP
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -14,6 +16,8 @@ import torch
 from seqkit.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import gpu_check  # noqa: E402  (tools/ is no package)
 STEPS = ["tests", "train", "bench", "ddp", "gpu-recipe"]
 
 
@@ -61,3 +65,29 @@ def test_the_gpu_recipe_is_valid_and_larger_than_the_cpu_one():
     assert gpu.train_cfg.device == "cuda" and gpu.train_cfg.amp == "bf16" and gpu.train_cfg.max_time <= 300
     assert gpu.train_cfg.batch_tokens > cpu.train_cfg.batch_tokens
     assert gpu.model_cfg.encoder["hidden_size"] > cpu.model_cfg.encoder["hidden_size"]
+
+
+def test_steps_past_the_budget_are_reported_not_run_and_the_json_is_written(tmp_path, monkeypatch):
+    monkeypatch.setattr(gpu_check, "DRY", dataclasses.replace(gpu_check.DRY, total_s=5))
+    assert gpu_check.main([str(tmp_path / "out"), "--dry-run", "--work", str(tmp_path / "w"), "--steps", "train,ddp"]) == 1
+    report = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    assert {name: step["not_run"] for name, step in report["steps"].items()} == {
+        "train": "the 5 s budget is spent", "ddp": "the 5 s budget is spent"}
+
+
+def _gone(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    return not status.exists() or "zombie" in status.read_text()
+
+
+def test_a_command_past_its_timeout_is_ended_with_its_children(tmp_path):
+    """As torchrun's workers must be when torchrun is: the whole session of the command goes."""
+    budget = dataclasses.replace(gpu_check.DRY, timeout_s={"x": 1})
+    pidfile = tmp_path / "child.pid"
+    result = gpu_check.Runner(tmp_path, budget).run("x", ["bash", "-c", f"(echo $BASHPID > {pidfile}; sleep 60) & wait"])
+    assert result["rc"] == 124 and "killed after 1 s" in result["stderr"]
+    child = int(pidfile.read_text())
+    deadline = time.monotonic() + 30
+    while not _gone(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _gone(child)

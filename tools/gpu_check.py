@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -58,6 +58,7 @@ class Budget:
     bench: list[str]  # tools/bench_train.py options
     ddp: list[str]  # overrides for both torchrun runs
     ddp_steps: tuple[int, int]  # max_steps of the first run, then of the resumed one
+    total_s: int  # the whole script: a command's timeout never reaches past it
     timeout_s: dict[str, int] = field(default_factory=dict)  # per command, a ceiling, not a plan
 
 
@@ -70,6 +71,7 @@ REAL = Budget(
     ddp=["train.device=cuda", "train.amp=bf16", "train.valid_every=50", "train.valid_metric_max_sentences=200",
          "train.progress=false"],
     ddp_steps=(100, 200),
+    total_s=470,  # 7 min 50 s, leaving the install its seconds within 8 minutes
     timeout_s={"tests": 150, "train": 330, "evaluate": 120, "bench": 200, "ddp": 150, "gpu-recipe": 400},
 )
 # The dry run: every step on the CPU in seconds, on tiny copies of the recipes.
@@ -82,6 +84,7 @@ DRY = Budget(
     bench=["--device", "cpu", "--batches", "2", "--rounds", "1", "--memory-steps", "2"],
     ddp=["train.device=cpu", "train.valid_every=1", "train.log_every=1", "train.progress=false"],
     ddp_steps=(1, 2),
+    total_s=900,
     timeout_s={"tests": 120, "train": 120, "evaluate": 120, "bench": 180, "ddp": 120, "gpu-recipe": 120},
 )
 
@@ -93,6 +96,10 @@ class Runner:
         self.log = out / "gpu_check.log"
         self.log.write_text("", encoding="utf-8")
         self.budget = budget
+        self.deadline = time.perf_counter() + budget.total_s
+
+    def seconds_left(self) -> float:
+        return self.deadline - time.perf_counter()
 
     def note(self, text: str) -> None:
         print(text, flush=True)
@@ -101,7 +108,7 @@ class Runner:
 
     def run(self, step: str, cmd: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
         """One command: its exit status, seconds and output (output also into the log)."""
-        timeout = self.budget.timeout_s[step]
+        timeout = max(1, min(self.budget.timeout_s[step], int(self.seconds_left())))
         self.note(f"\n$ {' '.join(cmd)}   # {step}, at most {timeout} s")
         start = time.perf_counter()
         # A session of its own, so that a timeout ends torchrun's workers too, not only torchrun.
@@ -205,14 +212,18 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def run_steps(runner: Runner, steps: list[str], dry: bool, work: Path) -> dict[str, Any]:
+def run_steps(runner: Runner, steps: list[str], dry: bool, work: Path, results: dict[str, Any],
+              save: Callable[[], None]) -> None:
+    """Run ``steps`` into ``results``, calling ``save`` after each (a run cut short keeps the rest)."""
     recipes = {name: ROOT / "recipes" / f"{name}.yaml" for name in ("translate", "translate-gpu")}
     if dry:
         recipes = {name: dry_recipe(path, work) for name, path in recipes.items()}
-    budget, results = runner.budget, {}
+    budget = runner.budget
     for index, name in enumerate(steps, 1):
         runner.note(f"\n## [{index}/{len(steps)}] {name}")
-        if name == "tests":
+        if runner.seconds_left() < 10:
+            results[name] = {"rc": 124, "seconds": 0.0, "not_run": f"the {budget.total_s} s budget is spent"}
+        elif name == "tests":
             results[name] = step_tests(runner, work)
         elif name == "train":
             results[name] = train_and_evaluate(runner, name, recipes["translate"], budget.train, work / "translate")
@@ -224,7 +235,7 @@ def run_steps(runner: Runner, steps: list[str], dry: bool, work: Path) -> dict[s
         else:
             results[name] = step_ddp(runner, recipes["translate"], work)
         runner.note(f"{name}: {'ok' if results[name]['rc'] == 0 else 'FAILED'} in {results[name]['seconds']:.0f} s")
-    return results
+        save()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -258,9 +269,14 @@ def main(argv: list[str] | None = None) -> int:
     if install_log.is_file():  # tools/gpu_check.sh's install step, before this script started
         report["install"] = install_log.read_text(encoding="utf-8").strip().splitlines()
         runner.note("\n## install (tools/gpu_check.sh)\n" + "\n".join(report["install"]))
-    report["steps"] = run_steps(runner, args.steps, args.dry_run, work)
-    report["seconds"] = round(time.perf_counter() - start, 1)
-    (args.out / "gpu_check.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    report["steps"] = {}
+
+    def save() -> None:
+        report["seconds"] = round(time.perf_counter() - start, 1)
+        (args.out / "gpu_check.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+
+    run_steps(runner, args.steps, args.dry_run, work, report["steps"], save)
+    save()
     runner.note("\n" + summary_table(report))
     return 0 if all(r["rc"] == 0 for r in report["steps"].values()) else 1
 

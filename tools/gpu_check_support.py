@@ -106,6 +106,8 @@ def summary_table(report: dict[str, Any]) -> str:
              "", "| step | result | seconds | figures |", "|---|---|---:|---|"]
     for name, result in report["steps"].items():
         status = "ok" if result.get("rc") == 0 else f"FAILED (exit {result.get('rc')})"
+        if "not_run" in result:
+            status = f"NOT RUN: {result['not_run']}"
         lines.append(f"| {name} | {status} | {result.get('seconds', 0):.0f} | {_figures(name, result)} |")
     lines.append(f"\ntotal {report['seconds']:.0f} s")
     return "\n".join(lines)
