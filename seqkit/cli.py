@@ -244,6 +244,30 @@ def export_model(run_dir: Path, model_dir: Path, opset: int | None, quantize: st
                            "verification": manifest.verification}, indent=1))
 
 
+@cli.command("average")
+@click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--last", type=click.IntRange(min=2), default=None,
+              help="Average the last N saved checkpoints of each run directory given (default: all it kept).")
+@click.option("--steps", default=None, metavar="N,N,...",
+              help="Average the checkpoints saved at these steps (one run directory).")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="The run directory to create for the averaged weights (must not exist or be empty).")
+def average(sources: tuple[Path, ...], last: int | None, steps: str | None, output: Path) -> None:
+    """Average the weights of checkpoints: SOURCES are run directories or their checkpoint
+    directories (RUN/checkpoints/step-N). The result is a run directory that evaluate,
+    translate and export open like any other."""
+    from seqkit.average import average_run, expand_sources
+    from seqkit.errors import InputError
+
+    try:
+        chosen = [int(s) for s in steps.split(",")] if steps else None
+    except ValueError:
+        raise InputError(f"--steps: expected comma-separated step numbers, got {steps[:40]!r}") from None
+    out = average_run(expand_sources(list(sources), last=last, steps=chosen), output)
+    click.echo(json.dumps({"run_dir": str(output), "checkpoint": out.name,
+                           "averaged": json.loads((out / "state.json").read_text())["averaged_from"]}, indent=1))
+
+
 @cli.command()
 @click.argument("model_dir", type=click.Path(path_type=Path))
 @click.option("--prompt", default="", help="Text to continue (default: the model's start token).")

@@ -62,7 +62,8 @@ class TrainConfig(BaseModel):
     valid_metric_max_sentences: int | None = Field(None, gt=0)  # decode only the first N for the metric
     valid_strategy: Literal["greedy", "beam"] = "greedy"  # decoding used for the validation metric
     early_stopping: int | None = Field(None, gt=0)  # validations without improvement before stopping
-    keep_checkpoints: int = Field(1, ge=1)  # most recent checkpoints kept besides best
+    # Most recent checkpoints kept besides best: enough for `seqkit average --last 5` (docs/cli.md).
+    keep_checkpoints: int = Field(5, ge=1)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: Literal["none", "bf16", "fp16"] = "none"  # autocast: bf16 on GPU or a CPU with native bf16; fp16 GPU only
     num_threads: int | None = Field(None, gt=0)  # torch intra-op threads on CPU
@@ -139,6 +140,9 @@ class Trainer:
     def resume(self) -> None:
         path = ckpt.resolve_checkpoint(self.run_dir, "last")
         state = ckpt.load_checkpoint_state(path)
+        if "averaged_from" in state:
+            raise CheckpointError(f"{path}: an average of checkpoints (seqkit average) holds no optimizer or "
+                                  "data position to resume from; resume one of the runs it was made from")
         ckpt.load_model_tensors(self.model, path / "model.safetensors")
         ckpt.load_optimizer(self.optimizer, path, state["optimizer"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]

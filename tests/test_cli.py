@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 from pathlib import Path
 
 import click
 import yaml
+
+from seqkit import checkpoint as ckpt
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,9 +65,16 @@ def test_recipe_check_prints_resolved_recipe():
 
 
 def test_train_evaluate_translate_round_trip(tiny_recipe):
-    out = seqkit("train", str(tiny_recipe), "--set", "train.max_steps=20")
+    # train.progress is on, but stderr is a pipe here: no bar, plain lines every log_every steps.
+    out = seqkit("train", str(tiny_recipe), "--set", "train.max_steps=20", "--set", "train.progress=true")
     assert out.returncode == 0, out.stderr[-2000:]
+    assert "\r" not in out.stderr and "Generating" not in out.stderr and "it/s" not in out.stderr
+    assert "INFO step 5 train: loss " in out.stderr and "(step 5/20)" in out.stderr
     run_dir = tiny_recipe.parent / "run"
+    log = (run_dir / "train.log").read_text(encoding="utf-8")
+    assert "INFO seqkit 0.1.0, torch " in log and "torch threads" in log
+    assert f"(sha256 {ckpt.sha256_file(run_dir / 'recipe.yaml')[:16]})" in log
+    assert "INFO step 10 train: loss " in log and "step 20 valid:" in log
     ev = seqkit("evaluate", str(run_dir), "--split", "test", "--beam-size", "2")
     assert ev.returncode == 0, ev.stderr[-2000:]
     assert '"bleu"' in ev.stdout and "nrefs:1" in ev.stdout
@@ -117,3 +127,28 @@ def test_strategy_choices_are_the_search_configs():
         for param in command.params:
             if param.name == "strategy":
                 assert tuple(param.type.choices) == STRATEGIES, path
+
+
+def test_progress_bar_fills_against_the_budget_that_stops_the_run():
+    from types import SimpleNamespace
+
+    from seqkit.progress import Progress, budget
+
+    cfg = SimpleNamespace(max_steps=1000, max_time=600.0, max_epochs=30, progress=True)
+    trainer = SimpleNamespace(step=100, elapsed=300.0, epoch=2, batch_in_epoch=5)
+    assert budget(cfg, trainer, 10) == (0.5, "5.0/10.0 min")  # time is nearest to done
+    trainer.step = 900
+    assert budget(cfg, trainer, 10) == (0.9, "step 900/1000")
+    assert budget(SimpleNamespace(max_steps=None, max_time=None, max_epochs=None), trainer, 10) == (0.0, "step 900")
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    bar = Progress(cfg, 0, stream=screen)
+    bar.update(trainer, {"tokens": 100, "seconds": 0.1, "nll": 50.0, "lr": 0.002}, 10)
+    bar.close()
+    assert "90%" in screen.getvalue() and "step 900/1000" in screen.getvalue()
+    piped = io.StringIO()
+    assert Progress(cfg, 0, stream=piped).bar is None and piped.getvalue() == ""

@@ -245,3 +245,50 @@ def test_cli_mistakes_end_in_one_error_line(seq2seq, which, args, message):
     usage = "Invalid value" in message  # click's own checks: status 2, as for any usage error
     assert done.returncode == (2 if usage else 1) and err.startswith(message) and err.count("\n") == 1, err
     assert done.stdout == b""
+
+
+def test_translate_answers_an_open_pipe_line_by_line(seq2seq):
+    """Like fairseq-interactive: each line is answered before the next is written."""
+    proc = subprocess.Popen([sys.executable, "-m", "seqkit.cli", "translate", str(seq2seq[1]), "--beam-size", "1"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    want = load_model(seq2seq[1], threads=1).translate(SRC_LINES[:2], strategy="greedy")
+    try:
+        for line, expected in zip(SRC_LINES[:2], want):
+            proc.stdin.write((line + "\n").encode())
+            proc.stdin.flush()
+            assert proc.stdout.readline().decode() == expected + "\n"  # stdin still open
+        proc.stdin.close()
+        assert proc.wait(timeout=120) == 0 and proc.stdout.read() == b""
+    finally:
+        proc.kill()
+
+
+def test_translate_keeps_one_output_line_per_input_line(seq2seq, tmp_path):
+    model = load_model(seq2seq[1], threads=1)
+    raw = b"ein hund\reine katze\nzwei hunde\r\n\n"  # \r inside a line, a CRLF ending, an empty line
+    done = subprocess.run([sys.executable, "-m", "seqkit.cli", "translate", str(seq2seq[1])], input=raw,
+                          capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.decode().split("\n") == model.translate(["ein hund\reine katze", "zwei hunde", ""]) + [""]
+    bad = subprocess.run([sys.executable, "-m", "seqkit.cli", "translate", str(seq2seq[1])],
+                         input=b"ein hund\nzwei\nkatze \xff\n", capture_output=True, timeout=300)
+    assert bad.returncode == 1
+    assert bad.stderr.decode() == "error: stdin: line 3 is not UTF-8 text (invalid start byte at byte 7 of the line)\n"
+    out = tmp_path / "out.txt"
+    out.write_text("earlier\n")
+    failed = subprocess.run([sys.executable, "-m", "seqkit.cli", "translate", str(seq2seq[1]), "-o", str(out)],
+                            input=b"ein hund\n\xff\n", capture_output=True, timeout=300)
+    assert failed.returncode == 1 and out.read_text() == "earlier\n"  # nothing half-written
+    assert list(tmp_path.iterdir()) == [out]
+
+
+def test_python_api_takes_one_string_or_a_list(seq2seq, tmp_path):
+    model = load_model(seq2seq[1], threads=1)
+    assert model.translate(SRC_LINES[0]) == model.translate([SRC_LINES[0]])[0]
+    assert isinstance(model.translate(SRC_LINES[0]), str)
+    assert model.translator().translate(SRC_LINES[0]).text == model.translate(SRC_LINES[0])
+    with pytest.raises(TypeError, match="got bytes"):
+        model.translate(SRC_LINES[0].encode())
+    _, cls_dir = export_classifier_tiny(tmp_path)
+    classifier = load_model(cls_dir, threads=1)
+    assert classifier.classify(CLS_LINES[0]) == classifier.classify([CLS_LINES[0]])[0]
