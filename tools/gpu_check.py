@@ -162,7 +162,9 @@ def train_and_evaluate(runner: Runner, step: str, recipe: Path, budget: list[str
 def step_bench(runner: Runner, recipe: Path, work: Path) -> dict[str, Any]:
     report = work / "bench_train.json"
     cmd = [sys.executable, "tools/bench_train.py", str(recipe), *runner.budget.bench, "--json", str(report)]
-    result = runner.run("bench", cmd, env={"OMP_WAIT_POLICY": "PASSIVE"})
+    scratch = work / "bench-tmp"  # bench_train's temporary run folders, kept inside --work
+    scratch.mkdir(exist_ok=True)
+    result = runner.run("bench", cmd, env={"OMP_WAIT_POLICY": "PASSIVE", "TMPDIR": str(scratch)})
     out = {"rc": result["rc"], "seconds": result["seconds"]}
     if result["rc"] == 0:
         bench = json.loads(report.read_text())
