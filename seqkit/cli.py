@@ -155,27 +155,46 @@ def train(recipe_path: Path, overrides: tuple[str, ...], resume: bool) -> None:
 
 
 @cli.command()
-@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("model_dir", metavar="MODEL", type=click.Path(path_type=Path))
 @click.option("--split", default="test", show_default=True, type=click.Choice(["valid", "test"]),
-              help="The recipe's data split to score.")
+              help="The recipe's data split to score (a run directory without --src).")
+@click.option("--src", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Score on this source file instead of a recipe split (any model, exported ones included).")
+@click.option("--ref", "refs", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Reference file, one line per --src line (labels for a classifier); repeat it for "
+                   "multi-reference BLEU.")
 @checkpoint_option
 @click.option("--strategy", type=click.Choice(STRATEGIES), default=None,
-              help="greedy, beam search or sampling (default: the recipe's search.strategy; a --beam-size "
+              help="greedy, beam search or sampling (default: the model's search.strategy; a --beam-size "
                    "given alone picks greedy for 1 and beam otherwise).")
 @click.option("--beam-size", type=click.IntRange(min=1), default=None,
-              help="Hypotheses kept per step by beam search (default: the recipe's search.beam_size).")
+              help="Hypotheses kept per step by beam search (default: the model's search.beam_size).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the hypotheses to this file, one per line (default: none).")
 @device_option("decoding")
-def evaluate(run_dir: Path, split: str, which: str, strategy: str | None, beam_size: int | None,
-             output: Path | None, device: str) -> None:
-    """Score a run on a data split (BLEU/chrF, ROUGE, accuracy or loss) and print JSON."""
-    from seqkit.devices import torch_device
-    from seqkit.evaluate import evaluate_run
+def evaluate(model_dir: Path, split: str, src: Path | None, refs: tuple[Path, ...], which: str,
+             strategy: str | None, beam_size: int | None, output: Path | None, device: str) -> None:
+    """Score MODEL and print one JSON object: BLEU/chrF (translation), ROUGE (summarization),
+    accuracy/macro-F1 (classification) or loss/bits per char (language model), with the metric
+    signatures. MODEL is a run directory (its recipe's --split, or --src/--ref files) or an
+    exported model (--src/--ref files)."""
+    from seqkit.errors import InputError
+    from seqkit.evaluate import evaluate_files, evaluate_run, is_exported
 
-    torch_device(device)
-    result = evaluate_run(run_dir, split=split, which=which, beam_size=beam_size, strategy=strategy,
-                          output=output, device=device)
+    overrides = search_overrides(strategy=strategy, beam_size=beam_size)
+    if src is not None:
+        result = evaluate_files(model_dir, src, list(refs), overrides=with_implied_strategy(overrides),
+                                device=device, output=output, which=which)
+    elif refs:
+        raise InputError("--ref needs --src: the source file the references translate")
+    elif is_exported(model_dir):
+        raise InputError(f"{model_dir}: an exported model carries no data splits; give --src FILE --ref FILE")
+    else:
+        from seqkit.devices import torch_device
+
+        torch_device(device)
+        result = evaluate_run(model_dir, split=split, which=which, beam_size=beam_size, strategy=strategy,
+                              output=output, device=device)
     click.echo(json.dumps(result, indent=1))
 
 
