@@ -2,7 +2,9 @@
 
 ``seqkit train`` runs unchanged under ``torchrun --nproc-per-node N`` (and multi-node torchrun).
 torchrun's environment (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``) switches it on; with one
-process nothing here runs and training is exactly the single-process loop.
+process nothing here runs and training is exactly the single-process loop, unless
+``SEQKIT_FORCE_DDP=1`` asks for the process group and the DDP wrapper anyway (how
+tools/gpu_check.sh runs nccl on a machine with one GPU).
 
 What a global step means. Every rank builds the same batch order (same seed, same epoch). A
 global step consumes the next ``accumulate * world_size`` batches of that order, split into
@@ -48,6 +50,7 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
+from seqkit.devices import torch_device
 from seqkit.errors import SeqkitError
 
 log = logging.getLogger("seqkit")
@@ -59,11 +62,12 @@ T = TypeVar("T")
 # A crashed rank is noticed by torchrun itself, which stops the others, so a long timeout costs
 # nothing in the failure case.
 COLLECTIVE_TIMEOUT_S = 3600
+FORCE_DDP_ENV = "SEQKIT_FORCE_DDP"  # "1": DDP even for a one-process torchrun
 
 
 @dataclass(frozen=True)
 class DistContext:
-    """This process's place in a torchrun job (only exists when ``world_size > 1``)."""
+    """This process's place in a torchrun job (``world_size > 1``, or 1 under SEQKIT_FORCE_DDP)."""
 
     rank: int
     local_rank: int
@@ -77,7 +81,8 @@ class DistContext:
 
 
 def torchrun_env(environ: Mapping[str, str] = os.environ) -> tuple[int, int, int] | None:
-    """(rank, local_rank, world_size) from torchrun's variables; None for a single process."""
+    """(rank, local_rank, world_size) from torchrun's variables; None for a single process
+    (also for a one-process torchrun, unless ``SEQKIT_FORCE_DDP=1``)."""
     if "WORLD_SIZE" not in environ:
         return None
     try:
@@ -88,7 +93,7 @@ def torchrun_env(environ: Mapping[str, str] = os.environ) -> tuple[int, int, int
             f"WORLD_SIZE={environ.get('WORLD_SIZE')!r}, RANK={environ.get('RANK')!r}, "
             f"LOCAL_RANK={environ.get('LOCAL_RANK')!r}: expected integers (as torchrun sets them)"
         ) from None
-    if world <= 1:
+    if world < 1 or (world == 1 and environ.get(FORCE_DDP_ENV) != "1"):
         return None
     if not 0 <= rank < world:
         raise SeqkitError(f"RANK={rank} is outside [0, WORLD_SIZE={world})")
@@ -100,8 +105,7 @@ def resolve_device(name: str, local_rank: int) -> tuple[torch.device, str]:
     if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu"), "gloo"
     if name in ("auto", "cuda"):
-        if not torch.cuda.is_available():
-            raise SeqkitError("train.device: cuda requested but CUDA is not available (use auto or cpu)")
+        torch_device("cuda", "train.device")  # refuses a torch without CUDA or a machine without a GPU
         count = torch.cuda.device_count()
         if local_rank >= count:
             raise SeqkitError(

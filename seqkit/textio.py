@@ -79,7 +79,7 @@ def line_chunks(input_path: Path | None, max_lines: int = STREAM_CHUNK_LINES) ->
         yield 1, read_lines(input_path)
         return
     lines: queue.Queue = queue.Queue(maxsize=4 * max_lines)
-    reader = threading.Thread(target=_read_into, args=(sys.stdin.buffer, lines), daemon=True)
+    reader = threading.Thread(target=_read_into, args=(sys.stdin.fileno(), lines), daemon=True)
     reader.start()
     lineno, done = 1, False
     while not done:
@@ -103,10 +103,24 @@ def line_chunks(input_path: Path | None, max_lines: int = STREAM_CHUNK_LINES) ->
             lineno += len(chunk)
 
 
-def _read_into(stream: BinaryIO, lines: queue.Queue) -> None:
+def _read_into(fd: int, lines: queue.Queue) -> None:
+    """The lines of file descriptor ``fd`` (newlines kept), then None.
+
+    os.read rather than sys.stdin.buffer: this daemon thread blocked in the buffer's readline
+    holds the buffer's lock, and an interpreter exiting meanwhile (an error on an earlier line)
+    then aborts with "could not acquire lock for <stdin> at interpreter shutdown" (SIGABRT,
+    seen in tests/test_runtime.py about one run in three)."""
+    pending = bytearray()
     try:
-        for raw in iter(stream.readline, b""):
-            lines.put(raw)
+        while chunk := os.read(fd, 1 << 16):
+            pending += chunk
+            start = 0
+            while (end := pending.find(b"\n", start)) != -1:
+                lines.put(bytes(pending[start : end + 1]))
+                start = end + 1
+            del pending[:start]
+        if pending:
+            lines.put(bytes(pending))
     except BaseException as exc:  # noqa: BLE001 - handed to the reading thread, which raises it
         lines.put(InputError(f"stdin: read failed ({exc})"))
     lines.put(None)

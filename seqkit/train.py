@@ -318,6 +318,8 @@ class Trainer:
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad_norm)
             if not torch.isfinite(norm):
                 self.optimizer.zero_grad(set_to_none=True)
+                if self.scaler:
+                    return self._overflow_step()
                 return self._bad_step(start)
         if self.scaler:
             self.scaler.step(self.optimizer)
@@ -330,6 +332,15 @@ class Trainer:
         self.history_tokens += total_tokens
         seconds = time.perf_counter() - start
         return {"nll": total_loss, "tokens": total_tokens, "seconds": seconds, "lr": lr}
+
+    def _overflow_step(self) -> dict[str, float]:
+        """fp16: the scaled gradients overflowed (a finite loss, inf gradients). That is the grad
+        scaler's normal search for its scale, not divergence: skip the step and let the scaler
+        lower its scale (unscale_ recorded the infs). Counting these as bad steps would abort a
+        healthy run in its first steps, and skipping update() would keep the scale that overflowed."""
+        self.scaler.update()
+        log.debug("fp16 gradient overflow at step %d: step skipped, grad scale now %g", self.step, self.scaler.get_scale())
+        return {"nll": 0.0, "tokens": 0, "seconds": 0.0, "lr": 0.0}
 
     def _bad_step(self, start: float) -> dict[str, float]:
         self._bad_in_a_row += 1
@@ -349,6 +360,8 @@ class Trainer:
             metrics = self.task.validate(self.cfg)
             metrics["valid_seconds"] = round(time.perf_counter() - start, 2)
             metrics["step"] = self.step
+            if self.device.type == "cuda":  # the only record of it: nothing else watches the GPU
+                metrics["gpu_peak_gib"] = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 3)
         if self.dist is not None:
             metrics = distributed.broadcast(self.dist, metrics)
         score = metrics[self.metric_name]

@@ -230,6 +230,9 @@ def test_torchrun_env_is_read_only_for_several_processes():
     assert torchrun_env({}) is None
     assert torchrun_env({"WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0"}) is None
     assert torchrun_env({"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1"}) == (3, 1, 4)
+    # One process joins the group only when asked (tools/gpu_check.sh: nccl on a one-GPU machine).
+    assert torchrun_env({"WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0", "SEQKIT_FORCE_DDP": "1"}) == (0, 0, 1)
+    assert torchrun_env({"WORLD_SIZE": "1", "SEQKIT_FORCE_DDP": "0"}) is None
     with pytest.raises(SeqkitError, match="expected integers"):
         torchrun_env({"WORLD_SIZE": "two"})
     with pytest.raises(SeqkitError, match="outside"):

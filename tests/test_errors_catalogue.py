@@ -227,6 +227,19 @@ def case_serve_run_dir(tmp: Path) -> None:
     serve(tmp / "runs" / "translate")
 
 
+def case_no_such_gpu(tmp: Path) -> None:
+    from unittest import mock
+
+    import torch
+
+    from seqkit.train import pick_device
+
+    # What torch reports on a machine with one GPU, so that the row reads the same everywhere.
+    with mock.patch.object(torch.cuda, "is_available", return_value=True), \
+            mock.patch.object(torch.cuda, "device_count", return_value=1):
+        pick_device("cuda:7")
+
+
 def case_torchrun_device(tmp: Path) -> None:
     from seqkit.distributed import resolve_device
 
@@ -296,6 +309,7 @@ CASES: list[tuple[str, str, Callable[[Path], object]]] = [
     ("train", "run directory already trained", case_existing_run),
     ("train", "--resume with no run", case_resume_without_run),
     ("train", "unwritable run directory", case_unwritable_run_dir),
+    ("train", "`train.device: cuda:7` on a machine with one GPU", case_no_such_gpu),
     ("runtime", "tampered exported model file", case_tampered_model),
     ("runtime", "invalid Unicode in input", case_runtime_invalid_unicode),
     ("serve", "`seqkit serve` given a run directory, not an export", case_serve_run_dir),

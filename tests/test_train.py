@@ -17,8 +17,9 @@ import torch
 from seqkit import checkpoint as ckpt
 from seqkit.errors import CheckpointError, SeqkitError
 from seqkit.optim import LRSchedule, ScheduleConfig
-from seqkit.runs import load_run, train_run
-from seqkit.train import parse_duration
+from seqkit.recipe import load_recipe
+from seqkit.runs import build_task, load_run, train_run
+from seqkit.train import Trainer, parse_duration
 
 
 def train_losses(run_dir: Path) -> dict[int, float]:
@@ -223,14 +224,25 @@ def test_to_device_on_cpu_shares_the_array_and_accepts_strided_input():
     assert strided.tolist() == batch[:, ::2].tolist()
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_to_device_on_cuda_stages_through_pinned_memory():
-    from seqkit.tasks import to_device
-
-    batch = np.arange(12, dtype=np.int64).reshape(3, 4)
-    tensor = to_device(batch, torch.device("cuda"))
-    torch.cuda.synchronize()
-    assert tensor.device.type == "cuda" and tensor.cpu().tolist() == batch.tolist()
+def test_fp16_overflow_lowers_the_grad_scale_instead_of_aborting(tiny_recipe):
+    """A grad scaler's overflowing steps are skipped with a lower scale, not counted as
+    divergence (which aborts after train.max_bad_steps): on the CPU, with a CPU GradScaler and a
+    gradient hook that overflows the first backward as fp16 gradients overflow on a GPU."""
+    recipe = load_recipe(tiny_recipe, ["train.max_bad_steps=1"])
+    run_dir = tiny_recipe.parent / "run"
+    run_dir.mkdir()
+    task = build_task(recipe, run_dir, resume=False, device=torch.device("cpu"))
+    trainer = Trainer(task, recipe.train_cfg, run_dir, seed=recipe.seed, metric=("loss", False))
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    overflow = [True]
+    weight = next(task.model.parameters())
+    weight.register_hook(lambda g: g * float("inf") if overflow.pop() else g)
+    first, second = task.batches(0, recipe.seed)[:2]
+    assert trainer._train_step([first])["tokens"] == 0 and trainer.step == 0  # overflowed: skipped
+    assert trainer.scaler.get_scale() == 2.0**15 and trainer._bad_in_a_row == 0
+    overflow.append(False)
+    assert trainer._train_step([second])["tokens"] > 0 and trainer.step == 1
+    assert all(torch.isfinite(p).all() for p in task.model.parameters())
 
 
 def test_a_kill_while_pruning_leaves_no_half_deleted_checkpoint(tiny_recipe, monkeypatch):
