@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from seqkit import checkpoint as ckpt
 from seqkit import distributed
-from seqkit.errors import CheckpointError, SeqkitError
+from seqkit.errors import CheckpointError, SeqkitError, shorten
 from seqkit.optim import LRSchedule, OptimizerConfig, ScheduleConfig, build_optimizer
 from seqkit.progress import Progress
 
@@ -29,6 +29,7 @@ log = logging.getLogger("seqkit")
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
+_DEVICES = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
 
 
 def parse_duration(value: Any) -> float | None:
@@ -77,17 +78,20 @@ class TrainConfig(BaseModel):
     @field_validator("device")
     @classmethod
     def _device(cls, value: str) -> str:
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", value):
-            raise ValueError(f"expected auto, cpu, cuda or cuda:N, got {value!r}")
+        if not _DEVICES.fullmatch(value):
+            raise ValueError(f"expected auto, cpu, cuda or cuda:N, got {shorten(value)}")
         return value
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, where: str = "train.device") -> torch.device:
+    """The torch device ``name`` (auto|cpu|cuda|cuda:N|mps) names; SeqkitError naming ``where``."""
+    if not _DEVICES.fullmatch(name):
+        raise SeqkitError(f"{where}: expected auto, cpu, cuda or cuda:N, got {shorten(name)}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise SeqkitError(f"train.device: {name} requested but CUDA is not available (use auto or cpu)")
+        raise SeqkitError(f"{where}: {name} requested but CUDA is not available (use auto or cpu)")
     return device
 
 
@@ -143,6 +147,7 @@ class Trainer:
     def resume(self) -> None:
         path = ckpt.resolve_checkpoint(self.run_dir, "last")
         state = ckpt.load_checkpoint_state(path)
+        ckpt.check_resume_state(state, path)
         ckpt.load_model_tensors(self.model, path / "model.safetensors")
         ckpt.load_optimizer(self.optimizer, path, state["optimizer"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
@@ -176,8 +181,11 @@ class Trainer:
         if not self.is_main:
             return
         event = {"step": self.step, "epoch": self.epoch, "time": round(self.elapsed, 2), **event}
-        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(event) + "\n")
+        try:
+            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(event) + "\n")
+        except OSError as exc:
+            raise CheckpointError(f"{self.run_dir / 'metrics.jsonl'}: cannot write: {exc.strerror or exc}") from None
         if self._writer is not None:
             for key, value in event.items():
                 if isinstance(value, (int, float)) and key not in ("step", "epoch"):
@@ -210,7 +218,8 @@ class Trainer:
         """Train until a limit is reached; returns the last validation metrics."""
         if self.is_main:
             self._open_tensorboard()
-        previous = signal.signal(signal.SIGINT, self._on_sigint)
+        # SIGTERM (systemd, docker stop, a batch scheduler) gets the same save-then-exit as Ctrl-C.
+        previous = {sig: signal.signal(sig, self._on_sigint) for sig in (signal.SIGINT, signal.SIGTERM)}
         progress = Progress(self.cfg, self.step, bar=self.is_main)
         span = self.cfg.accumulate if self._ddp is None else self._ddp.span(self.cfg.accumulate)
         last_metrics: dict[str, Any] = {}
@@ -245,7 +254,8 @@ class Trainer:
             elif not last_metrics or last_metrics.get("step") != self.step:
                 last_metrics = self.validate_and_save()
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             progress.close()
             if self._writer is not None:
                 self._writer.close()

@@ -163,6 +163,7 @@ def case_existing_run(tmp: Path) -> None:
     from seqkit.runs import open_recipe_for_training
 
     (tmp / "run" / "checkpoints" / "step-00000010").mkdir(parents=True)
+    (tmp / "run" / "checkpoints" / "last.json").write_text('{"checkpoint": "step-00000010"}')
     open_recipe_for_training(TRANSLATE, [f"run_dir={tmp / 'run'}"], resume=False)
 
 
