@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from seqkit.errors import DataError
+from seqkit.search import MAX_LEN
 
 SECTION = "data"  # the recipe key of DataConfig, the prefix of every error path
 SPLITS = ("train", "valid", "test")
@@ -75,8 +76,8 @@ class DataConfig(BaseModel):
     hub_name: str | None = None  # hub: dataset id or local dataset directory
     hub_config: str | None = None  # hub: configuration name, e.g. "de-en"
     valid_fraction: float = Field(default=0.1, gt=0.0, lt=1.0)  # text without valid: last fraction
-    max_src_len: int = Field(default=100, gt=0)  # tokens; longer pairs are dropped by the trainer
-    max_tgt_len: int = Field(default=100, gt=0)  # tokens
+    max_src_len: int = Field(default=100, gt=0, le=MAX_LEN)  # tokens; longer pairs are dropped by the trainer
+    max_tgt_len: int = Field(default=100, gt=0, le=MAX_LEN)  # tokens
     truncate_src: bool = False  # truncate long sources to max_src_len instead of dropping the pair
     lowercase: bool = False  # lowercase all text after loading
     # Streaming (seqkit/streaming.py, docs/scaling.md): the training split is tokenized once into

@@ -59,7 +59,7 @@ class Recipe(BaseModel):
     description: str = ""
     # Where the run writes; relative paths resolve against the current directory.
     run_dir: str
-    seed: int = 1
+    seed: int = Field(1, ge=0, lt=2**32)  # numpy's global seed takes 32 bits
     data: DataConfig
     tokenizer: TokenizerSection = Field(default_factory=TokenizerSection)
     model: dict[str, Any] = Field(default_factory=dict)
@@ -217,8 +217,12 @@ def _validate_plugins(recipe: Recipe) -> None:
                           "and target; set tokenizer.shared: true")
 
 
-def _prefixed(source: str, message: str) -> str:
-    return "\n".join(f"{source}: {line}" for line in message.splitlines())
+def _prefixed(source: str, message: str, most: int = 3) -> str:
+    """``source: problem; problem; ...`` on one line (the first ``most`` problems, then a count)."""
+    problems = message.splitlines()
+    shown = "; ".join(problems[:most])
+    more = f" (and {len(problems) - most} more problems)" if len(problems) > most else ""
+    return f"{source}: {shown}{more}"
 
 
 def suggest(name: str, choices: list[str]) -> str:

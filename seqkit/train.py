@@ -49,15 +49,15 @@ class TrainConfig(BaseModel):
 
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
-    batch_tokens: int = Field(4096, gt=0)  # padded tokens per batch (seq2seq)
-    batch_size: int = Field(64, gt=0)  # streams per batch (language model)
-    bptt: int = Field(128, gt=0)  # truncated-BPTT length (language model)
-    accumulate: int = Field(1, ge=1)  # batches per optimizer step
-    clip_grad_norm: float | None = Field(1.0, gt=0)
+    batch_tokens: int = Field(4096, gt=0, le=10**8)  # padded tokens per batch (seq2seq)
+    batch_size: int = Field(64, gt=0, le=10**6)  # streams per batch (language model)
+    bptt: int = Field(128, gt=0, le=10**6)  # truncated-BPTT length (language model)
+    accumulate: int = Field(1, ge=1, le=10**6)  # batches per optimizer step
+    clip_grad_norm: float | None = Field(1.0, gt=0, allow_inf_nan=False)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     max_steps: int | None = Field(None, gt=0)
     max_epochs: int | None = Field(30, gt=0)
-    max_time: float | None = Field(None, gt=0)  # seconds; YAML accepts 90s / 15m / 2h
+    max_time: float | None = Field(None, gt=0, allow_inf_nan=False)  # seconds; YAML accepts 90s / 15m / 2h
     valid_every: int = Field(1000, gt=0)  # optimizer steps between validations
     valid_metric_max_sentences: int | None = Field(None, gt=0)  # decode only the first N for the metric
     valid_strategy: Literal["greedy", "beam"] = "greedy"  # decoding used for the validation metric
@@ -65,7 +65,7 @@ class TrainConfig(BaseModel):
     keep_checkpoints: int = Field(1, ge=1)  # most recent checkpoints kept besides best
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: Literal["none", "bf16", "fp16"] = "none"  # autocast: bf16 on GPU or a CPU with native bf16; fp16 GPU only
-    num_threads: int | None = Field(None, gt=0)  # torch intra-op threads on CPU
+    num_threads: int | None = Field(None, gt=0, le=1024)  # torch intra-op threads on CPU (10^6 segfaults torch)
     log_every: int = Field(50, gt=0)
     max_bad_steps: int = Field(5, ge=1)  # consecutive non-finite losses before aborting
     progress: bool = True
