@@ -151,24 +151,44 @@ def translate(model_dir: Path, input_path: Path | None, output_path: Path | None
 
 
 def _read_lines(input_path: Path | None) -> list[str]:
-    """The lines of ``input_path`` (default: stdin), newline removed; SeqkitError if not UTF-8."""
-    # stdin is read as UTF-8 whatever the locale says (sys.stdin's own encoding may differ).
-    src = (open(input_path, encoding="utf-8", errors="strict") if input_path
-           else io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="strict"))
-    try:
-        return [line.rstrip("\n") for line in src]
-    except UnicodeDecodeError as exc:
-        raise SeqkitError(f"{input_path or 'stdin'}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    finally:
-        src.close() if input_path else src.detach()  # never close the process's stdin
+    """The lines of ``input_path`` (default: stdin), split on "\\n" only; SeqkitError if not UTF-8.
+
+    Only "\\n" ends a line: a stray "\\r" (or U+2028, form feed, ...) inside a line must not
+    split it, or the output would hold more lines than the input (clean_text makes it a space).
+    """
+    try:  # stdin is read as bytes: UTF-8 whatever the locale says
+        data = input_path.read_bytes() if input_path else sys.stdin.buffer.read()
+    except OSError as exc:
+        raise SeqkitError(f"{input_path}: cannot read: {exc.strerror or exc}") from None
+    lines, offset = data.split(b"\n"), 0
+    if lines and lines[-1] == b"":
+        lines.pop()  # the newline that ends the last line does not start another
+    out = []
+    for number, raw in enumerate(lines, 1):
+        try:
+            out.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise SeqkitError(f"{input_path or 'stdin'}: line {number}: not UTF-8 text "
+                              f"({exc.reason} at byte {offset + exc.start})") from None
+        offset += len(raw) + 1
+    return out
 
 
 @contextlib.contextmanager
 def _open_output(output_path: Path | None) -> Iterator[TextIO]:
-    """``output_path`` for writing, or stdout as UTF-8 text (left open); flushed either way."""
+    """``output_path`` for writing (complete or untouched: a temp file renamed at the end), or
+    stdout as UTF-8 text (left open); flushed either way."""
     if output_path is not None:
-        with open(output_path, "w", encoding="utf-8") as out:
-            yield out
+        tmp = output_path.with_name(f".{output_path.name}.tmp-{os.getpid()}")
+        try:
+            with open(tmp, "w", encoding="utf-8", newline="\n") as out:
+                yield out
+            os.replace(tmp, output_path)
+        except OSError as exc:
+            raise SeqkitError(f"{output_path}: cannot write output: {exc.strerror or exc}") from None
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
         return
     sys.stdout.flush()
     out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="\n")
@@ -313,6 +333,12 @@ def plot_run(run_dir: Path, output: Path | None) -> None:
     click.echo(str(plot_curves(run_dir, output or run_dir / "curves.png")))
 
 
+# Optional dependencies and the extra that installs each: a command whose import fails on one
+# of these says which extra it needs instead of printing a traceback.
+_EXTRA_OF = {**dict.fromkeys(["torch", "datasets", "safetensors", "onnx", "sacrebleu", "rouge_score", "tqdm"], "train"),
+             "fastapi": "serve", "uvicorn": "serve", "matplotlib": "plot"}
+
+
 def main() -> None:
     # Idle OpenMP threads spin by default. On a machine shared with other busy processes that
     # spinning made training steps 3-10x slower (measured, docs/benchmarks.md); sleeping
@@ -328,6 +354,13 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except SeqkitError as exc:
         click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except ModuleNotFoundError as exc:
+        extra = _EXTRA_OF.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        click.echo(f"error: this command needs seqkit[{extra}] ({exc.name} is not installed): "
+                   f"pip install 'seqkit[{extra}]'" + (" (torch==2.13.0 first)" if extra == "train" else ""), err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)

@@ -41,8 +41,8 @@ def read_tokenizer_json(directory: Path, expected_type: str | None = None) -> di
         raise ModelError(f"tokenizer file not found: {path}")
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{path}: not a valid tokenizer.json: {exc}") from exc
+    except (UnicodeDecodeError, RecursionError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise ModelError(f"{path}: not a valid tokenizer.json: {str(exc)[:200]}") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("type"), str):
         raise ModelError(f"{path}: tokenizer.json must be an object with a string 'type'")
     if expected_type is not None and payload["type"] != expected_type:
