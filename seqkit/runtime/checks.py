@@ -48,7 +48,7 @@ def expected_io(config: ExportConfig) -> dict[str, GraphIO]:
 
 
 def check_graphs(root: Path, config: ExportConfig, sessions: dict[str, Any]) -> None:
-    """Every graph declares exactly the inputs config.json implies, at least its outputs, and the
+    """Every graph declares exactly the inputs and outputs config.json implies, and the
     fixed dimensions recorded for memory, state and the score rows."""
     specs = {t.name: t for t in (*config.memory, *config.state)}
     specs.update({f"state_out_{i}": t for i, t in enumerate(config.state)})
@@ -61,9 +61,9 @@ def check_graphs(root: Path, config: ExportConfig, sessions: dict[str, Any]) -> 
         if set(inputs) != set(io.inputs):
             raise ModelError(f"{where}: graph inputs {sorted(inputs)[:8]} do not match {CONFIG_FILE} "
                              f"(expected {sorted(io.inputs)})")
-        missing = sorted(set(io.outputs) - set(outputs))
-        if missing:
-            raise ModelError(f"{where}: graph has no output {missing[0]!r} that {CONFIG_FILE} implies")
+        if set(outputs) != set(io.outputs):
+            raise ModelError(f"{where}: graph outputs {sorted(outputs)[:8]} do not match {CONFIG_FILE} "
+                             f"(expected {sorted(io.outputs)})")
         for name, shape in [*inputs.items(), *outputs.items()]:
             if name in specs:
                 _check_shape(where, name, shape, specs[name])
