@@ -307,8 +307,10 @@ def _attention_plot(lines: list[str], results: list, translator: object, path: P
               help="Requests waiting for the model before new ones get 503 (default 256).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
               show_default=True)
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="Answer only requests whose Host header is NAME (repeatable; default: any).")
 def serve_model(model_dir: Path, host: str, port: int, threads: int | None, max_batch: int | None,
-                max_chars: int | None, max_queue: int | None, log_level: str) -> None:
+                max_chars: int | None, max_queue: int | None, log_level: str, allowed_hosts: tuple[str, ...]) -> None:
     """Serve an exported MODEL_DIR over HTTP (torch-free): a demo page at /, the API under /v1,
     the OpenAPI schema at /openapi.json. See docs/serving.md."""
     from seqkit.serve import serve
@@ -319,7 +321,8 @@ def serve_model(model_dir: Path, host: str, port: int, threads: int | None, max_
         from seqkit.serve.schemas import ServeLimits
 
         limits = ServeLimits(**{k: v for k, v in given.items() if v is not None})
-    serve(model_dir, host=host, port=port, threads=threads, limits=limits, log_level=log_level)
+    serve(model_dir, host=host, port=port, threads=threads, limits=limits, log_level=log_level,
+          allowed_hosts=list(allowed_hosts) or None)
 
 
 @cli.command("plot")

@@ -31,7 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from seqkit import __version__
-from seqkit.errors import InputError, ModelError
+from seqkit.errors import InputError, ModelError, SeqkitError, shorten
 from seqkit.inference import TranslationResult, clean_prompt, clean_text
 from seqkit.plot import attention_labels
 from seqkit.serve.batcher import Batcher, Overloaded
@@ -106,6 +106,25 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
+class HostCheck:
+    """Pure ASGI middleware: answers 400 (JSON) to a request whose Host header is not one of
+    ``allowed`` (port ignored), as Starlette's TrustedHostMiddleware does in plain text. Guards a
+    server on 127.0.0.1 against DNS rebinding, and one behind a proxy against spoofed hosts."""
+
+    def __init__(self, app: ASGIApp, allowed: Sequence[str]):
+        self.app, self.allowed = app, {h.lower() for h in allowed}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+            if name.lower() not in self.allowed:
+                response = error_response(400, "bad_host", f"Host header {shorten(host)} is not served here")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def _translation(result: TranslationResult, model: Any) -> Translation:
     attention = None
     if result.attention is not None:
@@ -158,6 +177,19 @@ def _require(model: Any, kind: str) -> None:
                          f"({model.config.model_kind}); /v1/translate serves seq2seq models, /v1/generate language models")
 
 
+def _safe_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """Validation errors as JSON can carry them: the input echoed as a bounded repr (NaN,
+    infinity and lone surrogates would make the error response itself fail), no ctx objects."""
+    out = []
+    for err in list(errors)[:10]:
+        item = {"loc": [p if isinstance(p, int) else str(p)[:60] for p in err.get("loc", ())],
+                "msg": str(err.get("msg", ""))[:200], "type": str(err.get("type", ""))}
+        if "input" in err:
+            item["input"] = shorten(err["input"])
+        out.append(item)
+    return out
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServeError)
     async def _serve_error(_: Request, exc: ServeError) -> JSONResponse:
@@ -175,10 +207,23 @@ def _install_error_handlers(app: FastAPI) -> None:
             return error_response(415, "unsupported_media_type",
                                   f"send the body as JSON with Content-Type: application/json (got {content_type or 'none'!r})")
         if any(e.get("type") == "json_invalid" for e in errors):
-            return error_response(400, "bad_json", "the request body is not valid JSON", errors)
+            return error_response(400, "bad_json", "the request body is not valid JSON", _safe_details(errors))
         first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        return error_response(422, "invalid_request", f"{where}: {first.get('msg')}", errors)
+        where = ".".join(str(p)[:60] for p in first.get("loc", ()))
+        return error_response(422, "invalid_request", f"{where}: {first.get('msg')}", _safe_details(errors))
+
+    @app.exception_handler(InputError)
+    async def _bad_input(_: Request, exc: InputError) -> JSONResponse:
+        return error_response(400, "bad_text", str(exc))
+
+    @app.exception_handler(SeqkitError)
+    async def _model_error(_: Request, exc: SeqkitError) -> JSONResponse:
+        return error_response(500, "model_error", str(exc))
+
+    @app.exception_handler(Exception)
+    async def _internal(_: Request, exc: Exception) -> JSONResponse:
+        # Still JSON, as docs/serving.md promises; the traceback goes to the server log.
+        return error_response(500, "internal_error", f"internal error ({type(exc).__name__}); see the server log")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -186,8 +231,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         return error_response(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
 
 
-def create_app(model: Any, limits: ServeLimits | None = None) -> FastAPI:
-    """The FastAPI app over ``model`` (a :class:`seqkit.runtime.RuntimeModel`)."""
+def create_app(model: Any, limits: ServeLimits | None = None, allowed_hosts: Sequence[str] | None = None) -> FastAPI:
+    """The FastAPI app over ``model`` (a :class:`seqkit.runtime.RuntimeModel`); ``allowed_hosts``:
+    the Host header names it answers (None: any)."""
     limits = limits or ServeLimits()
     batcher = Batcher(max_items=limits.batch_texts, max_queue=limits.max_queue)
 
@@ -203,6 +249,8 @@ def create_app(model: Any, limits: ServeLimits | None = None) -> FastAPI:
                   description=f"seqkit {model.config.task} model `{model.model_dir.name}` on onnxruntime.")
     app.state.model, app.state.limits, app.state.batcher = model, limits, batcher
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    if allowed_hosts:
+        app.add_middleware(HostCheck, allowed=allowed_hosts)
     _install_error_handlers(app)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
