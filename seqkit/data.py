@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -175,16 +176,22 @@ def _read_text(path: Path, key: str) -> str:
                 raw = f.read()
         else:
             raw = path.read_bytes()
-    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
-        raise DataError(f"{key}: cannot read {path}: {exc}") from exc
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError; a corrupt body zlib.error
+        raise DataError(f"{key}: cannot read {path}: {type(exc).__name__}: {str(exc)[:200]}") from None
     try:
-        return raw.decode("utf-8")
+        return _strip_bom(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise DataError(
             f"{key}: {path}:{line}: not valid UTF-8 (byte 0x{raw[exc.start]:02x}: {exc.reason}); "
             "convert the file to UTF-8"
         ) from exc
+
+
+def _strip_bom(text: str) -> str:
+    """Without a leading byte-order mark (Windows editors write one): it is not part of the first
+    word, and would otherwise enter the vocabulary as '\ufeffTwo'."""
+    return text[1:] if text.startswith("\ufeff") else text
 
 
 def _scan_lines(path: Path, key: str) -> list[str]:
@@ -231,6 +238,8 @@ def _column(ds: Any, name: str) -> list[Any]:
 
 def _hf_lines(path: Path, key: str, cache_dir: Path | None, expected: int) -> list[str]:
     lines = _column(_hf_load("text", path, key, cache_dir), "text")
+    if lines:
+        lines[0] = _strip_bom(lines[0])
     if len(lines) != expected:  # cannot happen after _scan_lines; guards a datasets change
         raise DataError(f"{key}: {path}: datasets read {len(lines)} lines, expected {expected}")
     return lines
@@ -241,7 +250,7 @@ def _load_text(name: str | None, key: str, base_dir: Path, cache_dir: Path | Non
     if not _read_text(path, key):
         raise DataError(f"{key}: corpus is empty: {path}")
     ds = _hf_load("text", path, key, cache_dir, sample_by="document", keep_linebreaks=True)
-    return "".join(_column(ds, "text"))
+    return _strip_bom("".join(_column(ds, "text")))
 
 
 def _load_parallel(files: SplitFiles, key: str, base_dir: Path, cache_dir: Path | None) -> tuple[list[str], list[str]]:
@@ -282,6 +291,8 @@ def _load_tsv(name: str | None, key: str, base_dir: Path, cache_dir: Path | None
         features=Features({"src": Value("string"), "tgt": Value("string")}),
     )
     src, tgt = _column(ds, "src"), _column(ds, "tgt")
+    if src:
+        src[0] = _strip_bom(src[0])
     if len(src) != len(lines):
         raise DataError(f"{key}: {path}: datasets read {len(src)} rows, expected {len(lines)}")
     return src, tgt
@@ -295,15 +306,24 @@ def _load_jsonl(
     first_type: dict[str, type] = {}
     for number, line in enumerate(lines, 1):
         where = f"{key}: {path}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{where}: invalid JSON: {exc.msg} (column {exc.colno})") from exc
+        record = parse_jsonl_line(line, where)
         for field in (cfg.src_field, cfg.tgt_field):
             jsonl_field(record, field, where, first_type)
     ds = _hf_load("json", path, key, cache_dir)
     src = _field_values(ds, cfg.src_field, f"{key}: {path}")
     return src, _field_values(ds, cfg.tgt_field, f"{key}: {path}")
+
+
+def parse_jsonl_line(line: str, where: str) -> Any:
+    """One JSONL record; DataError naming ``where`` (file:line) for any line json cannot take."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{where}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+    except RecursionError:
+        raise DataError(f"{where}: invalid JSON: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer over Python's 4300-digit limit
+        raise DataError(f"{where}: invalid JSON: {str(exc)[:120]}") from None
 
 
 def jsonl_field(record: Any, field: str, where: str, first_type: dict[str, type]) -> str:
