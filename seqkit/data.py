@@ -177,7 +177,7 @@ def _read_text(path: Path, key: str) -> str:
         else:
             raw = path.read_bytes()
     except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError; a corrupt body zlib.error
-        raise DataError(f"{key}: cannot read {path}: {type(exc).__name__}: {str(exc)[:200]}") from None
+        raise DataError(f"{key}: cannot read {path}: {_read_failure(exc)}") from None
     try:
         return _strip_bom(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
@@ -186,6 +186,12 @@ def _read_text(path: Path, key: str) -> str:
             f"{key}: {path}:{line}: not valid UTF-8 (byte 0x{raw[exc.start]:02x}: {exc.reason}); "
             "convert the file to UTF-8"
         ) from exc
+
+
+def _read_failure(exc: BaseException) -> str:
+    if isinstance(exc, (zlib.error, EOFError)):
+        return f"corrupt or truncated gzip data ({str(exc)[:120] or type(exc).__name__})"
+    return str(exc)[:200]
 
 
 def _strip_bom(text: str) -> str:

@@ -207,6 +207,8 @@ def format_validation_error(exc: ValidationError, path: str, model: type[BaseMod
             msg = f"unknown value {shorten(err.get('input'))}; expected {ctx}"
             if guess:
                 msg += f"; did you mean '{guess[0]}'?"
+        elif err["type"] == "value_error":  # the validator's own message names the value already
+            msg = msg.removeprefix("Value error, ")
         else:
             msg = f"{msg} (got {shorten(err.get('input'))})" if "input" in err and not isinstance(err.get("input"), dict) else msg
         lines.append(f"{full}: {msg}")

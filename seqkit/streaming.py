@@ -37,7 +37,7 @@ from typing import IO, Any, overload
 import numpy as np
 
 from seqkit.batching import bucket_batches
-from seqkit.data import SECTION, Corpus, DataConfig, _resolve, jsonl_field, parse_jsonl_line
+from seqkit.data import SECTION, Corpus, DataConfig, _read_failure, _resolve, jsonl_field, parse_jsonl_line
 from seqkit.errors import DataError, SeqkitError
 
 log = logging.getLogger("seqkit")
@@ -78,7 +78,7 @@ def _lines(path: Path, key: str) -> Iterator[tuple[int, str]]:
                         "convert the file to UTF-8"
                     ) from exc
     except (OSError, EOFError, zlib.error) as exc:  # zlib.error: a gz file with a corrupt body
-        raise DataError(f"{key}: cannot read {path} (after line {number}): {type(exc).__name__}: {str(exc)[:200]}") from None
+        raise DataError(f"{key}: cannot read {path} (after line {number}): {_read_failure(exc)}") from None
     if number == 0:
         raise DataError(f"{key}: corpus is empty: {path}")
 

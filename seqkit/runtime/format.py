@@ -30,7 +30,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from seqkit.errors import ModelError
 from seqkit.safepath import inside, regular_file
@@ -99,7 +99,7 @@ class ExportConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    format_version: int = Field(FORMAT_VERSION, ge=FORMAT_VERSION, le=FORMAT_VERSION)  # the one this seqkit reads
+    format_version: int = FORMAT_VERSION
     task: Literal["translation", "summarization", "lm", "classification"]
     model_kind: Literal["seq2seq", "lm", "classifier"]
     special_ids: SpecialIds  # of the target tokenizer (what search uses); classifier: the source one
@@ -118,6 +118,14 @@ class ExportConfig(BaseModel):
     step_top_k: bool = False
     # Classifier only: label strings in class-id order (index = column of ``probs``).
     labels: list[str] | None = None
+
+    @field_validator("format_version")
+    @classmethod
+    def _known_format(cls, value: int) -> int:
+        if value != FORMAT_VERSION:
+            raise ValueError(f"this seqkit reads format {FORMAT_VERSION}, the model is format {value}; "
+                             "export it again with this seqkit, or install the seqkit that made it")
+        return value
 
     @model_validator(mode="after")
     def _labels_iff_classifier(self) -> ExportConfig:
@@ -183,7 +191,7 @@ def read_config(model_dir: Path) -> ExportConfig:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(root)"
-        raise ModelError(f"{path}: {where}: {first['msg']}") from None
+        raise ModelError(f"{path}: {where}: {first['msg'].removeprefix('Value error, ')}") from None
 
 
 # -- manifest ------------------------------------------------------------------------------------
