@@ -21,7 +21,7 @@ from seqkit.serve.app import create_app  # noqa: E402
 from seqkit.serve.schemas import ServeLimits  # noqa: E402
 
 LIMITS = ServeLimits(max_batch=4, max_chars=60, max_body_bytes=4096, max_beam=6, max_tokens=30)
-DOCUMENTED = {200, 400, 404, 405, 413, 415, 422, 503}  # docs/serving.md
+DOCUMENTED = {200, 400, 404, 405, 413, 415, 422, 503}  # docs/serving.md; 500 would be a bug
 
 
 @pytest.fixture(scope="module")

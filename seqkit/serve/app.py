@@ -6,12 +6,13 @@ and ``/docs``. Every error is JSON ``{"error": {"code", "message", "details"}}``
 
 ====  =======================================================================================
 400   malformed JSON (``bad_json``), text that is not valid Unicode (``bad_text``), an endpoint
-      the model's kind does not serve (``wrong_model_kind``)
+      the model's kind does not serve (``wrong_model_kind``), a Host not allowed (``bad_host``)
 404   unknown path; 405 wrong method; 415 a body not sent as ``application/json``
 413   body over ``max_body_bytes`` (``body_too_large``), more than ``max_batch`` texts
       (``too_many_texts``), a text or prompt over ``max_chars`` (``text_too_long``)
 422   a body that does not match the schema, or a search option out of range (``invalid_request``)
 503   the queue holds ``max_queue`` requests already (``overloaded``; ``Retry-After: 1``)
+500   the model failed (``model_error``) or an unexpected error (``internal_error``): still JSON
 ====  =======================================================================================
 """
 
@@ -42,7 +43,7 @@ from seqkit.serve.schemas import (
 )
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 413, 415, 422, 503)
+    code: {"model": ErrorResponse} for code in (400, 413, 415, 422, 500, 503)
 }
 
 
