@@ -232,6 +232,14 @@ def _install_error_handlers(app: FastAPI) -> None:
         return error_response(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
 
 
+def _install_guards(app: FastAPI, limits: ServeLimits, allowed_hosts: Sequence[str] | None) -> None:
+    """The Host check (added last, so it runs first), the body-size limit and the JSON error handlers."""
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    if allowed_hosts:
+        app.add_middleware(HostCheck, allowed=allowed_hosts)
+    _install_error_handlers(app)
+
+
 def create_app(model: Any, limits: ServeLimits | None = None, allowed_hosts: Sequence[str] | None = None) -> FastAPI:
     """The FastAPI app over ``model`` (a :class:`seqkit.runtime.RuntimeModel`); ``allowed_hosts``:
     the Host header names it answers (None: any)."""
@@ -249,10 +257,7 @@ def create_app(model: Any, limits: ServeLimits | None = None, allowed_hosts: Seq
     app = FastAPI(title="seqkit", version=__version__, lifespan=lifespan,
                   description=f"seqkit {model.config.task} model `{model.model_dir.name}` on onnxruntime.")
     app.state.model, app.state.limits, app.state.batcher = model, limits, batcher
-    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
-    if allowed_hosts:
-        app.add_middleware(HostCheck, allowed=allowed_hosts)
-    _install_error_handlers(app)
+    _install_guards(app, limits, allowed_hosts)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
