@@ -187,6 +187,8 @@ def validate_recipe(tree: dict[str, Any], *, source: str, base_dir: Path) -> Rec
         recipe = Recipe.model_validate({**tree, "base_dir": base_dir})
     except ValidationError as exc:
         raise RecipeError(_prefixed(source, format_validation_error(exc, "", Recipe))) from None
+    if recipe.task != "lm" and recipe.data.valid is None:  # train refuses it; so does `recipe check`
+        raise RecipeError(_prefixed(source, f"data.valid: a validation split is required for {recipe.task} recipes"))
     _validate_section(source, "model", recipe.model, _model_config_cls())
     _validate_section(source, "train", recipe.train, _train_config_cls())
     try:

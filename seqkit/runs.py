@@ -152,6 +152,9 @@ def train_run(recipe_path: Path, overrides: list[str], resume: bool) -> dict[str
             torch.set_num_threads(cfg.num_threads)
         seed_everything(recipe.seed)
         return _fit(recipe, run_dir, resume, device, dist, is_main)
+    except OSError as exc:  # a disk that fills (or goes read-only) mid-run: one line naming the file
+        where = exc.filename or run_dir
+        raise CheckpointError(f"{where}: {exc.strerror or exc}; the last complete checkpoint is untouched") from None
     finally:
         distributed.teardown(dist)
         if lock is not None:
