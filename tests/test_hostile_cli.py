@@ -151,6 +151,7 @@ def test_train_without_torch_names_the_extra(tmp_path):
     ("model.decoder.num_layers=100000", "model.decoder.num_layers"),
     ("model.decoder.hidden_size=60000", "model: "),
     ("train.device=bogus", "train.device"),
+    ("data.valid=null", "data.valid"),  # train refused it only after loading the data
 ])
 def test_recipe_check_refuses_what_train_would(override, where):
     start = time.perf_counter()
