@@ -99,9 +99,12 @@ def test_duplicate_key_is_refused(tmp_path):
 
 
 def test_override_alias_bomb_is_refused():
-    value = "[" + ",".join(["x"] * 9) + "]"
-    with pytest.raises(RecipeError, match="override"):
-        load_recipe(TRANSLATE, ["description=" + "&a " + value + " " + ",".join(["*a"] * 9)])
+    # Six levels (9^6 = 531,441 strings): small enough to be harmless on the old code, which
+    # accepted it and echoed the whole expansion back in its error message.
+    levels = ["&a0 [" + ",".join(["x"] * 9) + "]"]
+    levels += [f"&a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 6)]
+    with pytest.raises(RecipeError, match="override .*expands to more than 100000 values"):
+        load_recipe(TRANSLATE, ["description=[" + ", ".join(levels) + "]"])
 
 
 def test_huge_file_is_not_read_whole(tmp_path):
