@@ -229,9 +229,9 @@ def load_classifier_run(run_dir: Path, which: str = "best", device: str = "cpu")
     from seqkit.runs import RECIPE_FILE, LoadedRun
     from seqkit.tokenizers import load_tokenizer
 
-    from seqkit.train import pick_device
+    from seqkit.devices import torch_device
 
-    dev = pick_device(device, "--device")
+    dev = torch_device(device)  # a bad name fails before anything is loaded
     run_dir = Path(run_dir)
     if not (run_dir / RECIPE_FILE).is_file():
         raise CheckpointError(f"{run_dir}: not a run directory ({RECIPE_FILE} missing)")

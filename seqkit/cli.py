@@ -1,36 +1,112 @@
 """The ``seqkit`` command line (click). Heavy imports happen inside commands, so
-``seqkit --help`` and ``seqkit plugins`` stay fast and work without torch."""
+``seqkit --help`` and ``seqkit plugins`` stay fast and work without torch.
+
+One spelling per concept across commands (docs/cli.md): ``-o/--output`` is always a file or
+directory the command writes; recipe values are set with ``--set``; the beam is ``--beam-size``,
+as in the Python and HTTP APIs and the recipe's ``search.beam_size``.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import Any
 
 import click
 
 from seqkit import __version__
 from seqkit.errors import SeqkitError
 
-override_option = click.option(
-    "-o", "--override", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
-    help="Set a recipe value before validation (value parsed as YAML); repeatable.",
+STRATEGIES = ("greedy", "beam", "sample")  # SearchConfig.strategy's choices (a test keeps them equal)
+
+set_option = click.option(
+    "--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
+    help="Set a recipe value before validation, e.g. --set train.max_time=5m (the value is parsed as "
+         "YAML); repeatable.",
 )
+checkpoint_option = click.option(
+    "--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "last"]),
+    help="Which checkpoint of a run directory: the best validation score or the latest.")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def device_option(what: str) -> Callable[[Any], Any]:
+    return click.option(
+        "--device", default="cpu", show_default=True, metavar="DEVICE",
+        help=f"Where {what} runs: cpu, cuda, cuda:N, mps or auto. A run directory decodes with torch; an "
+             "exported model with onnxruntime, whose CUDA provider (onnxruntime-gpu) serves cuda.")
+
+
+SAMPLING_OPTIONS = [
+    click.option("--temperature", type=float, default=None,
+                 help="Sampling: divide the logits by this before sampling; below 1 is more conservative "
+                      "(default: the model's search.temperature, 1.0)."),
+    click.option("--top-k", type=int, default=None,
+                 help="Sampling: draw from the k most probable tokens only (default: the model's; 0: off)."),
+    click.option("--top-p", type=float, default=None,
+                 help="Sampling: draw from the smallest set of tokens holding this probability mass "
+                      "(default: the model's; 1: off)."),
+    click.option("--seed", type=int, default=None,
+                 help="Sampling: the same seed gives the same output, torch and onnxruntime alike "
+                      "(default: fresh randomness)."),
+]
+SEARCH_OPTIONS = [
+    click.option("--strategy", type=click.Choice(STRATEGIES), default=None,
+                 help="greedy, beam search or sampling (default: the model's search.strategy; a --beam-size "
+                      "given alone picks greedy for 1 and beam otherwise)."),
+    click.option("--beam-size", type=click.IntRange(min=1), default=None,
+                 help="Hypotheses kept per step by beam search (default: the model's search.beam_size)."),
+    click.option("--n-best", type=click.IntRange(min=1), default=None,
+                 help="Hypotheses printed per input line, best first, each after its score and a tab "
+                      "(at most --beam-size; default 1)."),
+    click.option("--length-penalty", type=float, default=None,
+                 help="Beam search ranks by log_prob / ((5 + length) / 6) ** ALPHA (GNMT); 0 ranks by the "
+                      "raw log-probability (default: the model's search.length_penalty)."),
+    *SAMPLING_OPTIONS,
+]
+
+
+def with_options(options: list[Callable[[Any], Any]]) -> Callable[[Any], Any]:
+    def apply(f: Any) -> Any:
+        for option in reversed(options):
+            f = option(f)
+        return f
+    return apply
+
+
+def search_overrides(strategy: str | None = None, beam_size: int | None = None, **options: Any) -> dict[str, Any]:
+    """The SearchConfig fields the user gave (None: keep the model's), each checked against its
+    own constraints with its flag named; n_best against beam_size when both are given."""
+    from seqkit.errors import InputError
+    from seqkit.search import check_option
+
+    given = {k: v for k, v in {"strategy": strategy, "beam_size": beam_size, **options}.items() if v is not None}
+    for name, value in given.items():
+        check_option(name, value, "--" + name.replace("_", "-"))
+    if given.get("n_best", 1) > given.get("beam_size", given.get("n_best", 1)):
+        raise InputError(f"--n-best {given['n_best']} is more than --beam-size {given['beam_size']}: beam search "
+                         "keeps only --beam-size hypotheses")
+    return given
+
+
+def with_implied_strategy(overrides: dict[str, Any]) -> dict[str, Any]:
+    """A --beam-size given alone picks the strategy: greedy for 1, beam otherwise."""
+    if "beam_size" in overrides and "strategy" not in overrides:
+        return {**overrides, "strategy": "greedy" if overrides["beam_size"] == 1 else "beam"}
+    return overrides
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="seqkit")
-@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging on stderr.")
 def cli(verbose: bool) -> None:
     """seqkit: recurrent sequence-to-sequence models from recipe to torch-free runtime."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(message)s",
-                        stream=sys.stderr)
+    from seqkit.progress import configure_logging
+
+    configure_logging(verbose)
 
 
 @cli.command()
@@ -55,7 +131,7 @@ def recipe() -> None:
 
 @recipe.command("check")
 @click.argument("path", type=click.Path(path_type=Path))
-@override_option
+@set_option
 def recipe_check(path: Path, overrides: tuple[str, ...]) -> None:
     """Validate PATH and print the resolved recipe (every default filled in)."""
     from seqkit.recipe import dump_recipe, load_recipe
@@ -65,8 +141,10 @@ def recipe_check(path: Path, overrides: tuple[str, ...]) -> None:
 
 @cli.command()
 @click.argument("recipe_path", metavar="RECIPE", type=click.Path(path_type=Path))
-@override_option
-@click.option("--resume", is_flag=True, help="Continue the run in the recipe's run_dir from its last checkpoint.")
+@set_option
+@click.option("--resume", is_flag=True,
+              help="Continue the run in the recipe's run_dir (or the run directory given as RECIPE) from its "
+                   "last checkpoint.")
 def train(recipe_path: Path, overrides: tuple[str, ...], resume: bool) -> None:
     """Train a model from RECIPE (or continue a run directory with --resume)."""
     from seqkit.runs import train_run
@@ -77,126 +155,93 @@ def train(recipe_path: Path, overrides: tuple[str, ...], resume: bool) -> None:
 
 
 @cli.command()
-@click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--split", default="test", show_default=True, type=click.Choice(["valid", "test"]))
-@click.option("--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "last"]))
-@click.option("--beam", type=int, default=None, help="Beam size (default: the recipe's search.beam_size).")
-@click.option("--strategy", type=click.Choice(["greedy", "beam"]), default=None)
-@click.option("--output", type=click.Path(path_type=Path), default=None, help="Write hypotheses to this file.")
-@click.option("--device", default="cpu", show_default=True)
-def evaluate(run_dir: Path, split: str, which: str, beam: int | None, strategy: str | None,
-             output: Path | None, device: str) -> None:
-    """Score a run on a data split (BLEU/chrF, ROUGE or loss) and print JSON."""
-    from seqkit.evaluate import evaluate_run
+@click.argument("model_dir", metavar="MODEL", type=click.Path(path_type=Path))
+@click.option("--split", default="test", show_default=True, type=click.Choice(["valid", "test"]),
+              help="The recipe's data split to score (a run directory without --src).")
+@click.option("--src", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Score on this source file instead of a recipe split (any model, exported ones included).")
+@click.option("--ref", "refs", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Reference file, one line per --src line (labels for a classifier); repeat it for "
+                   "multi-reference BLEU.")
+@checkpoint_option
+@click.option("--strategy", type=click.Choice(STRATEGIES), default=None,
+              help="greedy, beam search or sampling (default: the model's search.strategy; a --beam-size "
+                   "given alone picks greedy for 1 and beam otherwise).")
+@click.option("--beam-size", type=click.IntRange(min=1), default=None,
+              help="Hypotheses kept per step by beam search (default: the model's search.beam_size).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the hypotheses to this file, one per line (default: none).")
+@device_option("decoding")
+def evaluate(model_dir: Path, split: str, src: Path | None, refs: tuple[Path, ...], which: str,
+             strategy: str | None, beam_size: int | None, output: Path | None, device: str) -> None:
+    """Score MODEL and print one JSON object: BLEU/chrF (translation), ROUGE (summarization),
+    accuracy/macro-F1 (classification) or loss/bits per char (language model), with the metric
+    signatures. MODEL is a run directory (its recipe's --split, or --src/--ref files) or an
+    exported model (--src/--ref files)."""
+    from seqkit.errors import InputError
+    from seqkit.evaluate import evaluate_files, evaluate_run, is_exported
 
-    result = evaluate_run(run_dir, split=split, which=which, beam=beam, strategy=strategy, output=output, device=device)
+    overrides = search_overrides(strategy=strategy, beam_size=beam_size)
+    if src is not None:
+        result = evaluate_files(model_dir, src, list(refs), overrides=with_implied_strategy(overrides),
+                                device=device, output=output, which=which)
+    elif refs:
+        raise InputError("--ref needs --src: the source file the references translate")
+    elif is_exported(model_dir):
+        raise InputError(f"{model_dir}: an exported model carries no data splits; give --src FILE --ref FILE")
+    else:
+        from seqkit.devices import torch_device
+
+        torch_device(device)
+        result = evaluate_run(model_dir, split=split, which=which, beam_size=beam_size, strategy=strategy,
+                              output=output, device=device)
     click.echo(json.dumps(result, indent=1))
 
 
 @cli.command()
 @click.argument("model_dir", type=click.Path(path_type=Path))
-@click.option("-i", "--input", "input_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Default: stdin.")
-@click.option("-O", "--output", "output_path", type=click.Path(path_type=Path), default=None, help="Default: stdout.")
-@click.option("--beam", type=int, default=None, help="Beam size; 1 means greedy.")
-@click.option("--strategy", type=click.Choice(["greedy", "beam", "sample"]), default=None)
-@click.option("--n-best", type=int, default=None)
-@click.option("--length-penalty", type=float, default=None)
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Lines per model call.")
+@click.option("-i", "--input", "input_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Read lines from this file (default: stdin, answered line by line as it arrives).")
+@click.option("-o", "--output", "output_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the output lines to this file (default: stdout).")
+@with_options(SEARCH_OPTIONS)
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Lines per model call (default: the model's search.batch_size, 32).")
 @click.option("--scores", is_flag=True,
               help="Prefix each output line with a score and a tab: the label's probability (0-1), or the "
                    "translation's search score.")
-@click.option("--device", default="cpu", show_default=True)
+@device_option("decoding")
 @click.option("--attention-plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the source x target attention heat map of the first non-empty line as PNG (needs matplotlib).")
-def translate(model_dir: Path, input_path: Path | None, output_path: Path | None, beam: int | None,
-              strategy: str | None, n_best: int | None, length_penalty: float | None,
-              batch_size: int | None, scores: bool, device: str, attention_plot: Path | None) -> None:
+def translate(model_dir: Path, input_path: Path | None, output_path: Path | None, batch_size: int | None,
+              scores: bool, device: str, attention_plot: Path | None, **search: Any) -> None:
     """Translate, summarize or classify lines with MODEL_DIR: a run directory (torch) or an
     exported model (onnxruntime).
 
     Prints one line per input line: the translation, the headline (summarization) or the label
-    (classification). An empty input line gives an empty output line.
+    (classification). An empty input line gives an empty output line. Input from a terminal or
+    a pipe is answered as it arrives; what is already waiting is decoded in one batch.
     """
-    from seqkit.evaluate import is_classifier, open_classifier, open_translator
+    from seqkit.errors import InputError
+    from seqkit.evaluate import LineModel, is_classifier
+    from seqkit.textio import line_chunks, open_output, read_lines
 
-    search_flags = {"--beam": beam, "--strategy": strategy, "--n-best": n_best, "--length-penalty": length_penalty}
-    if is_classifier(model_dir):
-        if attention_plot is not None:
-            raise click.UsageError("--attention-plot: a classification model has no source x target attention")
-        used = [flag for flag, value in search_flags.items() if value is not None]
-        if used:
-            raise click.UsageError(f"{', '.join(used)}: search options do not apply to a classification model")
-        classifier = open_classifier(model_dir, batch_size=batch_size, device=device)
-        labelled = classifier.classify(_read_lines(input_path))
-        rows = [(r.probability, r.label) for r in labelled]
-    else:
-        options = {"beam_size": beam, "strategy": strategy, "n_best": n_best,
-                   "length_penalty": length_penalty, "batch_size": batch_size}
-        if beam is not None and strategy is None:
-            options["strategy"] = "greedy" if beam == 1 else "beam"
-        translator = open_translator(model_dir, {k: v for k, v in options.items() if v is not None}, device=device)
-        lines = _read_lines(input_path)
-        results = translator.translate(lines, return_attention=attention_plot is not None)
-        if attention_plot is not None:
-            _attention_plot(lines, results, translator, attention_plot)
-        if n_best and n_best > 1:  # every hypothesis, scored
-            rows, scores = [(score, text) for res in results for text, score in res.n_best], True
-        else:
-            rows = [(res.score, res.text) for res in results]
-    with _open_output(output_path) as out:
-        for score, text in rows:
-            out.write(f"{score:.4f}\t{text}\n" if scores else text + "\n")
+    overrides = search_overrides(**search)
+    if overrides and is_classifier(model_dir):
+        flags = ", ".join("--" + k.replace("_", "-") for k in overrides)
+        raise InputError(f"{flags}: search options do not apply to a classification model")
+    model = LineModel(model_dir, with_implied_strategy(overrides), batch_size=batch_size, device=device,
+                            attention=attention_plot is not None)
+    chunks = [(1, read_lines(input_path))] if attention_plot is not None else line_chunks(input_path)
+    with open_output(output_path) as out:
+        for first_line, lines in chunks:
+            rows = model.rows(lines, first_line)
+            if attention_plot is not None:
+                _attention_plot(lines, model.last_results, model.translator, attention_plot)
+            for score, text in rows:
+                out.write(f"{score:.4f}\t{text}\n" if scores or model.n_best > 1 else text + "\n")
+            out.flush()
     # Warnings (truncated lines) were already logged to stderr by the Translator/TextClassifier, one per line.
-
-
-def _read_lines(input_path: Path | None) -> list[str]:
-    """The lines of ``input_path`` (default: stdin), split on "\\n" only; SeqkitError if not UTF-8.
-
-    Only "\\n" ends a line: a stray "\\r" (or U+2028, form feed, ...) inside a line must not
-    split it, or the output would hold more lines than the input (clean_text makes it a space).
-    """
-    try:  # stdin is read as bytes: UTF-8 whatever the locale says
-        data = input_path.read_bytes() if input_path else sys.stdin.buffer.read()
-    except OSError as exc:
-        raise SeqkitError(f"{input_path}: cannot read: {exc.strerror or exc}") from None
-    lines, offset = data.split(b"\n"), 0
-    if lines and lines[-1] == b"":
-        lines.pop()  # the newline that ends the last line does not start another
-    out = []
-    for number, raw in enumerate(lines, 1):
-        try:
-            out.append(raw.decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            raise SeqkitError(f"{input_path or 'stdin'}: line {number}: not UTF-8 text "
-                              f"({exc.reason} at byte {offset + exc.start})") from None
-        offset += len(raw) + 1
-    return out
-
-
-@contextlib.contextmanager
-def _open_output(output_path: Path | None) -> Iterator[TextIO]:
-    """``output_path`` for writing (complete or untouched: a temp file renamed at the end), or
-    stdout as UTF-8 text (left open); flushed either way."""
-    if output_path is not None:
-        tmp = output_path.with_name(f".{output_path.name}.tmp-{os.getpid()}")
-        try:
-            with open(tmp, "w", encoding="utf-8", newline="\n") as out:
-                yield out
-            os.replace(tmp, output_path)
-        except OSError as exc:
-            raise SeqkitError(f"{output_path}: cannot write output: {exc.strerror or exc}") from None
-        finally:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-        return
-    sys.stdout.flush()
-    out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="\n")
-    try:
-        yield out
-    finally:
-        out.flush()
-        out.detach()
 
 
 @cli.command("export")
@@ -204,8 +249,9 @@ def _open_output(output_path: Path | None) -> Iterator[TextIO]:
 @click.option("-o", "--output", "model_dir", required=True, type=click.Path(path_type=Path),
               help="The exported model directory to create (must not exist or be empty).")
 @click.option("--opset", type=int, default=None, help="ONNX opset (default: seqkit.export's, 17).")
-@click.option("--quantize", type=click.Choice(["int8"]), default=None, help="Dynamic int8 quantization of the weights.")
-@click.option("--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "last"]))
+@click.option("--quantize", type=click.Choice(["int8"]), default=None,
+              help="Dynamic int8 quantization of the weights (default: none, fp32).")
+@checkpoint_option
 def export_model(run_dir: Path, model_dir: Path, opset: int | None, quantize: str | None, which: str) -> None:
     """Export RUN_DIR to ONNX for the torch-free runtime; verifies parity with torch first."""
     from seqkit.export import export_run
@@ -217,67 +263,46 @@ def export_model(run_dir: Path, model_dir: Path, opset: int | None, quantize: st
                            "verification": manifest.verification}, indent=1))
 
 
-def _sampling_overrides(**options: float | int | None) -> dict[str, float | int]:
-    """Validate sampling options with SearchConfig's own constraints (torch-free)."""
-    from pydantic import ValidationError
+@cli.command("average")
+@click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--last", type=click.IntRange(min=2), default=None,
+              help="Average the last N saved checkpoints of each run directory given (default: all it kept).")
+@click.option("--steps", default=None, metavar="N,N,...",
+              help="Average the checkpoints saved at these steps (one run directory).")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="The run directory to create for the averaged weights (must not exist or be empty).")
+def average(sources: tuple[Path, ...], last: int | None, steps: str | None, output: Path) -> None:
+    """Average the weights of checkpoints: SOURCES are run directories or their checkpoint
+    directories (RUN/checkpoints/step-N). The result is a run directory that evaluate,
+    translate and export open like any other."""
+    from seqkit.average import average_run, expand_sources
+    from seqkit.errors import InputError
 
-    from seqkit.search import SearchConfig
-
-    given = {k: v for k, v in options.items() if v is not None}
     try:
-        SearchConfig.model_validate(given)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise click.BadParameter(first["msg"], param_hint=f"--{str(first['loc'][0]).replace('_', '-')}") from None
-    return given
-
-
-def _open_generator(model_dir: Path, overrides: dict[str, float | int], which: str, device: str) -> object:
-    """A Generator over an exported language model (onnxruntime) or a run directory (torch)."""
-    from seqkit.errors import CheckpointError
-    from seqkit.evaluate import is_exported
-
-    if not model_dir.is_dir():
-        raise CheckpointError(f"{model_dir}: no such model or run directory")
-    if is_exported(model_dir):
-        from seqkit.runtime import load_model
-
-        return load_model(model_dir).generator(**overrides)
-    import torch
-
-    from seqkit.classify import is_classification_run
-    from seqkit.inference import Generator
-    from seqkit.models import TorchStepper
-    from seqkit.runs import load_run
-
-    if is_classification_run(model_dir):
-        raise CheckpointError(f"{model_dir}: a classification model does not generate from a prompt; "
-                              "use `seqkit translate`")
-    run = load_run(model_dir, which, device)
-    if run.recipe.task != "lm":
-        raise CheckpointError(f"{model_dir}: a {run.recipe.task} model does not generate from a prompt; use `seqkit translate`")
-    return Generator(TorchStepper(run.model, torch.device(device)), run.tgt_tok,
-                     run.recipe.search.model_copy(update=overrides))
+        chosen = [int(s) for s in steps.split(",")] if steps else None
+    except ValueError:
+        raise InputError(f"--steps: expected comma-separated step numbers, got {steps[:40]!r}") from None
+    out = average_run(expand_sources(list(sources), last=last, steps=chosen), output)
+    click.echo(json.dumps({"run_dir": str(output), "checkpoint": out.name,
+                           "averaged": json.loads((out / "state.json").read_text())["averaged_from"]}, indent=1))
 
 
 @cli.command()
 @click.argument("model_dir", type=click.Path(path_type=Path))
 @click.option("--prompt", default="", help="Text to continue (default: the model's start token).")
-@click.option("--max-chars", "max_tokens", type=click.IntRange(min=1), default=None,
-              help="Tokens to generate: characters for a char LM (default: the recipe's search.max_len).")
-@click.option("--temperature", type=float, default=None)
-@click.option("--top-k", type=int, default=None, help="Sample from the k most probable tokens (0: off).")
-@click.option("--top-p", type=float, default=None, help="Nucleus sampling mass (1: off).")
-@click.option("--seed", type=int, default=None, help="Same seed, same text (torch and onnxruntime alike).")
-@click.option("--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "last"]),
-              help="Run directories only.")
-@click.option("--device", default="cpu", show_default=True, help="Run directories only.")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=None,
+              help="Tokens to generate, characters for a char LM (default: the model's search.max_len).")
+@with_options(SAMPLING_OPTIONS)
+@checkpoint_option
+@device_option("sampling")
 def generate(model_dir: Path, prompt: str, max_tokens: int | None, temperature: float | None, top_k: int | None,
              top_p: float | None, seed: int | None, which: str, device: str) -> None:
     """Sample text from a language model: MODEL_DIR is a run directory (torch) or an exported model (onnxruntime)."""
-    overrides = _sampling_overrides(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
-    generator = _open_generator(model_dir, overrides, which, device)
-    click.echo(generator.generate(prompt, max_tokens=max_tokens))  # type: ignore[attr-defined]
+    from seqkit.evaluate import open_generator
+
+    overrides = search_overrides(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    generator = open_generator(model_dir, overrides, which, device)
+    click.echo(generator.generate(prompt, max_tokens=max_tokens))
 
 
 def _attention_plot(lines: list[str], results: list, translator: object, path: Path) -> None:
@@ -298,7 +323,7 @@ def _attention_plot(lines: list[str], results: list, translator: object, path: P
 @cli.command("serve")
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="TCP port to listen on.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="onnxruntime intra-op threads (default: onnxruntime's, one per physical core).")
 @click.option("--max-batch", type=click.IntRange(min=1), default=None, help="Texts per /v1/translate request (default 64).")
@@ -306,7 +331,7 @@ def _attention_plot(lines: list[str], results: list, translator: object, path: P
 @click.option("--max-queue", type=click.IntRange(min=1), default=None,
               help="Requests waiting for the model before new ones get 503 (default 256).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
-              show_default=True)
+              show_default=True, help="Server log verbosity (uvicorn's levels).")
 @click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
               help="Answer only requests whose Host header is NAME (repeatable; default: any).")
 def serve_model(model_dir: Path, host: str, port: int, threads: int | None, max_batch: int | None,
@@ -352,8 +377,10 @@ def main() -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
+    except click.ClickException as exc:  # one line, like every other error; usage errors keep status 2
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if isinstance(exc, click.UsageError) and ctx else ""
+        click.echo(f"error: {exc.format_message()}{hint}", err=True)
         sys.exit(exc.exit_code)
     except SeqkitError as exc:
         click.echo(f"error: {exc}", err=True)
@@ -368,6 +395,9 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except BrokenPipeError:  # `seqkit translate ... | head`: the reader left; nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
 
 

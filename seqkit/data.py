@@ -223,9 +223,18 @@ def _check_not_empty(lines: list[str], path: Path, key: str) -> None:
 
 
 # -- loading through datasets ------------------------------------------------------------------
-def _hf_load(builder: str, path: Path, key: str, cache_dir: Path | None, **kwargs: Any) -> Any:
+def _datasets() -> Any:
+    """The ``datasets`` module, its progress bars off: its "Generating train split" bars (shown
+    even while the *test* split loads) and cache chatter are not what the user asked for."""
     import datasets  # heavy import, needed by training only
 
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    return datasets
+
+
+def _hf_load(builder: str, path: Path, key: str, cache_dir: Path | None, **kwargs: Any) -> Any:
+    datasets = _datasets()
     try:
         return datasets.load_dataset(
             builder, data_files=[str(path)], split="train", cache_dir=_cache(cache_dir), **kwargs
@@ -377,7 +386,7 @@ def _field_values(ds: Any, dotted: str, where: str) -> list[str]:
 def _load_hub(
     cfg: DataConfig, hub_split: str | None, key: str, base_dir: Path, cache_dir: Path | None
 ) -> tuple[list[str], list[str]]:
-    import datasets
+    datasets = _datasets()
 
     name = str(cfg.hub_name)
     local = (base_dir / name).expanduser()

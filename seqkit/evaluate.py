@@ -8,68 +8,132 @@ import time
 from pathlib import Path
 from typing import Any
 
-from seqkit.errors import CheckpointError
+from seqkit.errors import CheckpointError, InputError
 
 
 def is_exported(path: Path) -> bool:
     return (path / "manifest.json").is_file()
 
 
+def model_task(model_dir: Path) -> str | None:
+    """The task of an exported model (config.json) or a run (recipe.yaml); None if unreadable.
+    Reads one small file; opening the model still checks it (and its manifest) in full."""
+    import yaml
+
+    from seqkit.runtime.format import CONFIG_FILE
+
+    path = model_dir / (CONFIG_FILE if is_exported(model_dir) else "recipe.yaml")
+    try:
+        text = path.read_text(encoding="utf-8")
+        tree = json.loads(text) if is_exported(model_dir) else yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError):
+        return None  # opening the model reports the broken file
+    task = tree.get("task") if isinstance(tree, dict) else None
+    return task if isinstance(task, str) else None
+
+
 def is_classifier(model_dir: Path) -> bool:
-    """True for an exported classifier (config.json ``model_kind``) or a classification run
-    (recipe.yaml ``task``). Reads one small file; opening the model still checks its manifest."""
-    if not model_dir.is_dir():
-        return False
-    if is_exported(model_dir):
-        from seqkit.runtime.format import CONFIG_FILE
-
-        try:
-            config = json.loads((model_dir / CONFIG_FILE).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            return False  # load_model reports the broken file
-        return isinstance(config, dict) and config.get("model_kind") == "classifier"
-    from seqkit.classify import is_classification_run
-
-    return is_classification_run(model_dir)
+    """True for an exported classifier or a classification run."""
+    return model_dir.is_dir() and model_task(model_dir) == "classification"
 
 
-def open_classifier(model_dir: Path, *, batch_size: int | None = None, device: str = "cpu") -> Any:
+def open_classifier(model_dir: Path, *, batch_size: int | None = None, device: str = "cpu",
+                    which: str = "best") -> Any:
     """A TextClassifier over an exported classifier (onnxruntime) or a classification run
     (torch, its best checkpoint)."""
     if is_exported(model_dir):
         from seqkit.runtime import load_model
 
-        return load_model(model_dir).classifier(batch_size)
+        return load_model(model_dir, device=device).classifier(batch_size)
     from seqkit.classify import load_classifier_run, text_classifier
+    from seqkit.devices import torch_device
 
-    run, labels = load_classifier_run(model_dir, "best", device)
+    torch_device(device)
+    run, labels = load_classifier_run(model_dir, which, device)
     return text_classifier(run, labels, batch_size)
 
 
-def open_translator(model_dir: Path, search_overrides: dict[str, Any], device: str = "cpu") -> Any:
+def open_translator(model_dir: Path, search_overrides: dict[str, Any], device: str = "cpu",
+                    which: str = "best") -> Any:
     """A Translator over an exported model (onnxruntime) or a run directory (torch)."""
     if not model_dir.is_dir():
         raise CheckpointError(f"{model_dir}: no such model or run directory")
     if is_exported(model_dir):
         from seqkit.runtime import load_model
 
-        return load_model(model_dir).translator(**search_overrides)
-    import torch
-
+        return load_model(model_dir, device=device).translator(**search_overrides)
+    from seqkit.devices import torch_device
     from seqkit.inference import Translator
     from seqkit.models import TorchStepper
     from seqkit.runs import load_run
 
-    run = load_run(model_dir, "best", device)
+    dev = torch_device(device)
+    run = load_run(model_dir, which, str(dev))
     if run.recipe.task not in ("translation", "summarization"):
         raise CheckpointError(f"{model_dir}: a {run.recipe.task} model cannot translate; use `seqkit generate`")
-    search = run.recipe.search.model_copy(update=search_overrides)
-    type(search).model_validate(search.model_dump())  # re-check constraints after overrides
-    return Translator(TorchStepper(run.model, torch.device(device)), run.src_tok, run.tgt_tok, search,
-                      max_src_len=run.recipe.data.max_src_len)
+    search = run.recipe.search.with_overrides(**search_overrides)
+    return Translator(TorchStepper(run.model, dev), run.src_tok, run.tgt_tok, search)
 
 
-def evaluate_run(run_dir: Path, *, split: str, which: str, beam: int | None, strategy: str | None,
+def open_generator(model_dir: Path, overrides: dict[str, Any], which: str, device: str) -> Any:
+    """A Generator over an exported language model (onnxruntime) or a run directory (torch)."""
+    if not model_dir.is_dir():
+        raise CheckpointError(f"{model_dir}: no such model or run directory")
+    if is_exported(model_dir):
+        from seqkit.runtime import load_model
+
+        return load_model(model_dir, device=device).generator(**overrides)
+    from seqkit.classify import is_classification_run
+    from seqkit.devices import torch_device
+    from seqkit.inference import Generator
+    from seqkit.models import TorchStepper
+    from seqkit.runs import load_run
+
+    dev = torch_device(device)
+    if is_classification_run(model_dir):
+        raise CheckpointError(f"{model_dir}: a classification model does not generate from a prompt; "
+                              "use `seqkit translate`")
+    run = load_run(model_dir, which, str(dev))
+    if run.recipe.task != "lm":
+        raise CheckpointError(f"{model_dir}: a {run.recipe.task} model does not generate from a prompt; use `seqkit translate`")
+    search = run.recipe.search.with_overrides(**overrides)
+    return Generator(TorchStepper(run.model, dev), run.tgt_tok, search)
+
+
+class LineModel:
+    """What ``seqkit translate`` needs of any model: ``(score, text)`` rows for a chunk of lines.
+
+    A classifier gives (probability, label) per line; a seq2seq model (score, text) per line,
+    or ``n_best`` rows per line. ``last_results`` keeps the last chunk's TranslationResults
+    (the attention plot reads them).
+    """
+
+    def __init__(self, model_dir: Path, overrides: dict[str, Any], *, batch_size: int | None, device: str,
+                 attention: bool = False, which: str = "best"):
+        self.attention, self.last_results, self.n_best = attention, [], 1
+        self.classifier = self.translator = None
+        if is_classifier(model_dir):
+            if attention:
+                raise InputError("--attention-plot: a classification model has no source x target attention")
+            if overrides:
+                raise InputError(f"search options ({', '.join(overrides)}) do not apply to a classification model")
+            self.classifier = open_classifier(model_dir, batch_size=batch_size, device=device, which=which)
+        else:
+            given = {**overrides, **({"batch_size": batch_size} if batch_size else {})}
+            self.translator = open_translator(model_dir, given, device=device, which=which)
+            self.n_best = self.translator.config.n_best
+
+    def rows(self, lines: list[str], first_line: int = 1) -> list[tuple[float, str]]:
+        if self.classifier is not None:
+            return [(r.probability, r.label) for r in self.classifier.classify(lines, first_line=first_line)]
+        results = self.translator.translate(lines, return_attention=self.attention, first_line=first_line)
+        self.last_results = results
+        if self.n_best > 1:  # every hypothesis, scored
+            return [(score, text) for res in results for text, score in res.n_best]
+        return [(res.score, res.text) for res in results]
+
+
+def evaluate_run(run_dir: Path, *, split: str, which: str, beam_size: int | None, strategy: str | None,
                  output: Path | None, device: str) -> dict[str, Any]:
     """Decode a split with the run's search settings and score it.
 
@@ -95,15 +159,15 @@ def evaluate_run(run_dir: Path, *, split: str, which: str, beam: int | None, str
         from seqkit.lm import evaluate_lm
 
         return evaluate_lm(run, corpus)
-    strategy = strategy or ("beam" if (beam or recipe.search.beam_size) > 1 else "greedy")
+    strategy = strategy or ("beam" if (beam_size or recipe.search.beam_size) > 1 else "greedy")
     start = time.perf_counter()
     hyps = translate_lines(run.model, run.src_tok, run.tgt_tok, recipe, corpus.src, strategy=strategy,
-                           device=torch.device(device), beam_size=beam)
+                           device=torch.device(device), beam_size=beam_size)
     seconds = time.perf_counter() - start
     if output is not None:
         output.write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
     result: dict[str, Any] = {"split": split, "checkpoint": run.checkpoint.name, "sentences": len(hyps),
-                              "strategy": strategy, "beam": beam or recipe.search.beam_size,
+                              "strategy": strategy, "beam_size": beam_size or recipe.search.beam_size,
                               "decode_seconds": round(seconds, 2)}
     if recipe.task == "summarization":
         result.update(M.rouge(hyps, corpus.tgt))
@@ -128,3 +192,49 @@ def lead_words(references: list[str]) -> int:
 def lead_baseline(sources: list[str], n_words: int) -> list[str]:
     """The first ``n_words`` whitespace-separated words of each source (the "lead-N" summary)."""
     return [" ".join(s.split()[:n_words]) for s in sources]
+
+
+def evaluate_files(model_dir: Path, src: Path, refs: list[Path], *, overrides: dict[str, Any], device: str,
+                   output: Path | None, which: str = "best") -> dict[str, Any]:
+    """Any model (a run directory, or an export in fp32 or int8) on any files: the task's
+    metrics with their signatures. Several ``refs`` give multi-reference BLEU/chrF."""
+    from seqkit import metrics as M
+    from seqkit.textio import open_output, read_lines
+
+    task = model_task(model_dir) if model_dir.is_dir() else None
+    if task is None:
+        raise CheckpointError(f"{model_dir}: not a run directory or an exported model")
+    if task == "lm":
+        raise InputError(f"{model_dir}: a language model is scored on text, not on --src/--ref pairs: "
+                         "use `seqkit evaluate RUN_DIR --split test` (loss, bits per character)")
+    if not refs:
+        raise InputError("--src needs at least one --ref file: one reference line per source line")
+    if len(refs) > 1 and task != "translation":
+        raise InputError(f"--ref given {len(refs)} times: several references are for BLEU/chrF (translation) only")
+    sources = read_lines(src)
+    references = [read_lines(r) for r in refs]
+    for path, lines in zip(refs, references):
+        if len(lines) != len(sources):
+            raise InputError(f"{path}: {len(lines)} lines, but {src} has {len(sources)}: a reference file "
+                             "holds one line per source line")
+    model = LineModel(model_dir, {**overrides, "n_best": 1} if task != "classification" else overrides,
+                      batch_size=None, device=device, which=which)
+    start = time.perf_counter()
+    hyps = [text for _, text in model.rows(sources)]
+    result: dict[str, Any] = {"model": str(model_dir), "src": str(src), "refs": [str(r) for r in refs],
+                              "sentences": len(hyps), "decode_seconds": round(time.perf_counter() - start, 2)}
+    if model.translator is not None:
+        cfg = model.translator.config
+        result.update(strategy=cfg.strategy, beam_size=cfg.beam_size)
+    if task == "classification":
+        result.update(accuracy=M.accuracy(hyps, references[0]), macro_f1=M.macro_f1(hyps, references[0]))
+    elif task == "summarization":
+        result.update(M.rouge(hyps, references[0]))
+    else:
+        bleu, chrf = M.bleu(hyps, references), M.chrf(hyps, references)
+        result.update(bleu=round(bleu.score, 2), bleu_signature=bleu.signature, chrf=round(chrf.score, 2),
+                      chrf_signature=chrf.signature)
+    if output is not None:
+        with open_output(output) as out:
+            out.writelines(h + "\n" for h in hyps)
+    return result

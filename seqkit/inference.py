@@ -47,6 +47,19 @@ def clean_text(text: Any, where: str) -> str:
     return _CONTROL.sub(" ", text).strip()
 
 
+def as_lines(lines: Any) -> tuple[list[str], bool]:
+    """``(lines, single)``: a ``str`` is one line whose result comes back alone (not a sequence
+    of characters); any other iterable of ``str`` is a list of lines. TypeError otherwise."""
+    if isinstance(lines, str):
+        return [lines], True
+    if isinstance(lines, (bytes, bytearray)):
+        raise TypeError("expected a str or a list of str, got bytes: decode it first (e.g. .decode('utf-8'))")
+    try:
+        return list(lines), False  # clean_text names a line that is not a str
+    except TypeError:
+        raise TypeError(f"expected a str or a list of str, got {type(lines).__name__}") from None
+
+
 def encode_source(tokenizer: Any, text: str, max_len: int) -> tuple[list[int], bool]:
     """Source ids as the model sees them: ``encode(text)[:max_len - 1] + [eos]``.
 
@@ -58,19 +71,21 @@ def encode_source(tokenizer: Any, text: str, max_len: int) -> tuple[list[int], b
     return ids[: max_len - 1] + [tokenizer.eos_id], len(ids) > max_len - 1
 
 
-def encode_lines(lines: Sequence[str], tokenizer: Any, max_src_len: int) -> list[tuple[int, list[int], list[str]]]:
+def encode_lines(lines: Sequence[str], tokenizer: Any, max_src_len: int,
+                 first_line: int = 1) -> list[tuple[int, list[int], list[str]]]:
     """(line index, source ids, warnings) for every non-empty line after :func:`clean_text`,
     longest first (stable, so ties keep input order) for batching. A line cut to
-    ``max_src_len`` gets a logged warning naming it."""
+    ``max_src_len`` gets a logged warning naming it (``first_line``: the first line's number)."""
     todo = []
     for i, line in enumerate(lines):
-        text = clean_text(line, f"line {i + 1}")
+        text = clean_text(line, f"line {i + first_line}")
         if not text:
             continue
         ids, truncated = encode_source(tokenizer, text, max_src_len)
         warnings = []
         if truncated:
-            warnings.append(f"line {i + 1}: source longer than {max_src_len} tokens (eos included); truncated")
+            warnings.append(f"line {i + first_line}: source longer than {max_src_len} tokens (eos included); "
+                            "truncated")
             log.warning(warnings[-1])
         todo.append((i, ids, warnings))
     todo.sort(key=lambda item: -len(item[1]))
@@ -107,7 +122,10 @@ class TranslationResult:
 class Translator:
     """Batched text-to-text decoding with the strategy named in ``config.strategy``."""
 
-    def __init__(self, fn: StepFunction, src_tokenizer: Any, tgt_tokenizer: Any, config: SearchConfig, *, max_src_len: int):
+    def __init__(self, fn: StepFunction, src_tokenizer: Any, tgt_tokenizer: Any, config: SearchConfig, *,
+                 max_src_len: int | None = None):
+        # The source bound: config.max_input_len unless given (not the training filter).
+        max_src_len = config.max_input_len if max_src_len is None else max_src_len
         if max_src_len < 2:
             raise ValueError(f"max_src_len must be >= 2 (one token and eos), got {max_src_len}")
         self.fn, self.config, self.max_src_len = fn, config, max_src_len
@@ -117,10 +135,15 @@ class Translator:
             raise ModelError(f"search.replace_unk: needs tokenizers that split text into vocabulary tokens "
                              f"(word, char); got {kinds}")
 
-    def translate(self, lines: Sequence[str], *, return_attention: bool = False) -> list[TranslationResult]:
-        """One result per line, in input order. Batches hold lines of similar length."""
+    def translate(self, lines: str | Sequence[str], *, return_attention: bool = False,
+                  first_line: int = 1) -> TranslationResult | list[TranslationResult]:
+        """One result per line, in input order (one str: its result alone). Batches hold lines
+        of similar length. ``first_line`` numbers the lines in warnings and errors."""
+        lines, single = as_lines(lines)
+        if single:
+            return self.translate(lines, return_attention=return_attention, first_line=first_line)[0]
         results: list[TranslationResult | None] = [None] * len(lines)
-        todo = encode_lines(lines, self.src_tokenizer, self.max_src_len)
+        todo = encode_lines(lines, self.src_tokenizer, self.max_src_len, first_line)
         for i in set(range(len(lines))) - {i for i, _, _ in todo}:  # empty lines: no model call
             results[i] = TranslationResult("", [], 0.0, [("", 0.0)], None, [], [])
         rng = np.random.default_rng(self.config.seed)  # one stream over all batches (sampling)
@@ -306,10 +329,15 @@ class TextClassifier:
         self.probs_fn, self.tokenizer, self.labels = probs_fn, tokenizer, list(labels)
         self.max_src_len, self.batch_size = max_src_len, batch_size
 
-    def classify(self, lines: Sequence[str]) -> list[ClassificationResult]:
-        """One result per line, in input order. Batches hold lines of similar length."""
+    def classify(self, lines: str | Sequence[str], *,
+                 first_line: int = 1) -> ClassificationResult | list[ClassificationResult]:
+        """One result per line, in input order (one str: its result alone). Batches hold lines
+        of similar length. ``first_line`` numbers the lines in warnings and errors."""
+        lines, single = as_lines(lines)
+        if single:
+            return self.classify(lines, first_line=first_line)[0]
         results: list[ClassificationResult | None] = [None] * len(lines)
-        todo = encode_lines(lines, self.tokenizer, self.max_src_len)
+        todo = encode_lines(lines, self.tokenizer, self.max_src_len, first_line)
         for i in set(range(len(lines))) - {i for i, _, _ in todo}:  # empty lines: no model call
             results[i] = ClassificationResult("", 0.0, None, [])
         for start in range(0, len(todo), self.batch_size):

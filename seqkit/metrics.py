@@ -37,23 +37,32 @@ def _check_pairs(name: str, hyps: Sequence[str], refs: Sequence[str]) -> None:
         raise DataError(f"{name}: {len(hyps)} hypotheses but {len(refs)} references")
 
 
-def bleu(hyps: Sequence[str], refs: Sequence[str]) -> MetricResult:
-    """Corpus BLEU with sacrebleu's defaults (13a tokenization, cased, exp smoothing), 0-100."""
+def _ref_streams(name: str, hyps: Sequence[str], refs: Sequence[str] | Sequence[Sequence[str]]) -> list[list[str]]:
+    """One reference per hypothesis (a list of str), or several: a list of such lists."""
+    streams = [list(refs)] if not refs or isinstance(refs[0], str) else [list(r) for r in refs]
+    for stream in streams:
+        _check_pairs(name, hyps, stream)
+    return streams
+
+
+def bleu(hyps: Sequence[str], refs: Sequence[str] | Sequence[Sequence[str]]) -> MetricResult:
+    """Corpus BLEU with sacrebleu's defaults (13a tokenization, cased, exp smoothing), 0-100;
+    ``refs``: one reference per hypothesis, or a list of reference streams (multi-reference)."""
     from sacrebleu.metrics import BLEU
 
-    _check_pairs("bleu", hyps, refs)
+    streams = _ref_streams("bleu", hyps, refs)
     metric = BLEU()
-    result = metric.corpus_score(list(hyps), [list(refs)])
+    result = metric.corpus_score(list(hyps), streams)
     return MetricResult("bleu", float(result.score), str(metric.get_signature()))
 
 
-def chrf(hyps: Sequence[str], refs: Sequence[str]) -> MetricResult:
-    """Corpus chrF (character 6-grams, beta 2; sacrebleu defaults), 0-100."""
+def chrf(hyps: Sequence[str], refs: Sequence[str] | Sequence[Sequence[str]]) -> MetricResult:
+    """Corpus chrF (character 6-grams, beta 2; sacrebleu defaults), 0-100; ``refs`` as for bleu."""
     from sacrebleu.metrics import CHRF
 
-    _check_pairs("chrf", hyps, refs)
+    streams = _ref_streams("chrf", hyps, refs)
     metric = CHRF()
-    result = metric.corpus_score(list(hyps), [list(refs)])
+    result = metric.corpus_score(list(hyps), streams)
     return MetricResult("chrf", float(result.score), str(metric.get_signature()))
 
 

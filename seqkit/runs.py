@@ -53,7 +53,7 @@ def open_recipe_for_training(path: Path, overrides: list[str], resume: bool) -> 
     if ckpt.has_checkpoint(run_dir):
         raise SeqkitError(
             f"{run_dir} already holds a trained run; continue it with --resume, or choose another "
-            f"directory with -o run_dir=PATH"
+            f"directory with --set run_dir=PATH"
         )
     return recipe
 
@@ -88,9 +88,6 @@ def build_task(recipe: Recipe, run_dir: Path, resume: bool, device: torch.device
     from seqkit.data import load_split
     from seqkit.models import build_model
 
-    import datasets
-
-    datasets.disable_progress_bars()
     if recipe.data.streaming:  # the training split stays on disk (seqkit/streaming.py)
         from seqkit.streaming import build_streaming_task
 
@@ -179,6 +176,7 @@ def _fit(recipe: Recipe, run_dir: Path, resume: bool, device: torch.device, dist
             # to fit the checkpoint: a rejected override must not break the run for good.
             write_recipe(recipe, run_dir)
             trim_metrics(run_dir, trainer.step)
+            _log_environment(recipe, run_dir, device)
         log.info("training on %s; run directory %s", device, run_dir)
         metrics = trainer.fit()
         distributed.barrier(dist)  # rank 0's last checkpoint is durable before any rank exits
@@ -204,6 +202,19 @@ def trim_metrics(run_dir: Path, step: int) -> None:
     ckpt.atomic_write_text(path, "".join(kept))
 
 
+def _log_environment(recipe: Recipe, run_dir: Path, device: torch.device) -> None:
+    """What train.log needs to reproduce the run: versions, device, threads, the recipe's hash."""
+    import platform
+
+    from seqkit import __version__
+
+    digest = ckpt.sha256_file(run_dir / RECIPE_FILE)
+    log.info("seqkit %s, torch %s, python %s, %s; device %s, %d torch threads", __version__, torch.__version__,
+             platform.python_version(), platform.platform(terse=True), device, torch.get_num_threads())
+    log.info("recipe %s (sha256 %s)%s", run_dir / RECIPE_FILE, digest[:16],
+             f": {recipe.description}" if recipe.description else "")
+
+
 def _attach_log_file(run_dir: Path) -> None:
     handler = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -225,9 +236,9 @@ def load_run(run_dir: Path, which: str = "best", device: str = "cpu") -> LoadedR
     """Reopen a trained run for evaluation, translation or export (model in eval mode)."""
     from seqkit.models import build_model
     from seqkit.tokenizers import load_tokenizers
-    from seqkit.train import pick_device
+    from seqkit.devices import torch_device
 
-    dev = pick_device(device, "--device")
+    dev = torch_device(device)  # a bad name fails before anything is loaded
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir}: no such run directory")
     if not is_run_dir(run_dir):

@@ -32,10 +32,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+from seqkit.errors import InputError
 
 NEG_INF = -np.inf
 # The longest hypothesis (tokens) and the widest beam any search is asked for.
@@ -106,6 +108,10 @@ class SearchConfig(BaseModel):
     top_p: float = Field(default=1.0, gt=0, le=1)  # sampling only; 1 = off
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1)  # sampling only; None = fresh entropy each run
     batch_size: int = Field(default=32, ge=1, le=100_000)  # sentences per decoding batch
+    # Source tokens read at inference (eos included); a longer input is cut with a warning that
+    # names the line. A recurrent encoder reads any length, unlike the training filter
+    # data.max_src_len: this bound only caps memory (batch x beam x length attention memory).
+    max_input_len: int = Field(default=1024, ge=2, le=1_000_000)
     # seq2seq, greedy/beam: an unk in the output becomes the source word that step attended to
     # most (Luong et al. 2015's unk replacement); needs attention and word/char tokenizers.
     replace_unk: bool = False
@@ -119,10 +125,38 @@ class SearchConfig(BaseModel):
                              "strategy 'sample' does not")
         return self
 
+    def with_overrides(self, **overrides: Any) -> SearchConfig:
+        """A copy with ``overrides`` (field names) applied and every constraint checked again;
+        InputError naming the option, e.g. ``n_best (3) must be <= beam_size (1)``."""
+        return resolve_search(self.model_dump(), overrides)
+
     def max_lengths(self, src_lengths: np.ndarray) -> np.ndarray:
         """(B,) source lengths (eos included) -> (B,) int64 target length limits (eos excluded)."""
         limits = np.floor(self.max_len_ratio * np.asarray(src_lengths, dtype=np.float64) + self.max_len_offset)
         return np.minimum(limits.astype(np.int64), self.max_len)
+
+
+def check_option(name: str, value: Any, where: str) -> None:
+    """One SearchConfig field's own constraints (``where`` names it: a CLI flag, an HTTP field);
+    the constraints between fields need the model's defaults and wait for :func:`resolve_search`."""
+    field = SearchConfig.model_fields[name]
+    try:
+        kind = Annotated[field.annotation, *field.metadata] if field.metadata else field.annotation
+        TypeAdapter(kind).validate_python(value)
+    except ValidationError as exc:
+        raise InputError(f"{where}: {exc.errors()[0]['msg']}") from None
+
+
+def resolve_search(base: dict[str, Any], overrides: dict[str, Any]) -> SearchConfig:
+    """``base`` (a recipe's or an exported model's search section) with ``overrides``; an
+    invalid result is one InputError line naming the option, never a pydantic traceback."""
+    try:
+        return SearchConfig.model_validate({**base, **overrides})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise InputError(f"search option {where}: {message}" if where else f"search options: {message}") from None
 
 
 @dataclass

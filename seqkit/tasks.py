@@ -136,5 +136,5 @@ def translate_lines(model: torch.nn.Module, src_tok: Any, tgt_tok: Any, recipe: 
     if strategy is not None:
         search = search.model_copy(update={"strategy": strategy})
     model.eval()
-    translator = Translator(TorchStepper(model, device), src_tok, tgt_tok, search, max_src_len=recipe.data.max_src_len)
+    translator = Translator(TorchStepper(model, device), src_tok, tgt_tok, search)
     return [r.text for r in translator.translate(lines)]

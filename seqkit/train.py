@@ -21,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from seqkit import checkpoint as ckpt
 from seqkit import distributed
-from seqkit.errors import CheckpointError, SeqkitError, shorten
+from seqkit.devices import DEVICE_HELP, DEVICE_PATTERN, torch_device
+from seqkit.errors import CheckpointError, SeqkitError
 from seqkit.optim import LRSchedule, OptimizerConfig, ScheduleConfig, build_optimizer
 from seqkit.progress import Progress
 
@@ -29,7 +30,6 @@ log = logging.getLogger("seqkit")
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
-_DEVICES = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
 
 
 def parse_duration(value: Any) -> float | None:
@@ -62,7 +62,8 @@ class TrainConfig(BaseModel):
     valid_metric_max_sentences: int | None = Field(None, gt=0)  # decode only the first N for the metric
     valid_strategy: Literal["greedy", "beam"] = "greedy"  # decoding used for the validation metric
     early_stopping: int | None = Field(None, gt=0)  # validations without improvement before stopping
-    keep_checkpoints: int = Field(1, ge=1)  # most recent checkpoints kept besides best
+    # Most recent checkpoints kept besides best: enough for `seqkit average --last 5` (docs/cli.md).
+    keep_checkpoints: int = Field(5, ge=1)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: Literal["none", "bf16", "fp16"] = "none"  # autocast: bf16 on GPU or a CPU with native bf16; fp16 GPU only
     num_threads: int | None = Field(None, gt=0, le=1024)  # torch intra-op threads on CPU (10^6 segfaults torch)
@@ -78,21 +79,13 @@ class TrainConfig(BaseModel):
     @field_validator("device")
     @classmethod
     def _device(cls, value: str) -> str:
-        if not _DEVICES.fullmatch(value):
-            raise ValueError(f"expected auto, cpu, cuda or cuda:N, got {shorten(value)}")
+        if not DEVICE_PATTERN.fullmatch(value):
+            raise ValueError(f"expected {DEVICE_HELP}, got {value!r}")
         return value
 
 
-def pick_device(name: str, where: str = "train.device") -> torch.device:
-    """The torch device ``name`` (auto|cpu|cuda|cuda:N|mps) names; SeqkitError naming ``where``."""
-    if not _DEVICES.fullmatch(name):
-        raise SeqkitError(f"{where}: expected auto, cpu, cuda or cuda:N, got {shorten(name)}")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SeqkitError(f"{where}: {name} requested but CUDA is not available (use auto or cpu)")
-    return device
+def pick_device(name: str) -> torch.device:
+    return torch_device(name, "train.device")
 
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
@@ -147,6 +140,9 @@ class Trainer:
     def resume(self) -> None:
         path = ckpt.resolve_checkpoint(self.run_dir, "last")
         state = ckpt.load_checkpoint_state(path)
+        if "averaged_from" in state:
+            raise CheckpointError(f"{path}: an average of checkpoints (seqkit average) holds no optimizer or "
+                                  "data position to resume from; resume one of the runs it was made from")
         ckpt.check_resume_state(state, path)
         ckpt.load_model_tensors(self.model, path / "model.safetensors")
         ckpt.load_optimizer(self.optimizer, path, state["optimizer"])
@@ -221,38 +217,17 @@ class Trainer:
         # SIGTERM (systemd, docker stop, a batch scheduler) gets the same save-then-exit as Ctrl-C.
         previous = {sig: signal.signal(sig, self._on_sigint) for sig in (signal.SIGINT, signal.SIGTERM)}
         progress = Progress(self.cfg, self.step, bar=self.is_main)
-        span = self.cfg.accumulate if self._ddp is None else self._ddp.span(self.cfg.accumulate)
-        last_metrics: dict[str, Any] = {}
         self._clock = (time.perf_counter(), self.elapsed)
         try:
-            reason = self._done()
-            while reason is None:
-                batches = self.task.batches(self.epoch, self.seed)
-                while self.batch_in_epoch < len(batches) and reason is None:
-                    group = batches[self.batch_in_epoch : self.batch_in_epoch + span]
-                    before = self.step
-                    stats = self._train_step(group) if self._ddp is None else self._ddp.train_step(self, group)
-                    self._tick()
-                    self.batch_in_epoch += len(group)
-                    progress.update(self, stats)
-                    if self.step > before and self.step % self.cfg.log_every == 0:
-                        self._log_event({"split": "train", **progress.snapshot()})
-                    if self.step > before and self.step % self.cfg.valid_every == 0:
-                        last_metrics = self.validate_and_save()  # shares the clock under DDP itself
-                    elif self._ddp is not None:
-                        self._ddp.sync_stop(self)
-                    reason = self._done()
-                if self.batch_in_epoch >= len(batches):
-                    self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-                    self.task.end_epoch()
-                    reason = self._done()
-            log.info("stopping: %s", reason)
-            if self._ddp is not None and self._interrupted:
-                # torchrun SIGKILLs its workers 30 s after forwarding Ctrl-C: save, skip validation.
-                last_metrics = {"step": self.step, "interrupted": True}
-                self.save(last_metrics)
-            elif not last_metrics or last_metrics.get("step") != self.step:
-                last_metrics = self.validate_and_save()
+            with progress.above_bar():
+                reason, last_metrics = self._loop(progress)
+                log.info("stopping: %s", reason)
+                if self._ddp is not None and self._interrupted:
+                    # torchrun SIGKILLs its workers 30 s after forwarding Ctrl-C: save, skip validation.
+                    last_metrics = {"step": self.step, "interrupted": True}
+                    self.save(last_metrics)
+                elif not last_metrics or last_metrics.get("step") != self.step:
+                    last_metrics = self.validate_and_save()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -260,6 +235,35 @@ class Trainer:
             if self._writer is not None:
                 self._writer.close()
         return last_metrics
+
+    def _loop(self, progress: Progress) -> tuple[str, dict[str, Any]]:
+        """Steps, logging and validations until a budget ends the run: (why it stopped, last metrics)."""
+        span = self.cfg.accumulate if self._ddp is None else self._ddp.span(self.cfg.accumulate)
+        last_metrics: dict[str, Any] = {}
+        reason = self._done()
+        while reason is None:
+            batches = self.task.batches(self.epoch, self.seed)
+            while self.batch_in_epoch < len(batches) and reason is None:
+                group = batches[self.batch_in_epoch : self.batch_in_epoch + span]
+                before = self.step
+                stats = self._train_step(group) if self._ddp is None else self._ddp.train_step(self, group)
+                self._tick()
+                self.batch_in_epoch += len(group)
+                progress.update(self, stats, len(batches))
+                if self.step > before and self.step % self.cfg.log_every == 0:
+                    snap = progress.snapshot()
+                    progress.log_line(self, snap, len(batches))
+                    self._log_event({"split": "train", **snap})
+                if self.step > before and self.step % self.cfg.valid_every == 0:
+                    last_metrics = self.validate_and_save()  # shares the clock under DDP itself
+                elif self._ddp is not None:
+                    self._ddp.sync_stop(self)
+                reason = self._done()
+            if self.batch_in_epoch >= len(batches):
+                self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+                self.task.end_epoch()
+                reason = self._done()
+        return reason, last_metrics
 
     def close(self) -> None:
         """Free the DDP wrapper before the process group is destroyed (see distributed.teardown)."""

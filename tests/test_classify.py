@@ -83,7 +83,7 @@ def test_trains_above_chance_and_writes_labels(trained):
 
 def test_evaluate_reports_accuracy_and_macro_f1(trained, tmp_path):
     out = tmp_path / "pred.txt"
-    result = evaluate_run(trained, split="test", which="best", beam=None, strategy=None, output=out, device="cpu")
+    result = evaluate_run(trained, split="test", which="best", beam_size=None, strategy=None, output=out, device="cpu")
     assert result["split"] == "test" and result["examples"] == 40
     assert result["accuracy"] >= 0.9 and 0.0 <= result["macro_f1"] <= 1.0
     preds = out.read_text().splitlines()

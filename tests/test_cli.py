@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 from pathlib import Path
 
+import click
 import yaml
+
+from seqkit import checkpoint as ckpt
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,7 +49,7 @@ def test_misspelled_attention_one_line_error_and_no_run_dir(tiny_recipe):
 
 
 def test_wrong_type_gives_path_and_expected_type(tiny_recipe):
-    out = seqkit("train", str(tiny_recipe), "-o", "train.batch_tokens=many")
+    out = seqkit("train", str(tiny_recipe), "--set", "train.batch_tokens=many")
     assert out.returncode == 1
     assert "train.batch_tokens" in out.stderr and "integer" in out.stderr
     assert "Traceback" not in out.stderr
@@ -53,7 +57,7 @@ def test_wrong_type_gives_path_and_expected_type(tiny_recipe):
 
 
 def test_recipe_check_prints_resolved_recipe():
-    out = seqkit("recipe", "check", str(ROOT / "recipes" / "translate.yaml"), "-o", "search.beam_size=3")
+    out = seqkit("recipe", "check", str(ROOT / "recipes" / "translate.yaml"), "--set", "search.beam_size=3")
     assert out.returncode == 0, out.stderr
     resolved = yaml.safe_load(out.stdout)
     assert resolved["search"]["beam_size"] == 3
@@ -61,13 +65,20 @@ def test_recipe_check_prints_resolved_recipe():
 
 
 def test_train_evaluate_translate_round_trip(tiny_recipe):
-    out = seqkit("train", str(tiny_recipe), "-o", "train.max_steps=20")
+    # train.progress is on, but stderr is a pipe here: no bar, plain lines every log_every steps.
+    out = seqkit("train", str(tiny_recipe), "--set", "train.max_steps=20", "--set", "train.progress=true")
     assert out.returncode == 0, out.stderr[-2000:]
+    assert "\r" not in out.stderr and "Generating" not in out.stderr and "it/s" not in out.stderr
+    assert "INFO step 5 train: loss " in out.stderr and "(step 5/20)" in out.stderr
     run_dir = tiny_recipe.parent / "run"
-    ev = seqkit("evaluate", str(run_dir), "--split", "test", "--beam", "2")
+    log = (run_dir / "train.log").read_text(encoding="utf-8")
+    assert "INFO seqkit 0.1.0, torch " in log and "torch threads" in log
+    assert f"(sha256 {ckpt.sha256_file(run_dir / 'recipe.yaml')[:16]})" in log
+    assert "INFO step 10 train: loss " in log and "step 20 valid:" in log
+    ev = seqkit("evaluate", str(run_dir), "--split", "test", "--beam-size", "2")
     assert ev.returncode == 0, ev.stderr[-2000:]
     assert '"bleu"' in ev.stdout and "nrefs:1" in ev.stdout
-    tr = seqkit("translate", str(run_dir), "--beam", "2", stdin="a b c\n\nd e f g\n")
+    tr = seqkit("translate", str(run_dir), "--beam-size", "2", stdin="a b c\n\nd e f g\n")
     assert tr.returncode == 0, tr.stderr[-2000:]
     lines = tr.stdout.split("\n")
     assert len(lines) == 4 and lines[1] == "" and lines[3] == ""
@@ -77,3 +88,67 @@ def test_missing_run_dir_is_one_clear_error(tmp_path):
     out = seqkit("evaluate", str(tmp_path / "nope"))
     assert out.returncode == 1
     assert out.stderr.strip() == f"error: {tmp_path / 'nope'}: no such run directory"
+
+
+def _commands():
+    from seqkit.cli import cli
+
+    def walk(group, prefix):
+        for name, command in group.commands.items():
+            if isinstance(command, click.Group):
+                yield from walk(command, (*prefix, name))
+            else:
+                yield (*prefix, name), command
+    return list(walk(cli, ()))
+
+
+def test_every_option_says_what_it_does_and_output_is_dash_o():
+    for path, command in _commands():
+        for param in command.params:
+            if not isinstance(param, click.Option):
+                continue
+            name = f"seqkit {' '.join(path)} {param.opts[-1]}"
+            assert param.help and len(param.help) > 10, f"{name}: no description in --help"
+            if "-o" in param.opts:
+                assert param.opts == ["-o", "--output"], f"{name}: -o is always -o/--output"
+            if param.name in ("output", "output_path", "model_dir") and param.opts[-1] == "--output":
+                assert "-o" in param.opts, f"{name}: an output option is -o/--output"
+            assert "--beam" not in param.opts and "-O" not in param.opts and "--override" not in param.opts
+
+
+def test_strategy_choices_are_the_search_configs():
+    from typing import get_args
+
+    from seqkit.cli import STRATEGIES
+    from seqkit.search import SearchConfig
+
+    assert STRATEGIES == get_args(SearchConfig.model_fields["strategy"].annotation)
+    for path, command in _commands():
+        for param in command.params:
+            if param.name == "strategy":
+                assert tuple(param.type.choices) == STRATEGIES, path
+
+
+def test_progress_bar_fills_against_the_budget_that_stops_the_run():
+    from types import SimpleNamespace
+
+    from seqkit.progress import Progress, budget
+
+    cfg = SimpleNamespace(max_steps=1000, max_time=600.0, max_epochs=30, progress=True)
+    trainer = SimpleNamespace(step=100, elapsed=300.0, epoch=2, batch_in_epoch=5)
+    assert budget(cfg, trainer, 10) == (0.5, "5.0/10.0 min")  # time is nearest to done
+    trainer.step = 900
+    assert budget(cfg, trainer, 10) == (0.9, "step 900/1000")
+    assert budget(SimpleNamespace(max_steps=None, max_time=None, max_epochs=None), trainer, 10) == (0.0, "step 900")
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    bar = Progress(cfg, 0, stream=screen)
+    bar.update(trainer, {"tokens": 100, "seconds": 0.1, "nll": 50.0, "lr": 0.002}, 10)
+    bar.close()
+    assert "90%" in screen.getvalue() and "step 900/1000" in screen.getvalue()
+    piped = io.StringIO()
+    assert Progress(cfg, 0, stream=piped).bar is None and piped.getvalue() == ""

@@ -43,7 +43,7 @@ def torchrun(recipe: Path, overrides: list[str], *extra: str, nproc: int = 2) ->
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
            "-m", "seqkit.cli", "train", str(recipe)]
     for item in overrides:
-        cmd += ["-o", item]
+        cmd += ["--set", item]
     return cmd + list(extra)
 
 

@@ -240,6 +240,34 @@ def case_torchrun_env(tmp: Path) -> None:
     torchrun_env({"WORLD_SIZE": "2", "RANK": "2", "LOCAL_RANK": "0"})
 
 
+def case_n_best_over_beam(tmp: Path) -> None:
+    from seqkit.cli import search_overrides
+
+    search_overrides(n_best=3, beam_size=1)
+
+
+def case_bad_option_value(tmp: Path) -> None:
+    from seqkit.cli import search_overrides
+
+    search_overrides(temperature=0)
+
+
+def case_cuda_without_cuda(tmp: Path) -> None:
+    from seqkit.devices import torch_device
+
+    torch_device("cuda")
+
+
+def case_unknown_device(tmp: Path) -> None:
+    from seqkit.devices import ort_providers
+
+    ort_providers("cudaa")
+
+
+def case_cuda_without_provider(tmp: Path) -> None:
+    from seqkit.devices import ort_providers
+
+    ort_providers("cuda")
 # -- issue 22: hostile input and faults ---------------------------------------------------------
 def case_alias_bomb(tmp: Path) -> None:
     lines = ["task: translation", "a0: &a0 [x,x,x,x,x,x,x,x,x]"]
@@ -325,31 +353,25 @@ def case_nan_weights(tmp: Path) -> None:
     load_model_tensors(torch.nn.Linear(2, 2), tmp / "model.safetensors")
 
 
-def case_bogus_device(tmp: Path) -> None:
-    from seqkit.runs import load_run
-
-    load_run(tmp, device="bogus")
-
-
 def case_stdin_bad_utf8(tmp: Path) -> None:
     import io
     import sys
 
-    from seqkit.cli import _read_lines
+    from seqkit.textio import read_lines
 
     stdin = sys.stdin
     sys.stdin = io.TextIOWrapper(io.BytesIO(b"ok\n" * 1000 + b"bad \xff\n"))
     try:
-        _read_lines(None)
+        read_lines(None)
     finally:
         sys.stdin = stdin
 
 
 def case_output_is_directory(tmp: Path) -> None:
-    from seqkit.cli import _open_output
+    from seqkit.textio import open_output
 
     (tmp / "out").mkdir()
-    with _open_output(tmp / "out") as out:
+    with open_output(tmp / "out") as out:
         out.write("text\n")
 
 
@@ -458,6 +480,11 @@ CASES: list[tuple[str, str, Callable[[Path], object]]] = [
     ("torchrun", "`train.device: cuda:1` under torchrun", case_torchrun_device),
     ("torchrun", "RANK outside WORLD_SIZE", case_torchrun_env),
     ("runtime", "control characters in input (documented behaviour)", case_runtime_control_chars),
+    ("cli", "`--n-best 3 --beam-size 1`", case_n_best_over_beam),
+    ("cli", "`--temperature 0`", case_bad_option_value),
+    ("cli", "`--device cuda` with a CPU-only torch (run directory)", case_cuda_without_cuda),
+    ("cli", "`--device cudaa`", case_unknown_device),
+    ("cli", "`--device cuda` without onnxruntime's CUDA provider (exported model)", case_cuda_without_provider),
     ("recipe", "YAML alias bomb (billion laughs)", case_alias_bomb),
     ("recipe", "YAML nested 50k deep", case_deep_yaml),
     ("recipe", "duplicate key", case_duplicate_key),
@@ -470,7 +497,6 @@ CASES: list[tuple[str, str, Callable[[Path], object]]] = [
     ("train", "checkpoint pointer naming a path outside the run", case_pointer_outside),
     ("train", "state.json hashing a file outside the checkpoint", case_state_names_outside),
     ("train", "NaN weights in a checkpoint", case_nan_weights),
-    ("cli", "`--device bogus`", case_bogus_device),
     ("cli", "invalid UTF-8 on stdin", case_stdin_bad_utf8),
     ("cli", "output path is a directory", case_output_is_directory),
     ("cli", "export output under a file", case_export_under_file),

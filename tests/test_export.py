@@ -221,7 +221,7 @@ def test_language_model_export_and_generate(tmp_path):
 
     from seqkit.cli import cli
 
-    args = ["--prompt", "hear", "--max-chars", "15", "--seed", "4", "--temperature", "0.7"]
+    args = ["--prompt", "hear", "--max-tokens", "15", "--seed", "4", "--temperature", "0.7"]
     by_run, by_model = (CliRunner().invoke(cli, ["generate", str(d), *args]) for d in (run_dir, model_dir))
     assert by_run.exit_code == 0 and by_model.exit_code == 0, by_model.output
     assert by_run.stdout == by_model.stdout and by_run.stdout.startswith("hear")
@@ -307,8 +307,8 @@ def test_cli_export_translate_generate(tmp_path):
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["model_dir"] == str(tmp_path / "m")
     lines = "\n".join(SRC_LINES[:3]) + "\n"
-    by_run = runner.invoke(cli, ["translate", str(run_dir), "--beam", "3"], input=lines)
-    by_model = runner.invoke(cli, ["translate", str(tmp_path / "m"), "--beam", "3"], input=lines)
+    by_run = runner.invoke(cli, ["translate", str(run_dir), "--beam-size", "3"], input=lines)
+    by_model = runner.invoke(cli, ["translate", str(tmp_path / "m"), "--beam-size", "3"], input=lines)
     assert by_run.exit_code == 0 and by_model.exit_code == 0, by_model.output
     assert by_model.stdout == by_run.stdout and len(by_model.stdout.splitlines()) == 3
     wrong = runner.invoke(cli, ["generate", str(tmp_path / "m")])

@@ -230,8 +230,8 @@ def test_cli_export_and_translate_on_run_and_exported_dirs(tmp_path):
     rows = [line.split("\t") for line in scored.stdout.splitlines()]
     assert [label for _, label in rows] == labels[:-1]
     assert all(0.5 <= float(p) <= 1.0 for p, label in rows if label) and rows[-1] == ["0.0000", ""]
-    misuse = runner.invoke(cli, ["translate", str(tmp_path / "m"), "--beam", "3"], input=text)
-    assert misuse.exit_code == 2 and "--beam: search options do not apply to a classification model" in misuse.output
+    misuse = runner.invoke(cli, ["translate", str(tmp_path / "m"), "--beam-size", "3"], input=text)
+    assert misuse.exit_code == 1 and "--beam-size: search options do not apply to a classification model" in str(misuse.exception)
 
 
 def test_generate_on_a_classifier_is_a_clear_error(exported):

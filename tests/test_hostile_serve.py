@@ -20,7 +20,7 @@ from seqkit.runtime import load_model  # noqa: E402
 from seqkit.serve.app import create_app  # noqa: E402
 from seqkit.serve.schemas import ServeLimits  # noqa: E402
 
-LIMITS = ServeLimits(max_batch=4, max_chars=60, max_body_bytes=4096, max_beam=6, max_tokens=30)
+LIMITS = ServeLimits(max_batch=4, max_chars=60, max_body_bytes=4096, max_beam_size=6, max_tokens=30)
 DOCUMENTED = {200, 400, 404, 405, 413, 415, 422, 503}  # docs/serving.md; 500 would be a bug
 
 
@@ -94,7 +94,8 @@ def test_an_unexpected_failure_is_still_json(s2s, monkeypatch):
 edge = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True, allow_infinity=True),
                  st.text(max_size=8), st.sampled_from(["greedy", "beam", "sample", "\udcff", "a" * 100]),
                  st.lists(st.text(max_size=6), max_size=6))
-TRANSLATE_KEYS = ["texts", "strategy", "beam_size", "n_best", "length_penalty", "attention", "extra"]
+TRANSLATE_KEYS = ["texts", "strategy", "beam_size", "n_best", "length_penalty", "temperature", "top_k", "top_p", "seed",
+                  "attention", "extra"]
 GENERATE_KEYS = ["prompt", "max_tokens", "temperature", "top_k", "top_p", "seed", "extra"]
 EXAMPLES = int(os.environ.get("SEQKIT_FUZZ_EXAMPLES", "40"))
 

@@ -154,7 +154,7 @@ def test_uninstalled_plugins_give_the_unknown_name_error_with_available_names(mo
 
 def test_uninstalled_plugin_fails_seqkit_train_with_one_line(tiny_recipe):
     env = {**os.environ, registry.AUTOLOAD_ENV: "1"}
-    out = subprocess.run([sys.executable, "-m", "seqkit.cli", "train", str(tiny_recipe), "-o", CONV],
+    out = subprocess.run([sys.executable, "-m", "seqkit.cli", "train", str(tiny_recipe), "--set", CONV],
                          capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 1
     assert out.stderr.startswith("error: ") and "unknown encoder 'conv'" in out.stderr

@@ -15,7 +15,7 @@ from test_export import LM_TEXT, SRC_LINES, export_tiny  # tests/ is on sys.path
 from test_export_classifier import LINES as CLS_LINES
 from test_export_classifier import export_classifier_tiny
 
-from seqkit.errors import ModelError
+from seqkit.errors import InputError, ModelError
 from seqkit.models import TorchStepper
 from seqkit.runs import load_run
 from seqkit.runtime import RuntimeModel, load_model
@@ -67,19 +67,23 @@ def test_cli_translate_and_generate_without_torch(seq2seq, lm):
         return run_without_training_stack(f"sys.argv = ['seqkit', *{list(args)!r}]\n" + cli, stdin)
 
     lines = ("\n".join(SRC_LINES[:2]) + "\n\n").encode()
-    done = seqkit("translate", str(seq2seq[1]), "--beam", "2", stdin=lines)
+    done = seqkit("translate", str(seq2seq[1]), "--beam-size", "2", stdin=lines)
     assert done.returncode == 0, done.stderr.decode()
     want = load_model(seq2seq[1], threads=1).translate(SRC_LINES[:2] + [""], strategy="beam", beam_size=2)
     assert done.stdout.decode().splitlines() == want
     bad = seqkit("translate", str(seq2seq[1]), stdin=b"ein hund \xff\n")
     assert bad.returncode == 1 and "not UTF-8 text" in bad.stderr.decode()
-    long = seqkit("translate", str(seq2seq[1]), "--beam", "1", stdin=(" ".join(["hund"] * 40) + "\n").encode())
-    assert long.returncode == 0 and "truncated" in long.stderr.decode()
-    gen = seqkit("generate", str(lm[1]), "--prompt", "speak", "--max-chars", "20", "--seed", "5", "--top-k", "3")
+    # Longer than the training filter (data.max_src_len): a recurrent encoder reads it whole.
+    long_line = " ".join(["hund"] * 40)
+    long = seqkit("translate", str(seq2seq[1]), "--beam-size", "1", stdin=(long_line + "\n").encode())
+    assert long.returncode == 0 and "truncated" not in long.stderr.decode()
+    cut = load_model(seq2seq[1], threads=1).translator(max_input_len=8).translate([long_line])[0]
+    assert cut.warnings == ["line 1: source longer than 8 tokens (eos included); truncated"]
+    gen = seqkit("generate", str(lm[1]), "--prompt", "speak", "--max-tokens", "20", "--seed", "5", "--top-k", "3")
     assert gen.returncode == 0, gen.stderr.decode()
     assert gen.stdout.decode() == load_model(lm[1]).generate("speak", max_tokens=20, seed=5, top_k=3) + "\n"
     wrong = seqkit("generate", str(lm[1]), "--temperature", "0")
-    assert wrong.returncode == 2 and "--temperature" in wrong.stderr.decode()
+    assert wrong.returncode == 1 and wrong.stderr.decode() == "error: --temperature: Input should be greater than 0\n"
 
 
 def test_classifier_and_cli_translate_without_torch(tmp_path):
@@ -159,9 +163,9 @@ def test_search_overrides_are_validated(seq2seq):
     model = load_model(seq2seq[1], threads=1)
     assert isinstance(model, RuntimeModel)
     assert model.search_config().beam_size == 4  # the recipe's search section travels in config.json
-    with pytest.raises(ModelError, match="search option beam_size"):
+    with pytest.raises(InputError, match="search option beam_size"):
         model.translator(beam_size=0)
-    with pytest.raises(ModelError, match="n_best"):
+    with pytest.raises(InputError, match="n_best"):
         model.translator(beam_size=2, n_best=3)
     with pytest.raises(ModelError, match="does not generate"):
         model.generator()
@@ -217,3 +221,74 @@ def test_third_party_tokenizer_loads_through_its_entry_point(tmp_path, monkeypat
     assert result.returncode == 0, result.stderr.decode()
     text = result.stdout.decode().strip()
     assert text and text == text.upper()
+
+
+@pytest.mark.parametrize("which,args,message", [
+    ("model", ["--n-best", "3", "--beam-size", "1"], "error: --n-best 3 is more than --beam-size 1"),
+    ("run", ["--n-best", "3", "--beam-size", "1"], "error: --n-best 3 is more than --beam-size 1"),
+    ("model", ["--n-best", "9"], "error: search options: n_best (9) must be <= beam_size (4)"),
+    ("run", ["--device", "cuda"], "error: --device cuda: this torch is a CPU-only build"),
+    ("model", ["--device", "cudaa"], "error: --device: unknown device 'cudaa'"),
+    ("model", ["--device", "cuda"], "error: --device cuda: this onnxruntime has no CUDA provider"),
+    ("model", ["-o", "."], "error: Invalid value for '-o' / '--output': File '.' is a directory."),
+])
+def test_cli_mistakes_end_in_one_error_line(seq2seq, which, args, message):
+    import torch
+    import onnxruntime
+
+    if "cuda" in args and (torch.cuda.is_available() or "CUDAExecutionProvider" in onnxruntime.get_available_providers()):
+        pytest.skip("this machine has CUDA: --device cuda is not a mistake here")
+    model_dir = seq2seq[0] if which == "run" else seq2seq[1]
+    done = subprocess.run([sys.executable, "-m", "seqkit.cli", "translate", str(model_dir), *args], input=b"ein hund\n",
+                          capture_output=True, timeout=300)
+    err = done.stderr.decode()
+    usage = "Invalid value" in message  # click's own checks: status 2, as for any usage error
+    assert done.returncode == (2 if usage else 1) and err.startswith(message) and err.count("\n") == 1, err
+    assert done.stdout == b""
+
+
+def test_translate_answers_an_open_pipe_line_by_line(seq2seq):
+    """Like fairseq-interactive: each line is answered before the next is written."""
+    proc = subprocess.Popen([sys.executable, "-m", "seqkit.cli", "translate", str(seq2seq[1]), "--beam-size", "1"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    want = load_model(seq2seq[1], threads=1).translate(SRC_LINES[:2], strategy="greedy")
+    try:
+        for line, expected in zip(SRC_LINES[:2], want):
+            proc.stdin.write((line + "\n").encode())
+            proc.stdin.flush()
+            assert proc.stdout.readline().decode() == expected + "\n"  # stdin still open
+        proc.stdin.close()
+        assert proc.wait(timeout=120) == 0 and proc.stdout.read() == b""
+    finally:
+        proc.kill()
+
+
+def test_translate_keeps_one_output_line_per_input_line(seq2seq, tmp_path):
+    model = load_model(seq2seq[1], threads=1)
+    raw = b"ein hund\reine katze\nzwei hunde\r\n\n"  # \r inside a line, a CRLF ending, an empty line
+    done = subprocess.run([sys.executable, "-m", "seqkit.cli", "translate", str(seq2seq[1])], input=raw,
+                          capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.decode().split("\n") == model.translate(["ein hund\reine katze", "zwei hunde", ""]) + [""]
+    bad = subprocess.run([sys.executable, "-m", "seqkit.cli", "translate", str(seq2seq[1])],
+                         input=b"ein hund\nzwei\nkatze \xff\n", capture_output=True, timeout=300)
+    assert bad.returncode == 1
+    assert bad.stderr.decode() == "error: stdin: line 3 is not UTF-8 text (invalid start byte at byte 7 of the line)\n"
+    out = tmp_path / "out.txt"
+    out.write_text("earlier\n")
+    failed = subprocess.run([sys.executable, "-m", "seqkit.cli", "translate", str(seq2seq[1]), "-o", str(out)],
+                            input=b"ein hund\n\xff\n", capture_output=True, timeout=300)
+    assert failed.returncode == 1 and out.read_text() == "earlier\n"  # nothing half-written
+    assert list(tmp_path.iterdir()) == [out]
+
+
+def test_python_api_takes_one_string_or_a_list(seq2seq, tmp_path):
+    model = load_model(seq2seq[1], threads=1)
+    assert model.translate(SRC_LINES[0]) == model.translate([SRC_LINES[0]])[0]
+    assert isinstance(model.translate(SRC_LINES[0]), str)
+    assert model.translator().translate(SRC_LINES[0]).text == model.translate(SRC_LINES[0])
+    with pytest.raises(TypeError, match="got bytes"):
+        model.translate(SRC_LINES[0].encode())
+    _, cls_dir = export_classifier_tiny(tmp_path)
+    classifier = load_model(cls_dir, threads=1)
+    assert classifier.classify(CLS_LINES[0]) == classifier.classify([CLS_LINES[0]])[0]

@@ -30,7 +30,7 @@ from seqkit.serve.batcher import Batcher, Overloaded  # noqa: E402
 from seqkit.serve.schemas import ServeLimits  # noqa: E402
 
 SEARCH = {"max_len_offset": 5, "beam_size": 3, "min_len": 1}
-LIMITS = ServeLimits(max_batch=4, max_chars=60, max_body_bytes=2048, max_beam=6, max_tokens=50)
+LIMITS = ServeLimits(max_batch=4, max_chars=60, max_body_bytes=2048, max_beam_size=6, max_tokens=50)
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +73,14 @@ def test_translate_matches_the_runtime(client, s2s):
     assert all(t["attention"] is None for t in got)  # not asked for
 
 
+def test_translate_samples_with_a_seed_like_the_runtime(client, s2s):
+    body = {"texts": SRC_LINES[:2], "strategy": "sample", "temperature": 0.8, "top_k": 5, "seed": 7}
+    first, again = (client.post("/v1/translate", json=body) for _ in range(2))
+    assert first.status_code == 200 and first.json()["translations"] == again.json()["translations"]
+    want = s2s.translator(strategy="sample", temperature=0.8, top_k=5, seed=7).translate(SRC_LINES[:2])
+    assert [t["text"] for t in first.json()["translations"]] == [r.text for r in want]
+
+
 def test_attention_matrix_has_token_labels(client, s2s):
     reply = client.post("/v1/translate", json={"texts": [SRC_LINES[0]], "strategy": "greedy", "attention": True})
     att = reply.json()["translations"][0]["attention"]
@@ -95,7 +103,7 @@ def test_attention_matrix_has_token_labels(client, s2s):
     ('{"texts": [3]}', 422, "invalid_request"),
     ('{"text": ["a b"]}', 422, "invalid_request"),
     ('{"texts": ["a b"], "beam": 3}', 422, "invalid_request"),
-    ('{"texts": ["a b"], "strategy": "sample"}', 422, "invalid_request"),
+    ('{"texts": ["a b"], "strategy": "nucleus"}', 422, "invalid_request"),
     ('{"texts": ["a b"], "beam_size": 0}', 422, "invalid_request"),
     ('{"texts": ["a b"], "beam_size": 7}', 422, "invalid_request"),
     ('{"texts": ["a b"], "beam_size": 2, "n_best": 3}', 422, "invalid_request"),

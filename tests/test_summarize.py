@@ -87,7 +87,7 @@ def test_summarization_run_evaluates_model_and_lead(tmp_path):
     metrics = train_run(path, [], resume=False)
     assert {"rouge1", "rouge2", "rougeL"} <= set(metrics)
     out = tmp_path / "hyps.txt"
-    result = evaluate_run(tmp_path / "run", split="test", which="best", beam=None, strategy=None, output=out,
+    result = evaluate_run(tmp_path / "run", split="test", which="best", beam_size=None, strategy=None, output=out,
                           device="cpu")
     assert result["lead_words"] == 3
     assert result["lead_rouge1"] == pytest.approx(100.0) and result["lead_rouge2"] == pytest.approx(100.0)

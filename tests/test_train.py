@@ -128,22 +128,25 @@ def test_sigkill_at_random_moments_then_resume(tiny_recipe):
     # The target is far beyond what one attempt reaches before its kill (a kill follows the
     # attempt's first new checkpoint within 0.2 s), so every kill lands mid-run on any machine.
     target = 240
-    cmd = [sys.executable, "-m", "seqkit.cli", "train", str(tiny_recipe), "-o", f"train.max_steps={target}",
-           "-o", "train.valid_every=3"]
+    cmd = [sys.executable, "-m", "seqkit.cli", "train", str(tiny_recipe), "--set", f"train.max_steps={target}",
+           "--set", "train.valid_every=3"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     kills = 0
     for i in range(3):
         seen = _last_step(run_dir)
-        proc = subprocess.Popen(cmd + (["--resume"] if i else []), env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 120
-        while _last_step(run_dir) <= seen and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 0.2))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        log_path = tiny_recipe.parent / f"attempt-{i}.log"  # kept: a failed attempt says why
+        with open(log_path, "wb") as log_file:
+            proc = subprocess.Popen(cmd + (["--resume"] if i else []), env=env,
+                                    stdout=subprocess.DEVNULL, stderr=log_file)
+            deadline = time.time() + 120
+            while _last_step(run_dir) <= seen and time.time() < deadline and proc.poll() is None:
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0.0, 0.2))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
         kills += proc.returncode == -signal.SIGKILL
-        assert _last_step(run_dir) > seen, "no progress between kills"
+        stderr = log_path.read_text(encoding="utf-8", errors="replace")
+        assert _last_step(run_dir) > seen, f"no progress between kills (attempt {i}, rc {proc.returncode}):\n{stderr[-3000:]}"
     assert kills == 3, "an attempt finished before it could be killed"
     assert _last_step(run_dir) < target
     done = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
@@ -157,8 +160,8 @@ def test_sigkill_at_random_moments_then_resume(tiny_recipe):
 
 def test_sigint_saves_and_exits(tiny_recipe):
     run_dir = tiny_recipe.parent / "run"
-    cmd = [sys.executable, "-m", "seqkit.cli", "train", str(tiny_recipe), "-o", "train.max_steps=100000",
-           "-o", "train.valid_every=100000"]
+    cmd = [sys.executable, "-m", "seqkit.cli", "train", str(tiny_recipe), "--set", "train.max_steps=100000",
+           "--set", "train.valid_every=100000"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not (run_dir / "metrics.jsonl").exists():

@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
     p.add_argument("--limit", type=int, default=None, help="Only the first N sentences of the split.")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--beam", type=int, default=5)
+    p.add_argument("--beam-size", type=int, default=5)
     p.add_argument("--latency-sentences", type=int, default=100, help="Sentences timed one at a time (batch 1).")
     p.add_argument("--repeats", type=int, default=3, help="Throughput passes per configuration; the fastest counts.")
     p.add_argument("--threads", type=int, default=1, help="Intra-op threads for torch and onnxruntime alike.")
@@ -129,7 +129,7 @@ def translator(fn: Any, run: Any, strategy: str, beam: int, batch_size: int) -> 
 
     search = run.recipe.search.model_copy(update={"strategy": strategy, "beam_size": beam, "n_best": 1,
                                                   "batch_size": batch_size})
-    return Translator(fn, run.src_tok, run.tgt_tok, search, max_src_len=run.recipe.data.max_src_len)
+    return Translator(fn, run.src_tok, run.tgt_tok, search)
 
 
 def measure_all(fns: dict[str, Any], run: Any, args: argparse.Namespace, src: list[str], refs: list[str]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -139,8 +139,8 @@ def measure_all(fns: dict[str, Any], run: Any, args: argparse.Namespace, src: li
     from seqkit import metrics
 
     keys = [(name, strategy) for strategy in ("greedy", "beam") for name in fns]
-    batched = {k: translator(fns[k[0]], run, k[1], args.beam, args.batch_size) for k in keys}
-    single = {k: translator(fns[k[0]], run, k[1], args.beam, 1) for k in keys}
+    batched = {k: translator(fns[k[0]], run, k[1], args.beam_size, args.batch_size) for k in keys}
+    single = {k: translator(fns[k[0]], run, k[1], args.beam_size, 1) for k in keys}
     rows: dict[tuple[str, str], dict[str, Any]] = {k: {"seconds": float("inf")} for k in keys}
     for k in keys:
         batched[k].translate(src[: args.batch_size])  # warm-up: first-run allocations, lazy inits
@@ -184,7 +184,7 @@ def table(rows: dict[tuple[str, str], dict[str, Any]], args: argparse.Namespace,
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for (backend, strategy), r in rows.items():
-        search = f"beam {args.beam}" if strategy == "beam" else strategy
+        search = f"beam {args.beam_size}" if strategy == "beam" else strategy
         p50 = f"{r['p50_ms']:.1f}" if r["p50_ms"] is not None else "-"
         p95 = f"{r['p95_ms']:.1f}" if r["p95_ms"] is not None else "-"
         lines.append(
@@ -200,7 +200,7 @@ def environment(args: argparse.Namespace, run: Any) -> dict[str, Any]:
     import torch
 
     return {"run_dir": str(args.run_dir), "checkpoint": run.checkpoint.name, "split": args.split,
-            "threads": args.threads, "repeats": args.repeats, "batch_size": args.batch_size, "beam": args.beam, "torch": torch.__version__,
+            "threads": args.threads, "repeats": args.repeats, "batch_size": args.batch_size, "beam": args.beam_size, "torch": torch.__version__,
             "onnxruntime": onnxruntime.__version__, "python": platform.python_version(), "machine": platform.processor()
             or platform.machine()}
 

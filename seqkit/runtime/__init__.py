@@ -20,10 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
+from seqkit.devices import ort_providers
 from seqkit.errors import ModelError
-from seqkit.inference import Generator, TextClassifier, Translator
+from seqkit.inference import Generator, TextClassifier, Translator, as_lines
 from seqkit.runtime.checks import check_graphs, check_search, check_tokenizers
 from seqkit.runtime.classifier import OrtClassifier
 from seqkit.runtime.format import (
@@ -39,7 +38,7 @@ from seqkit.runtime.stepper import (
     open_session,
     session_options,
 )
-from seqkit.search import SearchConfig
+from seqkit.search import SearchConfig, resolve_search
 
 __all__ = ["OrtClassifier", "OrtStepper", "RuntimeModel", "load_model"]
 
@@ -57,12 +56,7 @@ class RuntimeModel:
 
     def search_config(self, **overrides: Any) -> SearchConfig:
         """The exported search defaults with ``overrides`` (SearchConfig fields) applied."""
-        try:
-            return SearchConfig.model_validate({**self.config.search, **overrides})
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "search"
-            raise ModelError(f"search option {where}: {first['msg']}") from None
+        return resolve_search(self.config.search, overrides)
 
     def translator(self, **search_overrides: Any) -> Translator:
         if self.config.model_kind == "classifier":
@@ -71,8 +65,7 @@ class RuntimeModel:
         if self.config.model_kind != "seq2seq":
             raise ModelError(f"{self.model_dir}: a language model (task {self.config.task}) cannot translate; "
                              "use `seqkit generate`")
-        return Translator(self.stepper, self.src_tokenizer, self.tgt_tokenizer, self.search_config(**search_overrides),
-                          max_src_len=self.config.max_src_len)
+        return Translator(self.stepper, self.src_tokenizer, self.tgt_tokenizer, self.search_config(**search_overrides))
 
     def generator(self, **search_overrides: Any) -> Generator:
         if self.config.model_kind != "lm":
@@ -89,13 +82,18 @@ class RuntimeModel:
         return TextClassifier(self.probs_fn, self.src_tokenizer, self.config.labels, max_src_len=self.config.max_src_len,
                               **options)
 
-    def classify(self, lines: Sequence[str]) -> list[tuple[str, float]]:
-        """(label, probability) per line; an empty line gives ("", 0.0)."""
-        return [(r.label, r.probability) for r in self.classifier().classify(lines)]
+    def classify(self, lines: str | Sequence[str]) -> tuple[str, float] | list[tuple[str, float]]:
+        """(label, probability) per line; an empty line gives ("", 0.0). One str: one pair."""
+        lines, single = as_lines(lines)
+        pairs = [(r.label, r.probability) for r in self.classifier().classify(lines)]
+        return pairs[0] if single else pairs
 
-    def translate(self, lines: Sequence[str], **search_overrides: Any) -> list[str]:
-        """Best hypothesis per line (empty line -> ""), decoded with the search defaults + overrides."""
-        return [r.text for r in self.translator(**search_overrides).translate(lines)]
+    def translate(self, lines: str | Sequence[str], **search_overrides: Any) -> str | list[str]:
+        """Best hypothesis per line (empty line -> ""), decoded with the search defaults +
+        overrides. One str gives one str; a list of lines, a list."""
+        lines, single = as_lines(lines)
+        texts = [r.text for r in self.translator(**search_overrides).translate(lines)]
+        return texts[0] if single else texts
 
     def generate(self, prompt: str = "", *, max_tokens: int | None = None, temperature: float | None = None,
                  top_k: int | None = None, top_p: float | None = None, seed: int | None = None) -> str:
@@ -104,14 +102,18 @@ class RuntimeModel:
                                          top_p=top_p, seed=seed)
 
 
-def load_model(model_dir: str | Path, *, threads: int | None = None, sequential: bool = True) -> RuntimeModel:
+def load_model(model_dir: str | Path, *, threads: int | None = None, sequential: bool = True,
+               device: str = "cpu") -> RuntimeModel:
     """Open an exported model directory after checking every file against manifest.json.
 
     ``threads``: onnxruntime intra-op threads per session (None: onnxruntime's default).
+    ``device``: cpu, or cuda / cuda:N through onnxruntime's CUDA provider (onnxruntime-gpu);
+    an unknown device, or cuda where that provider is missing, is a SeqkitError.
     Raises ModelError naming the file for a missing, modified or unlisted file.
     """
     from seqkit.tokenizers import load_tokenizer, load_tokenizers
 
+    providers = ort_providers(device)
     root = Path(model_dir)
     if not root.is_dir():
         raise ModelError(f"{root}: no such model directory")
@@ -122,7 +124,7 @@ def load_model(model_dir: str | Path, *, threads: int | None = None, sequential:
     sessions = {}
     for role, name in config.graph_files.items():
         try:
-            sessions[role] = open_session(root / name, options)
+            sessions[role] = open_session(root / name, options, providers)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
             raise ModelError(f"{root / name}: onnxruntime cannot load it: {str(exc)[:300]}") from None
     check_graphs(root, config, sessions)

@@ -48,8 +48,9 @@ def session_options(threads: int | None = None, *, sequential: bool = True) -> o
     return opts
 
 
-def open_session(path: Path, options: ort.SessionOptions) -> ort.InferenceSession:
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+def open_session(path: Path, options: ort.SessionOptions, providers: list | None = None) -> ort.InferenceSession:
+    """``providers``: from :func:`seqkit.devices.ort_providers` (default: the CPU)."""
+    return ort.InferenceSession(str(path), sess_options=options, providers=providers or ["CPUExecutionProvider"])
 
 
 class OrtStepper:

@@ -32,7 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from seqkit import __version__
-from seqkit.errors import InputError, ModelError, SeqkitError, shorten
+from seqkit.errors import InputError, SeqkitError, shorten
 from seqkit.inference import TranslationResult, clean_prompt, clean_text
 from seqkit.plot import attention_labels
 from seqkit.serve.batcher import Batcher, Overloaded
@@ -164,11 +164,11 @@ def _check_text(text: str, where: str, limits: ServeLimits, *, prompt: bool = Fa
 
 
 def _search_options(model: Any, overrides: dict[str, Any], limits: ServeLimits) -> None:
-    if overrides.get("beam_size", 0) > limits.max_beam:
-        raise ServeError(422, "invalid_request", f"beam_size {overrides['beam_size']} is over the limit of {limits.max_beam}")
+    if overrides.get("beam_size", 0) > limits.max_beam_size:
+        raise ServeError(422, "invalid_request", f"beam_size {overrides['beam_size']} is over the limit of {limits.max_beam_size}")
     try:
         model.search_config(**overrides)
-    except ModelError as exc:
+    except InputError as exc:
         raise ServeError(422, "invalid_request", str(exc)) from None
 
 

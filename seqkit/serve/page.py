@@ -123,7 +123,7 @@ async function init() {
     const search = info.config.search || {};
     if (search.strategy === "greedy") $("strategy").value = "greedy";
     if (search.beam_size) $("beam").value = search.beam_size;
-    $("beam").max = info.limits.max_beam;
+    $("beam").max = info.limits.max_beam_size;
     $("run").disabled = false;
   } catch (err) {
     $("error").textContent = "cannot read /v1/model: " + err.message;

@@ -16,7 +16,7 @@ class ServeLimits(BaseModel):
     max_batch: int = Field(default=64, ge=1, description="texts per /v1/translate request")
     max_chars: int = Field(default=2000, ge=1, description="characters per text or prompt")
     max_body_bytes: int = Field(default=1 << 20, ge=1024, description="request body size")
-    max_beam: int = Field(default=16, ge=1, description="largest beam_size a request may ask for")
+    max_beam_size: int = Field(default=16, ge=1, description="largest beam_size a request may ask for")
     max_tokens: int = Field(default=1000, ge=1, description="largest max_tokens for /v1/generate")
     max_queue: int = Field(default=256, ge=1, description="requests waiting for the model; beyond: 503")
     batch_texts: int = Field(default=64, ge=1, description="texts merged from queued requests into one model call")
@@ -29,15 +29,20 @@ class TranslateRequest(BaseModel):
         "examples": [{"texts": ["Ein Hund rennt über die Wiese."], "strategy": "beam", "beam_size": 5}]})
 
     texts: list[str] = Field(min_length=1, description="source texts; an empty text gives an empty translation")
-    strategy: Literal["greedy", "beam"] | None = None
+    strategy: Literal["greedy", "beam", "sample"] | None = None
     beam_size: int | None = Field(default=None, ge=1)
     n_best: int | None = Field(default=None, ge=1, description="hypotheses per text (<= beam_size)")
     length_penalty: float | None = Field(default=None, ge=0, le=10)
+    temperature: float | None = Field(default=None, gt=0, description="strategy sample only")
+    top_k: int | None = Field(default=None, ge=0, description="strategy sample only; 0: off")
+    top_p: float | None = Field(default=None, gt=0, le=1, description="strategy sample only; 1: off")
+    seed: int | None = Field(default=None, description="strategy sample only: same seed, same output")
     attention: bool = Field(default=False, description="also return the attention matrix of the best hypothesis")
 
     def search_overrides(self) -> dict[str, Any]:
         options = {"strategy": self.strategy, "beam_size": self.beam_size, "n_best": self.n_best,
-                   "length_penalty": self.length_penalty}
+                   "length_penalty": self.length_penalty, "temperature": self.temperature,
+                   "top_k": self.top_k, "top_p": self.top_p, "seed": self.seed}
         return {k: v for k, v in options.items() if v is not None}
 
 

@@ -1,0 +1,141 @@
+"""Lines in and out of the CLI: UTF-8 whatever the locale, errors with line numbers, input
+that streams from a terminal or an open pipe, and output files that appear only complete.
+
+Input lines end at ``\\n`` only (a ``\\r\\n`` ending loses its ``\\r``): a stray ``\\r`` inside a
+line stays in that line, so the output has exactly one line per input line. Torch-free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import queue
+import stat
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO, TextIO
+
+from seqkit.errors import InputError
+
+# Lines taken into one model call at most when input streams; a full pipe still gets
+# length-bucketed batches within each chunk (Translator sorts a chunk by length).
+STREAM_CHUNK_LINES = 1024
+
+
+def decode_line(raw: bytes, where: str, lineno: int) -> str:
+    """One input line (bytes, newline included or not) as text; InputError naming the line."""
+    if raw.endswith(b"\n"):
+        raw = raw[:-1]
+    if raw.endswith(b"\r"):
+        raw = raw[:-1]
+    try:
+        return raw.decode("utf-8", errors="strict")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{where}: line {lineno} is not UTF-8 text ({exc.reason} at byte {exc.start + 1} "
+                         "of the line)") from None
+
+
+def _source(input_path: Path | None) -> tuple[BinaryIO, str, bool]:
+    """(binary stream, name for errors, whether to close it)."""
+    if input_path is not None:
+        try:
+            return open(input_path, "rb"), str(input_path), True
+        except OSError as exc:
+            raise InputError(f"{input_path}: cannot read ({exc.strerror or exc})") from None
+    return sys.stdin.buffer, "stdin", False
+
+
+def read_lines(input_path: Path | None) -> list[str]:
+    """Every line of ``input_path`` (default: stdin), read to the end."""
+    stream, where, owned = _source(input_path)
+    try:
+        return [decode_line(raw, where, i + 1) for i, raw in enumerate(stream)]
+    finally:
+        if owned:
+            stream.close()
+
+
+def streams(input_path: Path | None) -> bool:
+    """True when input should be answered as it arrives: stdin from a terminal or a pipe
+    (not a file given with -i, nor a regular file redirected to stdin)."""
+    if input_path is not None:
+        return False
+    try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+    except (OSError, ValueError):  # no real stdin (e.g. a test runner's replacement)
+        return False
+    return not stat.S_ISREG(mode)
+
+
+def line_chunks(input_path: Path | None, max_lines: int = STREAM_CHUNK_LINES) -> Iterator[tuple[int, list[str]]]:
+    """``(first line number, lines)`` chunks of the input. A file comes as one chunk; a terminal
+    or pipe yields as soon as a line has arrived, with whatever else is already waiting (up to
+    ``max_lines``), so an interactive user gets each answer at once and a full pipe still
+    decodes in large batches."""
+    if not streams(input_path):
+        yield 1, read_lines(input_path)
+        return
+    lines: queue.Queue = queue.Queue(maxsize=4 * max_lines)
+    reader = threading.Thread(target=_read_into, args=(sys.stdin.buffer, lines), daemon=True)
+    reader.start()
+    lineno, done = 1, False
+    while not done:
+        chunk: list[str] = []
+        item = lines.get()  # block until one line (or the end) arrives
+        while True:
+            if item is None:
+                done = True
+                break
+            if isinstance(item, BaseException):
+                raise item
+            chunk.append(decode_line(item, "stdin", lineno + len(chunk)))
+            if len(chunk) >= max_lines:
+                break
+            try:
+                item = lines.get_nowait()
+            except queue.Empty:
+                break
+        if chunk:
+            yield lineno, chunk
+            lineno += len(chunk)
+
+
+def _read_into(stream: BinaryIO, lines: queue.Queue) -> None:
+    try:
+        for raw in iter(stream.readline, b""):
+            lines.put(raw)
+    except BaseException as exc:  # noqa: BLE001 - handed to the reading thread, which raises it
+        lines.put(InputError(f"stdin: read failed ({exc})"))
+    lines.put(None)
+
+
+@contextlib.contextmanager
+def open_output(output_path: Path | None) -> Iterator[TextIO]:
+    """``output_path`` for writing, or stdout as UTF-8 text (left open).
+
+    A file is written beside its destination and renamed into place only when everything
+    was written, so a failure halfway leaves any earlier file of that name untouched.
+    """
+    if output_path is None:
+        sys.stdout.flush()
+        out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="\n")
+        try:
+            yield out
+        finally:
+            out.flush()
+            out.detach()  # never close the process's stdout
+        return
+    if output_path.is_dir():
+        raise InputError(f"{output_path}: is a directory; give a file name for the output")
+    tmp = output_path.with_name(f".{output_path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as out:
+            yield out
+        os.replace(tmp, output_path)
+    except OSError as exc:
+        raise InputError(f"{output_path}: cannot write ({exc.strerror or exc})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
