@@ -52,6 +52,7 @@ print(json.dumps({"seconds": seconds, "traced_peak": peak, "rss_growth_kb": afte
 @pytest.mark.parametrize("name,text", [
     ("alias-bomb", billion_laughs()),
     ("deep-flow", "task: translation\nmodel: " + "[" * 50_000 + "]" * 50_000 + "\n"),
+    ("deep-mixed", "task: translation\nmodel: " + "[a, {b: " * 25_000 + "}]" * 25_000 + "\n"),
     ("deep-block", "task: translation\n" + "".join(" " * i + f"k{i}:\n" for i in range(1000)) + "\n"),
 ])
 def test_adversarial_yaml_is_refused_within_bounds(tmp_path, name, text):
