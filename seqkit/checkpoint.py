@@ -211,7 +211,13 @@ def prune(ckpt_dir: Path, keep: int) -> None:
     recent = set(dirs[-keep:]) if keep > 0 else set()
     for d in dirs:
         if d.name not in referenced and d not in recent:
-            shutil.rmtree(d, ignore_errors=True)
+            # Renamed first (atomic): a kill during the delete leaves a temp name, which the
+            # next prune removes, never a half-deleted directory that looks like a checkpoint.
+            doomed = d.with_name(f".{d.name}.tmp-{os.getpid()}")
+            if doomed.exists():
+                shutil.rmtree(doomed, ignore_errors=True)
+            os.replace(d, doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
     for tmp in ckpt_dir.glob(".step-*.tmp-*"):
         shutil.rmtree(tmp, ignore_errors=True)
     for tmp in ckpt_dir.glob(".*.json.tmp-*"):  # a pointer write killed before its rename

@@ -60,8 +60,8 @@ SEARCH_OPTIONS = [
     click.option("--beam-size", type=click.IntRange(min=1), default=None,
                  help="Hypotheses kept per step by beam search (default: the model's search.beam_size)."),
     click.option("--n-best", type=click.IntRange(min=1), default=None,
-                 help="Hypotheses printed per input line, best first, each after its score and a tab "
-                      "(at most --beam-size; default 1)."),
+                 help="Hypotheses printed per input line, best first, as line<TAB>rank<TAB>log_prob<TAB>"
+                      "score<TAB>text rows, N per line, empty lines too (at most --beam-size; default 1)."),
     click.option("--length-penalty", type=float, default=None,
                  help="Beam search ranks by log_prob / ((5 + length) / 6) ** ALPHA (GNMT); 0 ranks by the "
                       "raw log-probability (default: the model's search.length_penalty)."),
@@ -208,8 +208,8 @@ def evaluate(model_dir: Path, split: str, src: Path | None, refs: tuple[Path, ..
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Lines per model call (default: the model's search.batch_size, 32).")
 @click.option("--scores", is_flag=True,
-              help="Prefix each output line with a score and a tab: the label's probability (0-1), or the "
-                   "translation's search score.")
+              help="Prefix each output line with its scores and tabs: the label's probability (0-1), or the "
+                   "translation's log_prob and score (docs/cli.md). With --n-best they are always there.")
 @device_option("decoding")
 @click.option("--attention-plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the source x target attention heat map of the first non-empty line as PNG (needs matplotlib).")
@@ -235,11 +235,10 @@ def translate(model_dir: Path, input_path: Path | None, output_path: Path | None
     chunks = [(1, read_lines(input_path))] if attention_plot is not None else line_chunks(input_path)
     with open_output(output_path) as out:
         for first_line, lines in chunks:
-            rows = model.rows(lines, first_line)
+            rows = model.output_lines(lines, first_line, scores)
             if attention_plot is not None:
                 _attention_plot(lines, model.last_results, model.translator, attention_plot)
-            for score, text in rows:
-                out.write(f"{score:.4f}\t{text}\n" if scores or model.n_best > 1 else text + "\n")
+            out.writelines(row + "\n" for row in rows)
             out.flush()
     # Warnings (truncated lines) were already logged to stderr by the Translator/TextClassifier, one per line.
 
@@ -261,6 +260,54 @@ def export_model(run_dir: Path, model_dir: Path, opset: int | None, quantize: st
     manifest = verify_manifest(out)
     click.echo(json.dumps({"model_dir": str(out), "files": sorted(manifest.files),
                            "verification": manifest.verification}, indent=1))
+
+
+@cli.command("score")
+@click.argument("model_dir", metavar="MODEL", type=click.Path(path_type=Path))
+@click.option("--src", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Source lines (seq2seq models; a language model takes --tgt alone).")
+@click.option("--tgt", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The lines to score: one per --src line, or the text lines of a language model.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the scores to this file (default: stdout).")
+@click.option("--format", "fmt", type=click.Choice(["tsv", "jsonl"]), default="tsv", show_default=True,
+              help="tsv: log_prob, tokens, normalized (LM: log_prob, tokens, chars, bits_per_char) per line; "
+                   "jsonl: one object per line with those fields and the line number.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Lines per model call.")
+@checkpoint_option
+@device_option("scoring")
+def score(model_dir: Path, src: Path | None, tgt: Path, output: Path | None, fmt: str, batch_size: int,
+          which: str, device: str) -> None:
+    """Forced decoding: the log-probability MODEL gives each --tgt line (given its --src line),
+    its token count and per-token mean; bits per character for a language model. The same
+    numbers from a run directory (torch) and its export (onnxruntime)."""
+    from seqkit.errors import InputError
+    from seqkit.evaluate import open_step_model
+    from seqkit.score import score_pairs
+    from seqkit.textio import open_output, read_lines
+
+    fn, src_tok, tgt_tok, task, search = open_step_model(model_dir, device, which)
+    targets = read_lines(tgt)
+    sources = None
+    if task == "lm":
+        if src is not None:
+            raise InputError("--src: a language model scores --tgt lines alone")
+    elif src is None:
+        raise InputError(f"--src is required: a {task} model scores each --tgt line given its source line")
+    else:
+        sources = read_lines(src)
+        if len(sources) != len(targets):
+            raise InputError(f"{tgt}: {len(targets)} lines, but {src} has {len(sources)}: one target per source line")
+    scored = score_pairs(fn, src_tok, tgt_tok, sources, targets, max_input_len=search.max_input_len,
+                         batch_size=batch_size)
+    with open_output(output) as out:
+        for i, s in enumerate(scored, 1):
+            fields = {"log_prob": round(s.log_prob, 6), "tokens": s.tokens}
+            fields.update({"chars": s.chars, "bits_per_char": round(s.bits_per_char, 6)} if sources is None
+                          else {"normalized": round(s.normalized, 6)})
+            out.write(json.dumps({"line": i, **fields}) + "\n" if fmt == "jsonl"
+                      else "\t".join(str(v) for v in fields.values()) + "\n")
 
 
 @cli.command("average")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from seqkit.errors import CheckpointError, InputError
+from seqkit.inference import Candidate
 
 
 def is_exported(path: Path) -> bool:
@@ -100,12 +101,37 @@ def open_generator(model_dir: Path, overrides: dict[str, Any], which: str, devic
     return Generator(TorchStepper(run.model, dev), run.tgt_tok, search)
 
 
-class LineModel:
-    """What ``seqkit translate`` needs of any model: ``(score, text)`` rows for a chunk of lines.
+def open_step_model(model_dir: Path, device: str = "cpu", which: str = "best") -> tuple[Any, Any, Any, str, Any]:
+    """(step function, source tokenizer (None for a language model), target tokenizer, task,
+    SearchConfig) of a run directory (torch) or an exported model (onnxruntime)."""
+    if not model_dir.is_dir():
+        raise CheckpointError(f"{model_dir}: no such model or run directory")
+    if is_classifier(model_dir):
+        raise InputError(f"{model_dir}: a classification model has no output sequence to score; "
+                         "use `seqkit evaluate` (accuracy) or `seqkit translate --scores` (probabilities)")
+    if is_exported(model_dir):
+        from seqkit.runtime import load_model
 
-    A classifier gives (probability, label) per line; a seq2seq model (score, text) per line,
-    or ``n_best`` rows per line. ``last_results`` keeps the last chunk's TranslationResults
-    (the attention plot reads them).
+        model = load_model(model_dir, device=device)
+        return model.stepper, model.src_tokenizer, model.tgt_tokenizer, model.config.task, model.search_config()
+    from seqkit.devices import torch_device
+    from seqkit.models import TorchStepper
+    from seqkit.runs import load_run
+
+    dev = torch_device(device)
+    run = load_run(model_dir, which, str(dev))
+    return TorchStepper(run.model, dev), run.src_tok, run.tgt_tok, run.recipe.task, run.recipe.search
+
+
+class LineModel:
+    """What ``seqkit translate`` and ``evaluate --src`` need of any model: output lines for a
+    chunk of input lines (docs/cli.md, "Output formats").
+
+    A classifier gives its label per line (``probability<TAB>label`` with scores); a seq2seq
+    model its best text (``log_prob<TAB>score<TAB>text`` with scores), or with ``n_best`` > 1
+    exactly n_best rows ``line<TAB>rank<TAB>log_prob<TAB>score<TAB>text`` per input line (an
+    empty input line too). ``last_results`` keeps the last chunk's TranslationResults (the
+    attention plot reads them).
     """
 
     def __init__(self, model_dir: Path, overrides: dict[str, Any], *, batch_size: int | None, device: str,
@@ -123,14 +149,29 @@ class LineModel:
             self.translator = open_translator(model_dir, given, device=device, which=which)
             self.n_best = self.translator.config.n_best
 
-    def rows(self, lines: list[str], first_line: int = 1) -> list[tuple[float, str]]:
+    def texts(self, lines: list[str], first_line: int = 1) -> list[str]:
+        """The label or best text of each line."""
         if self.classifier is not None:
-            return [(r.probability, r.label) for r in self.classifier.classify(lines, first_line=first_line)]
-        results = self.translator.translate(lines, return_attention=self.attention, first_line=first_line)
-        self.last_results = results
-        if self.n_best > 1:  # every hypothesis, scored
-            return [(score, text) for res in results for text, score in res.n_best]
-        return [(res.score, res.text) for res in results]
+            return [r.label for r in self.classifier.classify(lines, first_line=first_line)]
+        return [r.text for r in self._translate(lines, first_line)]
+
+    def output_lines(self, lines: list[str], first_line: int = 1, scores: bool = False) -> list[str]:
+        if self.classifier is not None:
+            labelled = self.classifier.classify(lines, first_line=first_line)
+            return [f"{r.probability:.4f}\t{r.label}" if scores else r.label for r in labelled]
+        results = self._translate(lines, first_line)
+        if self.n_best == 1:
+            return [f"{r.log_prob:.4f}\t{r.score:.4f}\t{r.text}" if scores else r.text for r in results]
+        rows = []
+        for i, result in enumerate(results):
+            candidates = list(result.n_best) + [Candidate("", 0.0, 0.0)] * (self.n_best - len(result.n_best))
+            rows += [f"{first_line + i}\t{rank}\t{c.log_prob:.4f}\t{c.score:.4f}\t{c.text}"
+                     for rank, c in enumerate(candidates[: self.n_best], 1)]
+        return rows
+
+    def _translate(self, lines: list[str], first_line: int) -> list[Any]:
+        self.last_results = self.translator.translate(lines, return_attention=self.attention, first_line=first_line)
+        return self.last_results
 
 
 def evaluate_run(run_dir: Path, *, split: str, which: str, beam_size: int | None, strategy: str | None,
@@ -220,7 +261,7 @@ def evaluate_files(model_dir: Path, src: Path, refs: list[Path], *, overrides: d
     model = LineModel(model_dir, {**overrides, "n_best": 1} if task != "classification" else overrides,
                       batch_size=None, device=device, which=which)
     start = time.perf_counter()
-    hyps = [text for _, text in model.rows(sources)]
+    hyps = model.texts(sources)
     result: dict[str, Any] = {"model": str(model_dir), "src": str(src), "refs": [str(r) for r in refs],
                               "sentences": len(hyps), "decode_seconds": round(time.perf_counter() - start, 2)}
     if model.translator is not None:

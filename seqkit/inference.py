@@ -20,7 +20,7 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from pydantic import ValidationError
@@ -101,9 +101,19 @@ def pad_batch(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, n
     return src, lengths
 
 
+class Candidate(NamedTuple):
+    """One hypothesis of an n-best list: its text, ``log_prob`` (the sum of the model's token
+    log-probabilities, eos included) and ``score`` (what the search ranked by: log_prob divided
+    by the GNMT length penalty for beam search, equal to log_prob for greedy and sampling)."""
+
+    text: str
+    log_prob: float
+    score: float
+
+
 @dataclass
 class TranslationResult:
-    """One translated line. ``score`` is the best hypothesis' ranking score (see seqkit.search).
+    """One translated line. ``log_prob`` and ``score`` are the best hypothesis' (see Candidate).
 
     ``attention``: (len(tokens) + 1, len(src_tokens)) source attention of the best hypothesis
     (last row: while emitting eos; columns include the source eos), only when asked for and the
@@ -113,10 +123,11 @@ class TranslationResult:
     text: str
     tokens: list[int]
     score: float
-    n_best: list[tuple[str, float]]
+    n_best: list[Candidate]
     attention: np.ndarray | None
     src_tokens: list[int]
     warnings: list[str] = field(default_factory=list)
+    log_prob: float = 0.0
 
 
 class Translator:
@@ -145,7 +156,7 @@ class Translator:
         results: list[TranslationResult | None] = [None] * len(lines)
         todo = encode_lines(lines, self.src_tokenizer, self.max_src_len, first_line)
         for i in set(range(len(lines))) - {i for i, _, _ in todo}:  # empty lines: no model call
-            results[i] = TranslationResult("", [], 0.0, [("", 0.0)], None, [], [])
+            results[i] = TranslationResult("", [], 0.0, [Candidate("", 0.0, 0.0)], None, [], [])
         rng = np.random.default_rng(self.config.seed)  # one stream over all batches (sampling)
         size, replace = self.config.batch_size, self.config.replace_unk
         for start in range(0, len(todo), size):
@@ -190,7 +201,8 @@ class Translator:
             text=decode(best.tokens, best.attention),
             tokens=best.tokens,
             score=best.score,
-            n_best=[(decode(h.tokens, h.attention), h.score) for h in hyps],
+            log_prob=best.log_prob,
+            n_best=[Candidate(decode(h.tokens, h.attention), h.log_prob, h.score) for h in hyps],
             attention=best.attention if return_attention else None,
             src_tokens=src_ids,
             warnings=warnings,

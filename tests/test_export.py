@@ -149,7 +149,7 @@ def test_runtime_decodes_like_torch(exported, search):
     lines = SRC_LINES[:4] + ["ein unbekanntes wort .", ""]
     want, got = torch_tr.translate(lines), ort_tr.translate(lines)
     assert [r.tokens for r in got] == [r.tokens for r in want]
-    assert [[t for t, _ in r.n_best] for r in got] == [[t for t, _ in r.n_best] for r in want]
+    assert [[c.text for c in r.n_best] for r in got] == [[c.text for c in r.n_best] for r in want]
     np.testing.assert_allclose([r.score for r in got], [r.score for r in want], atol=1e-4)
     assert len(want[0].n_best) == search.get("n_best", 1)
 

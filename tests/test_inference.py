@@ -114,14 +114,14 @@ def test_translate_copies_in_input_order_across_batches(tok, strategy):
     for line, r in zip(lines, results):
         assert r.src_tokens == tok.encode(line) + [tok.eos_id]
         assert r.tokens == tok.encode(line) and r.warnings == []
-        assert r.n_best[0] == (line, r.score)
+        assert r.n_best[0] == (line, r.log_prob, r.score)
 
 
 def test_n_best_and_scores(tok):
     results = translator(tok, beam_size=4, n_best=3).translate(["the mat", "dog"])
     for r in results:
         assert len(r.n_best) == 3
-        scores = [s for _, s in r.n_best]
+        scores = [c.score for c in r.n_best]
         assert scores == sorted(scores, reverse=True) and r.n_best[0][0] == r.text
         assert r.score < 0
 

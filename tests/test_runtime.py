@@ -292,3 +292,28 @@ def test_python_api_takes_one_string_or_a_list(seq2seq, tmp_path):
     _, cls_dir = export_classifier_tiny(tmp_path)
     classifier = load_model(cls_dir, threads=1)
     assert classifier.classify(CLS_LINES[0]) == classifier.classify([CLS_LINES[0]])[0]
+
+
+def test_scores_and_n_best_rows_a_script_can_parse(seq2seq):
+    lines = SRC_LINES[:2] + ["", SRC_LINES[2]]
+    stdin = "".join(line + "\n" for line in lines).encode()
+
+    def translate(*args: str) -> list[list[str]]:
+        done = subprocess.run([sys.executable, "-m", "seqkit.cli", "translate", str(seq2seq[1]), *args], input=stdin,
+                              capture_output=True, timeout=300)
+        assert done.returncode == 0, done.stderr.decode()
+        return [row.split("\t") for row in done.stdout.decode().splitlines()]
+
+    rows = translate("--n-best", "2", "--beam-size", "3")
+    assert [(int(r[0]), int(r[1])) for r in rows] == [(i, k) for i in (1, 2, 3, 4) for k in (1, 2)]
+    assert rows[4] == ["3", "1", "0.0000", "0.0000", ""] and rows[5] == ["3", "2", "0.0000", "0.0000", ""]
+    want = load_model(seq2seq[1], threads=1).translator(beam_size=3, n_best=2).translate(lines)
+    for row, (i, k) in zip(rows, [(i, k) for i in range(4) for k in range(2)]):
+        if want[i].n_best[k:]:
+            c = want[i].n_best[k]
+            assert row[2:] == [f"{c.log_prob:.4f}", f"{c.score:.4f}", c.text]
+    beam = translate("--scores", "--beam-size", "3")
+    greedy = translate("--scores", "--beam-size", "1")
+    assert len(beam) == len(greedy) == 4 and beam[2] == ["0.0000", "0.0000", ""]
+    assert all(float(lp) == float(score) for lp, score, _ in greedy)  # no length penalty in greedy
+    assert any(float(lp) < float(score) for lp, score, _ in beam)  # beam ranks by log_prob / ((5+L)/6)

@@ -67,9 +67,11 @@ def test_translate_matches_the_runtime(client, s2s):
     got = reply.json()["translations"]
     want = s2s.translator(strategy="beam", beam_size=3, n_best=2).translate(lines)
     assert [t["text"] for t in got] == [r.text for r in want]
-    assert [[h["text"] for h in t["n_best"]] for t in got[:3]] == [[h for h, _ in r.n_best] for r in want[:3]]
+    assert [[h["text"] for h in t["n_best"]] for t in got[:3]] == [[c.text for c in r.n_best] for r in want[:3]]
     assert got[0]["score"] == pytest.approx(want[0].score, abs=1e-6)
-    assert got[3] == {"text": "", "score": 0.0, "n_best": [{"text": "", "score": 0.0}], "attention": None, "warnings": []}
+    assert got[0]["log_prob"] == pytest.approx(want[0].log_prob, abs=1e-6) and got[0]["log_prob"] <= got[0]["score"]
+    assert got[3] == {"text": "", "log_prob": 0.0, "score": 0.0, "n_best": [{"text": "", "log_prob": 0.0, "score": 0.0}],
+                      "attention": None, "warnings": []}
     assert all(t["attention"] is None for t in got)  # not asked for
 
 

@@ -132,8 +132,10 @@ def _translation(result: TranslationResult, model: Any) -> Translation:
         src, tgt = attention_labels(result, model.src_tokenizer, model.tgt_tokenizer)
         weights = [[round(float(w), 4) for w in row] for row in result.attention]
         attention = AttentionMatrix(src_tokens=src, tgt_tokens=tgt, weights=weights)
-    return Translation(text=result.text, score=_finite(result.score), attention=attention, warnings=result.warnings,
-                       n_best=[Hypothesis(text=t, score=_finite(s)) for t, s in result.n_best])
+    return Translation(text=result.text, log_prob=_finite(result.log_prob), score=_finite(result.score),
+                       attention=attention, warnings=result.warnings,
+                       n_best=[Hypothesis(text=c.text, log_prob=_finite(c.log_prob), score=_finite(c.score))
+                               for c in result.n_best])
 
 
 def _finite(x: float) -> float:

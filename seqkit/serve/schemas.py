@@ -48,7 +48,9 @@ class TranslateRequest(BaseModel):
 
 class Hypothesis(BaseModel):
     text: str
-    score: float
+    log_prob: float = Field(description="sum of the token log-probabilities, eos included")
+    score: float = Field(description="what the search ranked by: log_prob / GNMT length penalty for beam, "
+                                     "log_prob for greedy and sampling")
 
 
 class AttentionMatrix(BaseModel):
@@ -61,7 +63,8 @@ class AttentionMatrix(BaseModel):
 
 class Translation(BaseModel):
     text: str
-    score: float = Field(description="ranking score of the best hypothesis (log-probability, length-normalized for beam)")
+    log_prob: float = Field(description="the best hypothesis' log-probability (sum over its tokens, eos included)")
+    score: float = Field(description="the best hypothesis' ranking score (log_prob, length-normalized for beam)")
     n_best: list[Hypothesis]
     attention: AttentionMatrix | None = None
     warnings: list[str] = Field(default_factory=list)
