@@ -18,7 +18,9 @@ from seqkit.errors import ModelError, SeqkitError, shorten
 
 def inside(root: Path, name: str, where: str, error: type[SeqkitError] = ModelError) -> Path:
     """``root / name`` if it stays inside ``root`` (symlinks resolved); else ``error`` naming ``where``."""
-    if not isinstance(name, str) or not name or "\x00" in name:
+    # Control characters are refused too: no file seqkit writes has one, and a newline in a name
+    # would break the one-line error that echoes it.
+    if not isinstance(name, str) or not name or any(ord(c) < 32 or ord(c) == 127 for c in name):
         raise error(f"{where}: expected a relative file name inside {root}, got {shorten(name)}")
     pure = PurePosixPath(name.replace("\\", "/"))
     if pure.is_absolute() or ".." in pure.parts or Path(name).is_absolute():
