@@ -79,7 +79,11 @@ def line_chunks(input_path: Path | None, max_lines: int = STREAM_CHUNK_LINES) ->
         yield 1, read_lines(input_path)
         return
     lines: queue.Queue = queue.Queue(maxsize=4 * max_lines)
-    reader = threading.Thread(target=_read_into, args=(sys.stdin.buffer, lines), daemon=True)
+    # The daemon reader gets its own descriptor: blocked in sys.stdin.buffer's readline it would
+    # hold that object's lock when an error ends the process, and interpreter shutdown aborts
+    # ("Fatal Python error: _enter_buffered_busy") instead of exiting with the error line.
+    private = open(os.dup(sys.stdin.fileno()), "rb")  # noqa: SIM115 - lives as long as the reader
+    reader = threading.Thread(target=_read_into, args=(private, lines), daemon=True)
     reader.start()
     lineno, done = 1, False
     while not done:
