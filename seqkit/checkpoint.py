@@ -21,16 +21,23 @@ import base64
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from seqkit.errors import CheckpointError
+from seqkit.errors import CheckpointError, shorten
+from seqkit.safepath import inside, regular_file
 
 POINTERS = ("last", "best")
+# The only names a pointer may hold and the only files state.json may hash: anything else
+# (an absolute path, ``../``, /dev/zero) would make loading read outside the run directory.
+CHECKPOINT_NAME = re.compile(r"step-\d{8,}")
+TENSOR_FILES = ("model.safetensors", "optimizer.safetensors")
 
 
 def fsync_dir(path: Path) -> None:
@@ -122,8 +129,11 @@ def load_model_tensors(model: torch.nn.Module, path: Path) -> None:
         raise CheckpointError(f"{path}: cannot read weights: {exc}") from None
     expected = model.state_dict()
     for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            # A diverged or damaged model decodes to no hypothesis at all; say so here, by name.
+            raise CheckpointError(f"{path}: tensor {shorten(name)} holds NaN or infinite values")
         if name not in expected:
-            raise CheckpointError(f"{path}: unexpected tensor '{name}' (does the recipe match the checkpoint?)")
+            raise CheckpointError(f"{path}: unexpected tensor {shorten(name)} (does the recipe match the checkpoint?)")
         if tuple(expected[name].shape) != tuple(tensor.shape):
             raise CheckpointError(
                 f"{path}: tensor '{name}' has shape {tuple(tensor.shape)}, model expects {tuple(expected[name].shape)}"
@@ -150,33 +160,48 @@ def save_checkpoint(
     pointers: tuple[str, ...] = ("last",),
     keep: int = 1,
 ) -> Path:
-    """Write ``step-N/`` atomically, point ``pointers`` at it, prune unreferenced ones."""
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    """Write ``step-N/`` atomically, point ``pointers`` at it, prune unreferenced ones.
+
+    A write that fails (full disk, quota, I/O error) raises one CheckpointError naming the
+    directory; the previous checkpoint and pointers are untouched and the partial temp is removed.
+    """
     name = f"step-{step:08d}"
-    final = ckpt_dir / name
-    if not final.exists():
-        tmp = ckpt_dir / f".{name}.tmp-{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
-        save_file(model_tensors(model), str(tmp / "model.safetensors"))
-        meta: dict[str, Any] = {}
-        if optimizer is not None:
-            opt_tensors, meta = split_optimizer_state(optimizer.state_dict())
-            save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-        full = dict(state, step=step, optimizer=meta, rng=rng_state())
-        full["sha256"] = {f.name: sha256_file(f) for f in sorted(tmp.glob("*.safetensors"))}
-        (tmp / "state.json").write_text(json.dumps(full, indent=1), encoding="utf-8")
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        fsync_dir(tmp)
-        os.replace(tmp, final)
-        fsync_dir(ckpt_dir)
-    for pointer in pointers:
-        atomic_write_text(ckpt_dir / f"{pointer}.json", json.dumps({"checkpoint": name, "step": step, "metrics": state.get("metrics", {})}))
+    tmp = ckpt_dir / f".{name}.tmp-{os.getpid()}"
+    try:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        final = ckpt_dir / name
+        if not final.exists():
+            _write_checkpoint_dir(tmp, final, model, optimizer, dict(state, step=step))
+        for pointer in pointers:
+            atomic_write_text(ckpt_dir / f"{pointer}.json", json.dumps({"checkpoint": name, "step": step, "metrics": state.get("metrics", {})}))
+    except (OSError, SafetensorError) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0][:200]
+        raise CheckpointError(f"{ckpt_dir}: cannot write checkpoint {name}: {reason}; "
+                              "the previous checkpoint is untouched") from None
     prune(ckpt_dir, keep)
     return final
+
+
+def _write_checkpoint_dir(tmp: Path, final: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
+                          state: dict[str, Any]) -> None:
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    save_file(model_tensors(model), str(tmp / "model.safetensors"))
+    meta: dict[str, Any] = {}
+    if optimizer is not None:
+        opt_tensors, meta = split_optimizer_state(optimizer.state_dict())
+        save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+    full = dict(state, optimizer=meta, rng=rng_state())
+    full["sha256"] = {f.name: sha256_file(f) for f in sorted(tmp.glob("*.safetensors"))}
+    (tmp / "state.json").write_text(json.dumps(full, indent=1), encoding="utf-8")
+    for f in tmp.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    fsync_dir(tmp)
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
 
 
 def prune(ckpt_dir: Path, keep: int) -> None:
@@ -195,6 +220,8 @@ def prune(ckpt_dir: Path, keep: int) -> None:
             shutil.rmtree(doomed, ignore_errors=True)
     for tmp in ckpt_dir.glob(".step-*.tmp-*"):
         shutil.rmtree(tmp, ignore_errors=True)
+    for tmp in ckpt_dir.glob(".*.json.tmp-*"):  # a pointer write killed before its rename
+        tmp.unlink(missing_ok=True)
 
 
 def read_pointer(ckpt_dir: Path, pointer: str) -> str | None:
@@ -202,9 +229,23 @@ def read_pointer(ckpt_dir: Path, pointer: str) -> str | None:
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))["checkpoint"]
-    except (json.JSONDecodeError, KeyError) as exc:
-        raise CheckpointError(f"{path}: unreadable checkpoint pointer ({exc})") from None
+        name = json.loads(path.read_text(encoding="utf-8"))["checkpoint"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path}: unreadable checkpoint pointer ({type(exc).__name__})") from None
+    if not (isinstance(name, str) and CHECKPOINT_NAME.fullmatch(name)):
+        raise CheckpointError(f"{path}: 'checkpoint' must name a step-NNNNNNNN directory beside it, "
+                              f"got {shorten(name)}")
+    return name
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a complete checkpoint (a ``last`` pointer to an existing one)."""
+    ckpt_dir = Path(run_dir) / "checkpoints"
+    try:
+        name = read_pointer(ckpt_dir, "last")
+    except CheckpointError:
+        return True  # a damaged pointer is reported where the run is opened, not papered over
+    return name is not None and (ckpt_dir / name).is_dir()
 
 
 def resolve_checkpoint(run_dir: Path, which: str = "best") -> Path:
@@ -213,7 +254,7 @@ def resolve_checkpoint(run_dir: Path, which: str = "best") -> Path:
     for pointer in (which, "last") if which == "best" else (which,):
         name = read_pointer(ckpt_dir, pointer)
         if name is not None:
-            path = ckpt_dir / name
+            path = inside(ckpt_dir, name, str(ckpt_dir / f"{pointer}.json"), CheckpointError)
             if not path.is_dir():
                 raise CheckpointError(f"{ckpt_dir / (pointer + '.json')}: points to missing checkpoint {path}")
             return path
@@ -223,18 +264,48 @@ def resolve_checkpoint(run_dir: Path, which: str = "best") -> Path:
 def load_checkpoint_state(path: Path) -> dict[str, Any]:
     """state.json of one checkpoint, after checking the sha256 of its tensor files."""
     try:
-        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+        state = json.loads(inside(path, "state.json", str(path), CheckpointError).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CheckpointError(f"{path}: state.json missing (incomplete checkpoint)") from None
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path / 'state.json'}: corrupt JSON ({exc})") from None
-    for fname, digest in state.get("sha256", {}).items():
-        fpath = path / fname
-        if not fpath.exists():
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, ValueError) as exc:
+        raise CheckpointError(f"{path / 'state.json'}: corrupt JSON ({type(exc).__name__})") from None
+    _check_state_shape(state, path / "state.json")
+    for fname, digest in state["sha256"].items():
+        fpath = inside(path, fname, str(path / "state.json"), CheckpointError)
+        if not regular_file(fpath):
             raise CheckpointError(f"{fpath}: missing from checkpoint")
         if sha256_file(fpath) != digest:
             raise CheckpointError(f"{fpath}: sha256 mismatch; the file is corrupt or was modified")
     return state
+
+
+# Keys a resume reads, with their JSON types (see Trainer._state).
+_STATE_KEYS: dict[str, type | tuple[type, ...]] = {
+    "step": int, "epoch": int, "batch_in_epoch": int, "elapsed": (int, float), "stale": int,
+    "best": (int, float, type(None)), "schedule": dict, "optimizer": dict, "rng": dict, "sha256": dict,
+}
+
+
+def _check_state_shape(state: Any, where: Path) -> None:
+    """What every load reads: a JSON object whose sha256 lists the model (and only tensor files)."""
+    if not isinstance(state, dict) or not isinstance(state.get("sha256"), dict):
+        raise CheckpointError(f"{where}: expected a JSON object with a 'sha256' object")
+    for fname, digest in state["sha256"].items():
+        if fname not in TENSOR_FILES or not isinstance(digest, str):
+            raise CheckpointError(f"{where}: sha256 may only list {', '.join(TENSOR_FILES)}, got {shorten(fname)}")
+    if "model.safetensors" not in state["sha256"]:
+        raise CheckpointError(f"{where}: sha256 does not list model.safetensors")
+
+
+def check_resume_state(state: dict[str, Any], path: Path) -> None:
+    """What a resume reads besides the tensors (see Trainer._state): present and of its JSON type."""
+    for key, kind in _STATE_KEYS.items():
+        value = state.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise CheckpointError(f"{path / 'state.json'}: '{key}' is missing or of the wrong type "
+                                  "(is this checkpoint from a training run?)")
+    if "optimizer.safetensors" not in state["sha256"] or not {"param_groups", "plain"} <= set(state["optimizer"]):
+        raise CheckpointError(f"{path}: holds no optimizer state to resume from")
 
 
 def load_optimizer(optimizer: torch.optim.Optimizer, path: Path, meta: dict[str, Any]) -> None:

@@ -229,6 +229,9 @@ def load_classifier_run(run_dir: Path, which: str = "best", device: str = "cpu")
     from seqkit.runs import RECIPE_FILE, LoadedRun
     from seqkit.tokenizers import load_tokenizer
 
+    from seqkit.devices import torch_device
+
+    dev = torch_device(device)  # a bad name fails before anything is loaded
     run_dir = Path(run_dir)
     if not (run_dir / RECIPE_FILE).is_file():
         raise CheckpointError(f"{run_dir}: not a run directory ({RECIPE_FILE} missing)")
@@ -239,7 +242,6 @@ def load_classifier_run(run_dir: Path, which: str = "best", device: str = "cpu")
     ckpt.load_checkpoint_state(path)  # verifies sha256 of the tensor files
     model = build_model(recipe.model_cfg, "classification", tokenizer.vocab_size, len(labels), tokenizer.pad_id)
     ckpt.load_model_tensors(model, path / "model.safetensors")
-    dev = torch.device(device)
     model.to(dev).eval()
     return LoadedRun(run_dir, recipe, tokenizer, None, model, dev, path), labels
 

@@ -384,8 +384,10 @@ def _attention_plot(lines: list[str], results: list, translator: object, path: P
               help="Requests waiting for the model before new ones get 503 (default 256).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
               show_default=True, help="Server log verbosity (uvicorn's levels).")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="Answer only requests whose Host header is NAME (repeatable; default: any).")
 def serve_model(model_dir: Path, host: str, port: int, threads: int | None, max_batch: int | None,
-                max_chars: int | None, max_queue: int | None, log_level: str) -> None:
+                max_chars: int | None, max_queue: int | None, log_level: str, allowed_hosts: tuple[str, ...]) -> None:
     """Serve an exported MODEL_DIR over HTTP (torch-free): a demo page at /, the API under /v1,
     the OpenAPI schema at /openapi.json. See docs/serving.md."""
     from seqkit.serve import serve
@@ -396,7 +398,8 @@ def serve_model(model_dir: Path, host: str, port: int, threads: int | None, max_
         from seqkit.serve.schemas import ServeLimits
 
         limits = ServeLimits(**{k: v for k, v in given.items() if v is not None})
-    serve(model_dir, host=host, port=port, threads=threads, limits=limits, log_level=log_level)
+    serve(model_dir, host=host, port=port, threads=threads, limits=limits, log_level=log_level,
+          allowed_hosts=list(allowed_hosts) or None)
 
 
 @cli.command("plot")
@@ -408,6 +411,12 @@ def plot_run(run_dir: Path, output: Path | None) -> None:
     from seqkit.plot import plot_curves
 
     click.echo(str(plot_curves(run_dir, output or run_dir / "curves.png")))
+
+
+# Optional dependencies and the extra that installs each: a command whose import fails on one
+# of these says which extra it needs instead of printing a traceback.
+_EXTRA_OF = {**dict.fromkeys(["torch", "datasets", "safetensors", "onnx", "sacrebleu", "rouge_score", "tqdm"], "train"),
+             "fastapi": "serve", "uvicorn": "serve", "matplotlib": "plot"}
 
 
 def main() -> None:
@@ -427,6 +436,13 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except SeqkitError as exc:
         click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except ModuleNotFoundError as exc:
+        extra = _EXTRA_OF.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        click.echo(f"error: this command needs seqkit[{extra}] ({exc.name} is not installed): "
+                   f"pip install 'seqkit[{extra}]'" + (" (torch==2.13.0 first)" if extra == "train" else ""), err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)

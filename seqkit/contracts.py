@@ -32,6 +32,13 @@ if TYPE_CHECKING:  # pragma: no cover
 # model was trained with are saved in its run directory and exported config.json.
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 
+# Upper bounds on the sizes a recipe may ask of the built-in modules (plugins may reuse them):
+# past these a recipe check took minutes (10^5 layers) or training asked for 192 GB (10^9 units).
+MAX_WIDTH = 65_536  # embedding, hidden and attention sizes
+MAX_LAYERS = 64
+# Parameters of a whole model (measured on the meta device at recipe load); 2e9 fp32 = 8 GB.
+MAX_PARAMETERS = 2_000_000_000
+
 
 @runtime_checkable
 class Tokenizer(Protocol):

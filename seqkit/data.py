@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -33,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from seqkit.errors import DataError
+from seqkit.search import MAX_LEN
 
 SECTION = "data"  # the recipe key of DataConfig, the prefix of every error path
 SPLITS = ("train", "valid", "test")
@@ -75,8 +77,8 @@ class DataConfig(BaseModel):
     hub_name: str | None = None  # hub: dataset id or local dataset directory
     hub_config: str | None = None  # hub: configuration name, e.g. "de-en"
     valid_fraction: float = Field(default=0.1, gt=0.0, lt=1.0)  # text without valid: last fraction
-    max_src_len: int = Field(default=100, gt=0)  # tokens; longer pairs are dropped by the trainer
-    max_tgt_len: int = Field(default=100, gt=0)  # tokens
+    max_src_len: int = Field(default=100, gt=0, le=MAX_LEN)  # tokens; longer pairs are dropped by the trainer
+    max_tgt_len: int = Field(default=100, gt=0, le=MAX_LEN)  # tokens
     truncate_src: bool = False  # truncate long sources to max_src_len instead of dropping the pair
     lowercase: bool = False  # lowercase all text after loading
     # Streaming (seqkit/streaming.py, docs/scaling.md): the training split is tokenized once into
@@ -174,16 +176,28 @@ def _read_text(path: Path, key: str) -> str:
                 raw = f.read()
         else:
             raw = path.read_bytes()
-    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
-        raise DataError(f"{key}: cannot read {path}: {exc}") from exc
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError; a corrupt body zlib.error
+        raise DataError(f"{key}: cannot read {path}: {_read_failure(exc)}") from None
     try:
-        return raw.decode("utf-8")
+        return _strip_bom(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise DataError(
             f"{key}: {path}:{line}: not valid UTF-8 (byte 0x{raw[exc.start]:02x}: {exc.reason}); "
             "convert the file to UTF-8"
         ) from exc
+
+
+def _read_failure(exc: BaseException) -> str:
+    if isinstance(exc, (zlib.error, EOFError)):
+        return f"corrupt or truncated gzip data ({str(exc)[:120] or type(exc).__name__})"
+    return str(exc)[:200]
+
+
+def _strip_bom(text: str) -> str:
+    """Without a leading byte-order mark (Windows editors write one): it is not part of the first
+    word, and would otherwise enter the vocabulary as '\ufeffTwo'."""
+    return text[1:] if text.startswith("\ufeff") else text
 
 
 def _scan_lines(path: Path, key: str) -> list[str]:
@@ -239,6 +253,8 @@ def _column(ds: Any, name: str) -> list[Any]:
 
 def _hf_lines(path: Path, key: str, cache_dir: Path | None, expected: int) -> list[str]:
     lines = _column(_hf_load("text", path, key, cache_dir), "text")
+    if lines:
+        lines[0] = _strip_bom(lines[0])
     if len(lines) != expected:  # cannot happen after _scan_lines; guards a datasets change
         raise DataError(f"{key}: {path}: datasets read {len(lines)} lines, expected {expected}")
     return lines
@@ -249,7 +265,7 @@ def _load_text(name: str | None, key: str, base_dir: Path, cache_dir: Path | Non
     if not _read_text(path, key):
         raise DataError(f"{key}: corpus is empty: {path}")
     ds = _hf_load("text", path, key, cache_dir, sample_by="document", keep_linebreaks=True)
-    return "".join(_column(ds, "text"))
+    return _strip_bom("".join(_column(ds, "text")))
 
 
 def _load_parallel(files: SplitFiles, key: str, base_dir: Path, cache_dir: Path | None) -> tuple[list[str], list[str]]:
@@ -290,6 +306,8 @@ def _load_tsv(name: str | None, key: str, base_dir: Path, cache_dir: Path | None
         features=Features({"src": Value("string"), "tgt": Value("string")}),
     )
     src, tgt = _column(ds, "src"), _column(ds, "tgt")
+    if src:
+        src[0] = _strip_bom(src[0])
     if len(src) != len(lines):
         raise DataError(f"{key}: {path}: datasets read {len(src)} rows, expected {len(lines)}")
     return src, tgt
@@ -303,15 +321,24 @@ def _load_jsonl(
     first_type: dict[str, type] = {}
     for number, line in enumerate(lines, 1):
         where = f"{key}: {path}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{where}: invalid JSON: {exc.msg} (column {exc.colno})") from exc
+        record = parse_jsonl_line(line, where)
         for field in (cfg.src_field, cfg.tgt_field):
             jsonl_field(record, field, where, first_type)
     ds = _hf_load("json", path, key, cache_dir)
     src = _field_values(ds, cfg.src_field, f"{key}: {path}")
     return src, _field_values(ds, cfg.tgt_field, f"{key}: {path}")
+
+
+def parse_jsonl_line(line: str, where: str) -> Any:
+    """One JSONL record; DataError naming ``where`` (file:line) for any line json cannot take."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{where}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+    except RecursionError:
+        raise DataError(f"{where}: invalid JSON: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer over Python's 4300-digit limit
+        raise DataError(f"{where}: invalid JSON: {str(exc)[:120]}") from None
 
 
 def jsonl_field(record: Any, field: str, where: str, first_type: dict[str, type]) -> str:

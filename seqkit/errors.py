@@ -29,3 +29,27 @@ class ModelError(SeqkitError):
 
 class InputError(SeqkitError):
     """Runtime input (text to translate or a prompt) that cannot be processed."""
+
+
+# Longest repr of a user-supplied value that an error message echoes: a hostile recipe or request
+# can hold megabytes in one field, and the message must stay one readable line.
+MAX_ECHO = 60
+
+
+def shorten(value: object, limit: int = MAX_ECHO) -> str:
+    """``repr(value)`` cut to ``limit`` characters (``...`` plus the full length when cut).
+
+    Containers are not repr'd whole (that alone can cost gigabytes for a shared-reference bomb):
+    only their type and length are shown.
+    """
+    if isinstance(value, (dict, list, tuple, set)):
+        return f"<{type(value).__name__} of {len(value)}>"
+    text = value[: limit + 1] if isinstance(value, str) else value
+    try:
+        shown = repr(text)
+    except Exception:  # noqa: BLE001 - a repr that fails (huge int, odd object) still gets named
+        return f"<{type(value).__name__}>"
+    if len(shown) <= limit and not (isinstance(value, str) and len(value) > limit):
+        return shown
+    full = len(value) if isinstance(value, str) else len(shown)
+    return f"{shown[: limit - 3]}... ({full} characters)"

@@ -271,12 +271,18 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, opset: int = 17, qua
 def staging_dir(out: Path) -> Iterator[Path]:
     """A fresh hidden sibling of ``out`` to build an export in; removed if the block fails, so a
     failed export leaves nothing behind (``seal_and_publish`` moves it into place)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    except OSError as exc:  # -o under a file, a read-only or full disk: one line, not a traceback
+        raise ModelError(f"{out}: cannot create the output directory: {exc.strerror or exc}") from None
     try:
         yield tmp
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ModelError(f"{out}: cannot write the export: {exc.strerror or exc}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
+from pydantic import ValidationError
 
 from seqkit.beam import beam_search
-from seqkit.errors import InputError, ModelError
+from seqkit.errors import InputError, ModelError, shorten
 from seqkit.search import Hypothesis, SearchConfig, StepFunction, greedy, sample
 from seqkit.tokenizers.base import VocabTokenizer
 
@@ -193,6 +194,8 @@ class Translator:
                 raise ModelError("search.replace_unk: the model returns no attention to find the source word with")
             return replace_unknowns(tokens, attention, src_words, self.tgt_tokenizer)
 
+        if not hyps:  # every row scored NaN: beam search had nothing to keep
+            raise ModelError("the model produced no hypothesis (its scores are not finite: NaN or infinite weights?)")
         best = hyps[0]
         return TranslationResult(
             text=decode(best.tokens, best.attention),
@@ -259,7 +262,13 @@ class Generator:
         stop_at_eos: bool = True,
     ) -> list[int]:
         """The generated ids only (the prompt excluded)."""
-        cfg = self.config
+        given = {"max_len": max_tokens, "temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}
+        try:  # the same bounds as the recipe's search section (max_tokens: search.max_len's)
+            cfg = self.config.model_validate({**self.config.model_dump(), **{k: v for k, v in given.items() if v is not None}})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            name = {"max_len": "max_tokens"}.get(str(first["loc"][0]), str(first["loc"][0]))
+            raise InputError(f"{name}: {first['msg']} (got {shorten(first.get('input'))})") from None
         prompt = clean_prompt(prompt)
         prefix = self.tokenizer.encode(prompt) if prompt else self.start_ids
         if self.tokenizer.unk_id in prefix:
@@ -267,11 +276,7 @@ class Generator:
         hyp = sample(
             self.fn, np.zeros((1, 0), dtype=np.int64), np.zeros(1, dtype=np.int64),
             bos_id=self.tokenizer.bos_id, eos_id=self.tokenizer.eos_id,
-            max_len=cfg.max_len if max_tokens is None else max_tokens,
-            temperature=cfg.temperature if temperature is None else temperature,
-            top_k=cfg.top_k if top_k is None else top_k,
-            top_p=cfg.top_p if top_p is None else top_p,
-            seed=cfg.seed if seed is None else seed,
+            max_len=cfg.max_len, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, seed=cfg.seed,
             prefix=[prefix], stop_at_eos=stop_at_eos,
         )[0]
         return hyp.tokens

@@ -22,9 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
+from seqkit.contracts import MAX_PARAMETERS
 from seqkit.errors import PluginError, SeqkitError
 from seqkit.registry import build_plugin, validate_spec
-from seqkit.search import TopK
+from seqkit.search import MAX_LEN, TopK
 
 State = tuple[Tensor, ...]
 SEQ2SEQ_TASKS = ("translation", "summarization")
@@ -56,7 +57,7 @@ class ModelConfig(BaseModel):
     share_embeddings: bool = False
     # Longest source/output, in tokens, the model serves at inference (export and runtime
     # truncate to it).
-    max_len: int = Field(256, ge=1)
+    max_len: int = Field(256, ge=1, le=MAX_LEN)
 
 
 def validate_model_config(cfg: ModelConfig, task: str) -> None:
@@ -85,11 +86,17 @@ def validate_model_config(cfg: ModelConfig, task: str) -> None:
     # are built; on the meta device that costs no memory and no time.
     try:
         with torch.device("meta"):
-            build_model(cfg, task, 8, 8, 0)
+            model = build_model(cfg, task, 8, 8, 0)
     except SeqkitError:
         raise
     except Exception:  # noqa: BLE001 - a plugin that cannot build on meta fails at the real build
-        pass
+        return
+    # With an 8-token vocabulary this undercounts embeddings and the output layer, which the
+    # recipe cannot size yet (the tokenizer is trained later); the recurrent layers dominate.
+    n_params = sum(p.numel() for p in model.parameters())
+    if n_params > MAX_PARAMETERS:
+        raise PluginError(f"model: {n_params:.3g} parameters before the vocabulary is counted (limit "
+                          f"{MAX_PARAMETERS:.0e}); reduce model.encoder/decoder hidden_size or num_layers")
 
 
 def build_model(cfg: ModelConfig, task: str, src_vocab: int | None, tgt_vocab: int,

@@ -21,7 +21,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from seqkit.data import STREAMING_KEYS, DataConfig
-from seqkit.errors import PluginError, RecipeError
+from seqkit import yamlsafe
+from seqkit.errors import PluginError, RecipeError, shorten
 from seqkit.registry import format_validation_error, validate_spec
 from seqkit.search import SearchConfig
 from seqkit.tokenizers import TokenizerSection
@@ -58,7 +59,7 @@ class Recipe(BaseModel):
     description: str = ""
     # Where the run writes; relative paths resolve against the current directory.
     run_dir: str
-    seed: int = 1
+    seed: int = Field(1, ge=0, lt=2**32)  # numpy's global seed takes 32 bits
     data: DataConfig
     tokenizer: TokenizerSection = Field(default_factory=TokenizerSection)
     model: dict[str, Any] = Field(default_factory=dict)
@@ -106,15 +107,17 @@ def _absolute_data_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``a.b.c=value`` -> (["a", "b", "c"], yaml-parsed value)."""
     if "=" not in text:
-        raise RecipeError(f"override {text!r}: expected key.path=value")
+        raise RecipeError(f"override {shorten(text)}: expected key.path=value")
     key, raw = text.split("=", 1)
     parts = [p for p in key.strip().split(".")]
     if not all(parts):
-        raise RecipeError(f"override {text!r}: empty key in path {key!r}")
+        raise RecipeError(f"override {shorten(text)}: empty key in path {shorten(key)}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
-        raise RecipeError(f"override {text!r}: value is not valid YAML: {exc}") from exc
+        value = yamlsafe.load(raw) if raw.strip() else ""
+    except yaml.MarkedYAMLError as exc:
+        raise RecipeError(f"override {shorten(text)}: value is not valid YAML: {exc.problem}") from None
+    except (yaml.YAMLError, yamlsafe.YamlLimitError) as exc:
+        raise RecipeError(f"override {shorten(text)}: value is not valid YAML: {exc}") from None
     return parts, value
 
 
@@ -130,7 +133,7 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
                 child = node[part] = {}
             if not isinstance(child, dict):
                 path = ".".join(parts[: i + 1])
-                raise RecipeError(f"override {text!r}: {path} is a {type(child).__name__}, not a mapping")
+                raise RecipeError(f"override {shorten(text)}: {path} is a {type(child).__name__}, not a mapping")
             node = child
         node[parts[-1]] = value
     return tree
@@ -138,7 +141,11 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 def read_yaml(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as fh:  # bounded read: the path may name /dev/zero or a huge file
+            raw = fh.read(yamlsafe.MAX_BYTES + 1)
+        if len(raw) > yamlsafe.MAX_BYTES:
+            raise RecipeError(f"{path}: larger than {yamlsafe.MAX_BYTES // 1024} KB; a recipe is a few KB")
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise RecipeError(f"{path}: recipe file not found") from None
     except UnicodeDecodeError as exc:
@@ -146,13 +153,16 @@ def read_yaml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise RecipeError(f"{path}: cannot read recipe: {exc.strerror}") from None
     try:
-        tree = yaml.safe_load(text)
+        tree = yamlsafe.load(text)
+    except yamlsafe.YamlLimitError as exc:
+        where = f" at line {exc.line}" if exc.line else ""
+        raise RecipeError(f"{path}: YAML refused{where}: {exc}") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
         raise RecipeError(f"{path}: YAML syntax error at {where}: {exc.problem}") from None
     except yaml.YAMLError as exc:
-        raise RecipeError(f"{path}: YAML error: {exc}") from None
+        raise RecipeError(f"{path}: YAML error: {' '.join(str(exc).split())[:200]}") from None
     if tree is None:
         raise RecipeError(f"{path}: recipe is empty")
     if not isinstance(tree, dict):
@@ -177,6 +187,8 @@ def validate_recipe(tree: dict[str, Any], *, source: str, base_dir: Path) -> Rec
         recipe = Recipe.model_validate({**tree, "base_dir": base_dir})
     except ValidationError as exc:
         raise RecipeError(_prefixed(source, format_validation_error(exc, "", Recipe))) from None
+    if recipe.task != "lm" and recipe.data.valid is None:  # train refuses it; so does `recipe check`
+        raise RecipeError(_prefixed(source, f"data.valid: a validation split is required for {recipe.task} recipes"))
     _validate_section(source, "model", recipe.model, _model_config_cls())
     _validate_section(source, "train", recipe.train, _train_config_cls())
     try:
@@ -207,8 +219,12 @@ def _validate_plugins(recipe: Recipe) -> None:
                           "and target; set tokenizer.shared: true")
 
 
-def _prefixed(source: str, message: str) -> str:
-    return "\n".join(f"{source}: {line}" for line in message.splitlines())
+def _prefixed(source: str, message: str, most: int = 3) -> str:
+    """``source: problem; problem; ...`` on one line (the first ``most`` problems, then a count)."""
+    problems = message.splitlines()
+    shown = "; ".join(problems[:most])
+    more = f" (and {len(problems) - most} more problems)" if len(problems) > most else ""
+    return f"{source}: {shown}{more}"
 
 
 def suggest(name: str, choices: list[str]) -> str:

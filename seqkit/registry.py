@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable
 from pydantic import BaseModel, ValidationError
 
 from seqkit.contracts import KINDS, REQUIRED_ATTRIBUTES
-from seqkit.errors import PluginError
+from seqkit.errors import PluginError, shorten
 
 BUILTIN_DISTRIBUTION = "seqkit"
 AUTOLOAD_ENV = "SEQKIT_DISABLE_PLUGIN_AUTOLOAD"
@@ -139,9 +139,9 @@ class Registry:
 def unknown_name_message(kind: str, name: str, plugins: dict[str, PluginInfo], path: str | None = None) -> str:
     where = f"{path}: " if path else ""
     listing = ", ".join(f"{n} ({p.distribution})" for n, p in sorted(plugins.items())) or "none installed"
-    guess = difflib.get_close_matches(name, list(plugins), n=1, cutoff=0.6)
+    guess = difflib.get_close_matches(name[:100], list(plugins), n=1, cutoff=0.6)
     hint = f"; did you mean '{guess[0]}'?" if guess else ""
-    return f"{where}unknown {kind} '{name}'{hint} (available: {listing})"
+    return f"{where}unknown {kind} {shorten(name)}{hint} (available: {listing})"
 
 
 def _check_kind(kind: str) -> None:
@@ -190,7 +190,7 @@ def format_validation_error(exc: ValidationError, path: str, model: type[BaseMod
     """One line per problem: ``dotted.path: message`` with "did you mean" for unknown keys."""
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
+        loc = ".".join(str(p)[:60] for p in err["loc"])  # a hostile key can be megabytes long
         full = f"{path}.{loc}" if path and loc else (path or loc)
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
@@ -203,12 +203,14 @@ def format_validation_error(exc: ValidationError, path: str, model: type[BaseMod
                 msg += f"; valid keys: {', '.join(parent_fields)}"
         elif err["type"] == "literal_error":
             ctx = err.get("ctx", {}).get("expected", "")
-            guess = difflib.get_close_matches(str(err.get("input")), [c.strip(" '") for c in ctx.replace(" or ", ",").split(",")], n=1)
-            msg = f"unknown value {err.get('input')!r}; expected {ctx}"
+            guess = difflib.get_close_matches(shorten(err.get("input")).strip("'"), [c.strip(" '") for c in ctx.replace(" or ", ",").split(",")], n=1)
+            msg = f"unknown value {shorten(err.get('input'))}; expected {ctx}"
             if guess:
                 msg += f"; did you mean '{guess[0]}'?"
+        elif err["type"] == "value_error":  # the validator's own message names the value already
+            msg = msg.removeprefix("Value error, ")
         else:
-            msg = f"{msg} (got {err.get('input')!r})" if "input" in err and not isinstance(err.get("input"), dict) else msg
+            msg = f"{msg} (got {shorten(err.get('input'))})" if "input" in err and not isinstance(err.get("input"), dict) else msg
         lines.append(f"{full}: {msg}")
     return "\n".join(lines)
 

@@ -6,6 +6,7 @@ A run directory alone reproduces the run: ``recipe.yaml`` (resolved, data paths 
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import shutil
@@ -19,10 +20,12 @@ import torch
 from seqkit import checkpoint as ckpt
 from seqkit.errors import CheckpointError, SeqkitError
 from seqkit.recipe import TASK_METRICS, Recipe, dump_recipe, load_recipe
+from seqkit.runlock import lock_run_dir
 
 log = logging.getLogger("seqkit")
 
 RECIPE_FILE = "recipe.yaml"
+METRICS_FILE = "metrics.jsonl"
 
 
 def seed_everything(seed: int) -> None:
@@ -47,7 +50,7 @@ def open_recipe_for_training(path: Path, overrides: list[str], resume: bool) -> 
         if not is_run_dir(run_dir):
             raise CheckpointError(f"--resume: {run_dir} holds no run ({RECIPE_FILE} missing); train without --resume first")
         return _reopen(run_dir, overrides)
-    if (run_dir / "checkpoints").exists() and any((run_dir / "checkpoints").iterdir()):
+    if ckpt.has_checkpoint(run_dir):
         raise SeqkitError(
             f"{run_dir} already holds a trained run; continue it with --resume, or choose another "
             f"directory with --set run_dir=PATH"
@@ -119,13 +122,13 @@ def _has_valid(recipe: Recipe) -> bool:
 def train_run(recipe_path: Path, overrides: list[str], resume: bool) -> dict[str, Any]:
     """``seqkit train``: everything between a recipe and a trained run directory."""
     from seqkit import distributed
-    from seqkit.train import Trainer, check_run_dir_writable, pick_device
+    from seqkit.train import check_run_dir_writable, pick_device
 
     recipe = open_recipe_for_training(recipe_path, overrides, resume)
     cfg = recipe.train_cfg
     run_dir = Path(recipe.run_dir)
     dist = distributed.setup(cfg.device)  # None unless torchrun started several processes
-    trainer = None
+    lock = None
     try:
         if dist is not None and recipe.data.streaming:
             raise SeqkitError(
@@ -136,28 +139,67 @@ def train_run(recipe_path: Path, overrides: list[str], resume: bool) -> dict[str
         is_main = dist is None or dist.is_main  # only rank 0 writes into run_dir
         if is_main:
             check_run_dir_writable(run_dir)
+            lock = lock_run_dir(run_dir)
             _attach_log_file(run_dir)
+        if resume and not ckpt.has_checkpoint(run_dir):
+            # Killed (or out of disk) before its first checkpoint was complete: nothing to continue.
+            log.warning("--resume: %s holds no complete checkpoint; training starts from scratch", run_dir)
+            resume = False
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         seed_everything(recipe.seed)
-        if is_main:
-            write_recipe(recipe, run_dir)
-            _log_environment(recipe, run_dir, device)
-        # Ranks > 0 build after rank 0 and read its tokenizer (and labels) as a resume would.
-        task = distributed.main_first(dist, lambda first: build_task(recipe, run_dir, resume or not first, device),
-                                      run_dir)
-        distributed.seed_rank(dist, recipe.seed)
-        trainer = Trainer(task, cfg, run_dir, seed=recipe.seed, metric=TASK_METRICS[recipe.task], dist=dist)
+        return _fit(recipe, run_dir, resume, device, dist, is_main)
+    except OSError as exc:  # a disk that fills (or goes read-only) mid-run: one line naming the file
+        where = exc.filename or run_dir
+        raise CheckpointError(f"{where}: {exc.strerror or exc}; the last complete checkpoint is untouched") from None
+    finally:
+        distributed.teardown(dist)
+        if lock is not None:
+            lock.release()
+
+
+def _fit(recipe: Recipe, run_dir: Path, resume: bool, device: torch.device, dist: Any, is_main: bool) -> dict[str, Any]:
+    from seqkit import distributed
+    from seqkit.train import Trainer
+
+    if is_main and not resume:
+        write_recipe(recipe, run_dir)
+    # Ranks > 0 build after rank 0 and read its tokenizer (and labels) as a resume would.
+    task = distributed.main_first(dist, lambda first: build_task(recipe, run_dir, resume or not first, device), run_dir)
+    distributed.seed_rank(dist, recipe.seed)
+    trainer = Trainer(task, recipe.train_cfg, run_dir, seed=recipe.seed, metric=TASK_METRICS[recipe.task], dist=dist)
+    try:
         if resume:
             trainer.resume()
+        if is_main:
+            # A resumed recipe (with its overrides) replaces recipe.yaml only once it has been shown
+            # to fit the checkpoint: a rejected override must not break the run for good.
+            write_recipe(recipe, run_dir)
+            trim_metrics(run_dir, trainer.step)
+            _log_environment(recipe, run_dir, device)
         log.info("training on %s; run directory %s", device, run_dir)
         metrics = trainer.fit()
         distributed.barrier(dist)  # rank 0's last checkpoint is durable before any rank exits
         return metrics
     finally:
-        if trainer is not None:
-            trainer.close()  # DDP's wrapper goes before the process group (see distributed.teardown)
-        distributed.teardown(dist)
+        trainer.close()  # DDP's wrapper goes before the process group (see distributed.teardown)
+
+
+def trim_metrics(run_dir: Path, step: int) -> None:
+    """Drop metrics.jsonl events after ``step`` (and a line cut by a kill): a resume from a
+    checkpoint at ``step`` logs those steps again, and a restart from scratch logs them all."""
+    path = run_dir / METRICS_FILE
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and isinstance(event.get("step"), int) and event["step"] <= step:
+            kept.append(line + "\n")
+    ckpt.atomic_write_text(path, "".join(kept))
 
 
 def _log_environment(recipe: Recipe, run_dir: Path, device: torch.device) -> None:
@@ -194,7 +236,9 @@ def load_run(run_dir: Path, which: str = "best", device: str = "cpu") -> LoadedR
     """Reopen a trained run for evaluation, translation or export (model in eval mode)."""
     from seqkit.models import build_model
     from seqkit.tokenizers import load_tokenizers
+    from seqkit.devices import torch_device
 
+    dev = torch_device(device)  # a bad name fails before anything is loaded
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir}: no such run directory")
     if not is_run_dir(run_dir):
@@ -203,7 +247,6 @@ def load_run(run_dir: Path, which: str = "best", device: str = "cpu") -> LoadedR
     src_tok, tgt_tok = load_tokenizers(run_dir / "tokenizer")
     path = ckpt.resolve_checkpoint(run_dir, which)
     ckpt.load_checkpoint_state(path)  # verifies sha256 of the tensor files
-    dev = torch.device(device)
     model = build_model(recipe.model_cfg, recipe.task, src_tok.vocab_size if src_tok else None,
                         tgt_tok.vocab_size, tgt_tok.pad_id)
     ckpt.load_model_tensors(model, path / "model.safetensors")

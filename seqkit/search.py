@@ -40,6 +40,9 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from seqkit.errors import InputError
 
 NEG_INF = -np.inf
+# The longest hypothesis (tokens) and the widest beam any search is asked for.
+MAX_LEN = 100_000
+MAX_BEAM = 256
 
 
 @runtime_checkable
@@ -88,25 +91,27 @@ class SearchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     strategy: Literal["greedy", "beam", "sample"] = "beam"
-    beam_size: int = Field(default=5, ge=1)
+    # Upper bounds keep a hostile recipe, config.json or request from asking for hours of
+    # decoding or gigabytes of scores (beam x vocabulary rows); NaN and infinity are refused.
+    beam_size: int = Field(default=5, ge=1, le=MAX_BEAM)
     # GNMT length penalty exponent alpha: score = log_prob / ((5 + L) / 6) ** alpha; 0 = raw sum.
-    length_penalty: float = 1.0
+    length_penalty: float = Field(default=1.0, ge=0, le=10, allow_inf_nan=False)
     n_best: int = Field(default=1, ge=1)  # hypotheses returned per sentence (<= beam_size)
     # Target length limit: min(max_len, int(max_len_ratio * source length + max_len_offset)).
-    max_len_ratio: float = Field(default=1.5, ge=0)
-    max_len_offset: int = Field(default=10, ge=0)
-    max_len: int = Field(default=200, ge=1)
-    min_len: int = Field(default=0, ge=0)  # eos is blocked before this many tokens
-    no_repeat_ngram_size: int = Field(default=0, ge=0)  # beam only; 0 = off
-    temperature: float = Field(default=1.0, gt=0)  # sampling only
-    top_k: int = Field(default=0, ge=0)  # sampling only; 0 = off
+    max_len_ratio: float = Field(default=1.5, ge=0, le=100, allow_inf_nan=False)
+    max_len_offset: int = Field(default=10, ge=0, le=MAX_LEN)
+    max_len: int = Field(default=200, ge=1, le=MAX_LEN)
+    min_len: int = Field(default=0, ge=0, le=MAX_LEN)  # eos is blocked before this many tokens
+    no_repeat_ngram_size: int = Field(default=0, ge=0, le=MAX_LEN)  # beam only; 0 = off
+    temperature: float = Field(default=1.0, gt=0, le=1000, allow_inf_nan=False)  # sampling only
+    top_k: int = Field(default=0, ge=0, le=2**31 - 1)  # sampling only; 0 = off
     top_p: float = Field(default=1.0, gt=0, le=1)  # sampling only; 1 = off
-    seed: int | None = None  # sampling only; None = fresh entropy each run
-    batch_size: int = Field(default=32, ge=1)  # sentences per decoding batch
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)  # sampling only; None = fresh entropy each run
+    batch_size: int = Field(default=32, ge=1, le=100_000)  # sentences per decoding batch
     # Source tokens read at inference (eos included); a longer input is cut with a warning that
     # names the line. A recurrent encoder reads any length, unlike the training filter
     # data.max_src_len: this bound only caps memory (batch x beam x length attention memory).
-    max_input_len: int = Field(default=1024, ge=2)
+    max_input_len: int = Field(default=1024, ge=2, le=1_000_000)
     # seq2seq, greedy/beam: an unk in the output becomes the source word that step attended to
     # most (Luong et al. 2015's unk replacement); needs attention and word/char tokenizers.
     replace_unk: bool = False

@@ -29,6 +29,7 @@ import logging
 import os
 import shutil
 import time
+import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, overload
@@ -36,7 +37,7 @@ from typing import IO, Any, overload
 import numpy as np
 
 from seqkit.batching import bucket_batches
-from seqkit.data import SECTION, Corpus, DataConfig, _resolve, jsonl_field
+from seqkit.data import SECTION, Corpus, DataConfig, _read_failure, _resolve, jsonl_field, parse_jsonl_line
 from seqkit.errors import DataError, SeqkitError
 
 log = logging.getLogger("seqkit")
@@ -52,6 +53,9 @@ def _open(path: Path) -> IO[bytes]:
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
+BOM = b"\xef\xbb\xbf"  # UTF-8 byte-order mark
+
+
 def _lines(path: Path, key: str) -> Iterator[tuple[int, str]]:
     """(line number, text) without the newline; DataError naming key, file and line."""
     number = 0
@@ -62,6 +66,8 @@ def _lines(path: Path, key: str) -> Iterator[tuple[int, str]]:
                     raw = raw[:-1]
                 if raw.endswith(b"\r"):
                     raw = raw[:-1]
+                if number == 1 and raw.startswith(BOM):  # an editor's byte-order mark is not text
+                    raw = raw[len(BOM):]
                 if b"\r" in raw:
                     raise DataError(f"{key}: {path}:{number}: carriage return inside a line (it would split the line in two)")
                 try:
@@ -71,8 +77,8 @@ def _lines(path: Path, key: str) -> Iterator[tuple[int, str]]:
                         f"{key}: {path}:{number}: not valid UTF-8 (byte 0x{raw[exc.start]:02x}: {exc.reason}); "
                         "convert the file to UTF-8"
                     ) from exc
-    except (OSError, EOFError) as exc:
-        raise DataError(f"{key}: cannot read {path} (after line {number}): {exc}") from exc
+    except (OSError, EOFError, zlib.error) as exc:  # zlib.error: a gz file with a corrupt body
+        raise DataError(f"{key}: cannot read {path} (after line {number}): {_read_failure(exc)}") from None
     if number == 0:
         raise DataError(f"{key}: corpus is empty: {path}")
 
@@ -121,10 +127,7 @@ def _jsonl(cfg: DataConfig, base_dir: Path) -> Iterator[tuple[str, str]]:
     first_type: dict[str, type] = {}
     for number, line in _lines(path, key):
         where = f"{key}: {path}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{where}: invalid JSON: {exc.msg} (column {exc.colno})") from exc
+        record = parse_jsonl_line(line, where)
         yield (jsonl_field(record, cfg.src_field, where, first_type),
                jsonl_field(record, cfg.tgt_field, where, first_type))
 

@@ -79,7 +79,9 @@ def line_chunks(input_path: Path | None, max_lines: int = STREAM_CHUNK_LINES) ->
         yield 1, read_lines(input_path)
         return
     lines: queue.Queue = queue.Queue(maxsize=4 * max_lines)
-    reader = threading.Thread(target=_read_into, args=(sys.stdin.fileno(), lines), daemon=True)
+    # The daemon reader reads its own duplicate of the descriptor with os.read (see _read_into):
+    # no buffered object whose lock it could hold when an error ends the process.
+    reader = threading.Thread(target=_read_into, args=(os.dup(sys.stdin.fileno()), lines), daemon=True)
     reader.start()
     lineno, done = 1, False
     while not done:

@@ -49,15 +49,15 @@ class TrainConfig(BaseModel):
 
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
-    batch_tokens: int = Field(4096, gt=0)  # padded tokens per batch (seq2seq)
-    batch_size: int = Field(64, gt=0)  # streams per batch (language model)
-    bptt: int = Field(128, gt=0)  # truncated-BPTT length (language model)
-    accumulate: int = Field(1, ge=1)  # batches per optimizer step
-    clip_grad_norm: float | None = Field(1.0, gt=0)
+    batch_tokens: int = Field(4096, gt=0, le=10**8)  # padded tokens per batch (seq2seq)
+    batch_size: int = Field(64, gt=0, le=10**6)  # streams per batch (language model)
+    bptt: int = Field(128, gt=0, le=10**6)  # truncated-BPTT length (language model)
+    accumulate: int = Field(1, ge=1, le=10**6)  # batches per optimizer step
+    clip_grad_norm: float | None = Field(1.0, gt=0, allow_inf_nan=False)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     max_steps: int | None = Field(None, gt=0)
     max_epochs: int | None = Field(30, gt=0)
-    max_time: float | None = Field(None, gt=0)  # seconds; YAML accepts 90s / 15m / 2h
+    max_time: float | None = Field(None, gt=0, allow_inf_nan=False)  # seconds; YAML accepts 90s / 15m / 2h
     valid_every: int = Field(1000, gt=0)  # optimizer steps between validations
     valid_metric_max_sentences: int | None = Field(None, gt=0)  # decode only the first N for the metric
     valid_strategy: Literal["greedy", "beam"] = "greedy"  # decoding used for the validation metric
@@ -66,7 +66,7 @@ class TrainConfig(BaseModel):
     keep_checkpoints: int = Field(5, ge=1)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: Literal["none", "bf16", "fp16"] = "none"  # autocast: bf16 on GPU or a CPU with native bf16; fp16 GPU only
-    num_threads: int | None = Field(None, gt=0)  # torch intra-op threads on CPU
+    num_threads: int | None = Field(None, gt=0, le=1024)  # torch intra-op threads on CPU (10^6 segfaults torch)
     log_every: int = Field(50, gt=0)
     max_bad_steps: int = Field(5, ge=1)  # consecutive non-finite losses before aborting
     progress: bool = True
@@ -143,6 +143,7 @@ class Trainer:
         if "averaged_from" in state:
             raise CheckpointError(f"{path}: an average of checkpoints (seqkit average) holds no optimizer or "
                                   "data position to resume from; resume one of the runs it was made from")
+        ckpt.check_resume_state(state, path)
         ckpt.load_model_tensors(self.model, path / "model.safetensors")
         ckpt.load_optimizer(self.optimizer, path, state["optimizer"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
@@ -176,8 +177,11 @@ class Trainer:
         if not self.is_main:
             return
         event = {"step": self.step, "epoch": self.epoch, "time": round(self.elapsed, 2), **event}
-        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(event) + "\n")
+        try:
+            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(event) + "\n")
+        except OSError as exc:
+            raise CheckpointError(f"{self.run_dir / 'metrics.jsonl'}: cannot write: {exc.strerror or exc}") from None
         if self._writer is not None:
             for key, value in event.items():
                 if isinstance(value, (int, float)) and key not in ("step", "epoch"):
@@ -210,7 +214,8 @@ class Trainer:
         """Train until a limit is reached; returns the last validation metrics."""
         if self.is_main:
             self._open_tensorboard()
-        previous = signal.signal(signal.SIGINT, self._on_sigint)
+        # SIGTERM (systemd, docker stop, a batch scheduler) gets the same save-then-exit as Ctrl-C.
+        previous = {sig: signal.signal(sig, self._on_sigint) for sig in (signal.SIGINT, signal.SIGTERM)}
         progress = Progress(self.cfg, self.step, bar=self.is_main)
         self._clock = (time.perf_counter(), self.elapsed)
         try:
@@ -224,7 +229,8 @@ class Trainer:
                 elif not last_metrics or last_metrics.get("step") != self.step:
                     last_metrics = self.validate_and_save()
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             progress.close()
             if self._writer is not None:
                 self._writer.close()

@@ -163,6 +163,7 @@ def case_existing_run(tmp: Path) -> None:
     from seqkit.runs import open_recipe_for_training
 
     (tmp / "run" / "checkpoints" / "step-00000010").mkdir(parents=True)
+    (tmp / "run" / "checkpoints" / "last.json").write_text('{"checkpoint": "step-00000010"}')
     open_recipe_for_training(TRANSLATE, [f"run_dir={tmp / 'run'}"], resume=False)
 
 
@@ -280,6 +281,183 @@ def case_cuda_without_provider(tmp: Path) -> None:
     from seqkit.devices import ort_providers
 
     ort_providers("cuda")
+# -- issue 22: hostile input and faults ---------------------------------------------------------
+def case_alias_bomb(tmp: Path) -> None:
+    lines = ["task: translation", "a0: &a0 [x,x,x,x,x,x,x,x,x]"]
+    lines += [f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 10)]
+    _load(_recipe(tmp, "\n".join(lines + ["description: *a9"]) + "\n"))
+
+
+def case_deep_yaml(tmp: Path) -> None:
+    _load(_recipe(tmp, "task: translation\nmodel: " + "[" * 50_000 + "]" * 50_000 + "\n"))
+
+
+def case_duplicate_key(tmp: Path) -> None:
+    _load(_recipe(tmp, "task: translation\nseed: 1\nseed: 2\n"))
+
+
+def case_huge_recipe(tmp: Path) -> None:
+    _load(_recipe(tmp, "task: translation\n" + "#" * (2 << 20) + "\n"))
+
+
+def case_nan_search(tmp: Path) -> None:
+    _load(TRANSLATE, ["search.length_penalty=.nan"])
+
+
+def case_too_many_parameters(tmp: Path) -> None:
+    _load(TRANSLATE, ["model.decoder.hidden_size=60000"])
+
+
+def case_backtracking_pattern(tmp: Path) -> None:
+    from seqkit.tokenizers.word import WordTokenizer
+    from pydantic import ValidationError
+    from seqkit.registry import format_validation_error
+
+    try:
+        WordTokenizer.Config(pattern="(a|aa)+b")
+    except ValidationError as exc:
+        raise SeqkitError(format_validation_error(exc, "tokenizer.source")) from None
+
+
+def case_run_locked(tmp: Path) -> None:
+    from seqkit.runlock import lock_run_dir
+
+    (tmp / "run").mkdir()
+    held = lock_run_dir(tmp / "run")
+    try:
+        (tmp / "run" / ".lock").write_text("4242\n")  # the PID a second trainer reads
+        lock_run_dir(tmp / "run")
+    finally:
+        held.release()
+
+
+def case_checkpoint_write_fails(tmp: Path) -> None:
+    import torch
+
+    from seqkit.checkpoint import save_checkpoint
+
+    (tmp / "file").write_text("x")
+    save_checkpoint(tmp / "file" / "checkpoints", 1, torch.nn.Linear(2, 2), None, {"metrics": {}})
+
+
+def case_pointer_outside(tmp: Path) -> None:
+    from seqkit.checkpoint import resolve_checkpoint
+
+    (tmp / "run" / "checkpoints").mkdir(parents=True)
+    (tmp / "run" / "checkpoints" / "last.json").write_text('{"checkpoint": "/etc"}')
+    resolve_checkpoint(tmp / "run", "last")
+
+
+def case_state_names_outside(tmp: Path) -> None:
+    from seqkit.checkpoint import load_checkpoint_state
+
+    (tmp / "step-00000001").mkdir()
+    (tmp / "step-00000001" / "state.json").write_text('{"sha256": {"/dev/zero": "00"}}')
+    load_checkpoint_state(tmp / "step-00000001")
+
+
+def case_nan_weights(tmp: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    from seqkit.checkpoint import load_model_tensors
+
+    save_file({"weight": torch.full((2, 2), float("nan")), "bias": torch.zeros(2)}, str(tmp / "model.safetensors"))
+    load_model_tensors(torch.nn.Linear(2, 2), tmp / "model.safetensors")
+
+
+def case_stdin_bad_utf8(tmp: Path) -> None:
+    import io
+    import sys
+
+    from seqkit.textio import read_lines
+
+    stdin = sys.stdin
+    sys.stdin = io.TextIOWrapper(io.BytesIO(b"ok\n" * 1000 + b"bad \xff\n"))
+    try:
+        read_lines(None)
+    finally:
+        sys.stdin = stdin
+
+
+def case_output_is_directory(tmp: Path) -> None:
+    from seqkit.textio import open_output
+
+    (tmp / "out").mkdir()
+    with open_output(tmp / "out") as out:
+        out.write("text\n")
+
+
+def case_export_under_file(tmp: Path) -> None:
+    from seqkit.export import staging_dir
+
+    (tmp / "file").write_text("x")
+    with staging_dir(tmp / "file" / "model"):
+        pass
+
+
+def case_manifest_outside(tmp: Path) -> None:
+    from seqkit.runtime.format import Manifest, verify_manifest, write_manifest
+    from tests_support import write_fake_export
+
+    root = write_fake_export(tmp / "model")
+    write_manifest(root, Manifest(seqkit_version="0.1.0", opset=17, created="2026-01-01T00:00:00Z",
+                                  files={"../../etc/passwd": "0" * 64}))
+    verify_manifest(root)
+
+
+def case_symlink_outside(tmp: Path) -> None:
+    from seqkit.runtime.format import verify_manifest
+    from tests_support import write_fake_export
+
+    root = write_fake_export(tmp / "model")
+    (tmp / "secret").write_text("x")
+    os.symlink(tmp / "secret", root / "notes.txt")
+    verify_manifest(root)
+
+
+def case_spm_model_file_outside(tmp: Path) -> None:
+    from seqkit.tokenizers import load_tokenizer
+
+    (tmp / "tok").mkdir()
+    (tmp / "tok" / "tokenizer.json").write_text('{"type": "sentencepiece", "config": {}, "model_file": "/etc/passwd"}')
+    load_tokenizer(tmp / "tok")
+
+
+def case_format_version(tmp: Path) -> None:
+    import json
+
+    from seqkit.runtime.format import read_config
+
+    (tmp / "config.json").write_text(json.dumps({"format_version": 2}))
+    read_config(tmp)
+
+
+def case_generate_bound(tmp: Path) -> None:
+    from seqkit.inference import Generator
+    from seqkit.search import SearchConfig
+    from seqkit.tokenizers.char import CharTokenizer
+
+    tok = CharTokenizer(CharTokenizer.Config(), ["<pad>", "<unk>", "<s>", "</s>", "a"])
+    Generator(None, tok, SearchConfig()).generate("a", max_tokens=10**12)
+
+
+def case_corrupt_gz(tmp: Path) -> None:
+    body = bytearray(gzip.compress(b"".join(b"line %d\n" % i for i in range(500))))
+    for i in range(12, len(body) - 8):
+        body[i] ^= 0x5A
+    (tmp / "a.src.gz").write_bytes(bytes(body))
+    (tmp / "a.tgt.gz").write_bytes(gzip.compress(b"x\n"))
+    from seqkit.data import DataConfig, load_split
+
+    load_split(DataConfig(train={"src": "a.src.gz", "tgt": "a.tgt.gz"}), "train", tmp, cache_dir=tmp / "c")
+
+
+def case_jsonl_deep(tmp: Path) -> None:
+    from seqkit.data import DataConfig, load_split
+
+    (tmp / "a.jsonl").write_text('{"src": ' + "[" * 100_000 + "]" * 100_000 + "}\n", encoding="utf-8")
+    load_split(DataConfig(format="jsonl", train={"path": "a.jsonl"}), "train", tmp, cache_dir=tmp / "c")
 
 
 CASES: list[tuple[str, str, Callable[[Path], object]]] = [
@@ -321,6 +499,28 @@ CASES: list[tuple[str, str, Callable[[Path], object]]] = [
     ("cli", "`--device cuda` with a CPU-only torch (run directory)", case_cuda_without_cuda),
     ("cli", "`--device cudaa`", case_unknown_device),
     ("cli", "`--device cuda` without onnxruntime's CUDA provider (exported model)", case_cuda_without_provider),
+    ("recipe", "YAML alias bomb (billion laughs)", case_alias_bomb),
+    ("recipe", "YAML nested 50k deep", case_deep_yaml),
+    ("recipe", "duplicate key", case_duplicate_key),
+    ("recipe", "recipe file over 1 MB", case_huge_recipe),
+    ("recipe", "NaN search value (`search.length_penalty=.nan`)", case_nan_search),
+    ("recipe", "model past the parameter limit (`model.decoder.hidden_size=60000`)", case_too_many_parameters),
+    ("recipe", "word pattern with catastrophic backtracking (`(a|aa)+b`)", case_backtracking_pattern),
+    ("train", "second trainer on one run directory", case_run_locked),
+    ("train", "checkpoint write fails (disk full, not a directory)", case_checkpoint_write_fails),
+    ("train", "checkpoint pointer naming a path outside the run", case_pointer_outside),
+    ("train", "state.json hashing a file outside the checkpoint", case_state_names_outside),
+    ("train", "NaN weights in a checkpoint", case_nan_weights),
+    ("cli", "invalid UTF-8 on stdin", case_stdin_bad_utf8),
+    ("cli", "output path is a directory", case_output_is_directory),
+    ("cli", "export output under a file", case_export_under_file),
+    ("runtime", "manifest entry outside the model", case_manifest_outside),
+    ("runtime", "symlink out of the model", case_symlink_outside),
+    ("runtime", "sentencepiece model_file outside the model", case_spm_model_file_outside),
+    ("runtime", "config.json of a newer format", case_format_version),
+    ("runtime", "generate past the length bound", case_generate_bound),
+    ("data", "gz file with a corrupt body", case_corrupt_gz),
+    ("data", "JSONL line nested 100k deep", case_jsonl_deep),
 ]
 
 

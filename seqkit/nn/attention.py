@@ -27,6 +27,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
+from seqkit.contracts import MAX_WIDTH
 from seqkit.errors import PluginError
 
 
@@ -71,7 +72,7 @@ class NoAttention(nn.Module):
 class AdditiveConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    attention_size: int = Field(256, ge=1)  # size of the hidden layer the scores are read from
+    attention_size: int = Field(256, ge=1, le=MAX_WIDTH)  # size of the hidden layer the scores are read from
 
 
 class _Additive(nn.Module):

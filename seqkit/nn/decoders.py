@@ -34,7 +34,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from seqkit.contracts import Encoder, EncoderOutput
+from seqkit.contracts import MAX_LAYERS, MAX_WIDTH, Encoder, EncoderOutput
 from seqkit.errors import PluginError
 from seqkit.nn.attention import NoAttention, NoAttentionConfig
 from seqkit.nn.copy import CopyGenerator, source_ids
@@ -50,9 +50,9 @@ class DecoderConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    embedding_dim: int = Field(256, ge=1)
-    hidden_size: int = Field(512, ge=1)
-    num_layers: int = Field(2, ge=1)
+    embedding_dim: int = Field(256, ge=1, le=MAX_WIDTH)
+    hidden_size: int = Field(512, ge=1, le=MAX_WIDTH)
+    num_layers: int = Field(2, ge=1, le=MAX_LAYERS)
     dropout: float = Field(0.2, ge=0.0, lt=1.0)  # between layers and before the output layer
     embedding_dropout: float = Field(0.1, ge=0.0, lt=1.0)
     # An attention plugin spec: {"type": <name>, ...its options}. Ignored by language models.

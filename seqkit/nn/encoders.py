@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from seqkit.contracts import EncoderOutput
+from seqkit.contracts import MAX_LAYERS, MAX_WIDTH, EncoderOutput
 
 
 class EncoderConfig(BaseModel):
@@ -21,9 +21,9 @@ class EncoderConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    embedding_dim: int = Field(256, ge=1)
-    hidden_size: int = Field(256, ge=1)  # per direction
-    num_layers: int = Field(2, ge=1)
+    embedding_dim: int = Field(256, ge=1, le=MAX_WIDTH)
+    hidden_size: int = Field(256, ge=1, le=MAX_WIDTH)  # per direction
+    num_layers: int = Field(2, ge=1, le=MAX_LAYERS)
     bidirectional: bool = True
     dropout: float = Field(0.2, ge=0.0, lt=1.0)  # between layers and on the outputs
     embedding_dropout: float = Field(0.1, ge=0.0, lt=1.0)

@@ -23,6 +23,7 @@ from typing import Any
 from seqkit.devices import ort_providers
 from seqkit.errors import ModelError
 from seqkit.inference import Generator, TextClassifier, Translator, as_lines
+from seqkit.runtime.checks import check_graphs, check_search, check_tokenizers
 from seqkit.runtime.classifier import OrtClassifier
 from seqkit.runtime.format import (
     TOKENIZER_DIR,
@@ -118,21 +119,25 @@ def load_model(model_dir: str | Path, *, threads: int | None = None, sequential:
         raise ModelError(f"{root}: no such model directory")
     manifest = verify_manifest(root)
     config = read_config(root)
+    check_search(root, config)
     options = session_options(threads, sequential=sequential)
     sessions = {}
     for role, name in config.graph_files.items():
         try:
             sessions[role] = open_session(root / name, options, providers)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-            raise ModelError(f"{root / name}: onnxruntime cannot load it: {exc}") from None
+            raise ModelError(f"{root / name}: onnxruntime cannot load it: {str(exc)[:300]}") from None
+    check_graphs(root, config, sessions)
     if config.model_kind == "classifier":  # a source tokenizer only
         src_dir = root / TOKENIZER_DIR / "src"
         if not src_dir.is_dir():
             raise ModelError(f"{src_dir}: missing source tokenizer")
-        return RuntimeModel(root, config, manifest, None, load_tokenizer(src_dir), None,
-                            OrtClassifier(sessions["classifier"]))
+        src_tok = load_tokenizer(src_dir)
+        check_tokenizers(root, config, src_tok, None)
+        return RuntimeModel(root, config, manifest, None, src_tok, None, OrtClassifier(sessions["classifier"]))
     stepper = make_stepper(config, sessions.get("encoder"), sessions["step"])
     src_tok, tgt_tok = load_tokenizers(root / TOKENIZER_DIR)
     if config.model_kind == "seq2seq" and src_tok is None:
         raise ModelError(f"{root / TOKENIZER_DIR / 'src'}: missing source tokenizer")
+    check_tokenizers(root, config, src_tok, tgt_tok)
     return RuntimeModel(root, config, manifest, stepper, src_tok, tgt_tok)

@@ -26,12 +26,14 @@ int64 and ``eos_id`` () int64 and returns ``top_log_probs`` (B, k) float32 and `
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from seqkit.errors import ModelError
+from seqkit.safepath import inside, regular_file
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -102,9 +104,9 @@ class ExportConfig(BaseModel):
     model_kind: Literal["seq2seq", "lm", "classifier"]
     special_ids: SpecialIds  # of the target tokenizer (what search uses); classifier: the source one
     src_pad_id: int | None  # padding of the source batch; None for a language model
-    src_vocab_size: int | None
-    tgt_vocab_size: int  # classifier: the number of labels
-    max_src_len: int  # tokens, eos included; longer lines are truncated with a warning
+    src_vocab_size: int | None = Field(ge=1)
+    tgt_vocab_size: int = Field(ge=1)  # classifier: the number of labels
+    max_src_len: int = Field(ge=2, le=1_000_000)  # tokens, eos included; longer lines are truncated with a warning
     has_attention: bool
     memory: list[TensorSpec]  # batch on dim 0; empty without attention and for a language model
     state: list[TensorSpec]
@@ -116,6 +118,14 @@ class ExportConfig(BaseModel):
     step_top_k: bool = False
     # Classifier only: label strings in class-id order (index = column of ``probs``).
     labels: list[str] | None = None
+
+    @field_validator("format_version")
+    @classmethod
+    def _known_format(cls, value: int) -> int:
+        if value != FORMAT_VERSION:
+            raise ValueError(f"this seqkit reads format {FORMAT_VERSION}, the model is format {value}; "
+                             "export it again with this seqkit, or install the seqkit that made it")
+        return value
 
     @model_validator(mode="after")
     def _labels_iff_classifier(self) -> ExportConfig:
@@ -181,7 +191,7 @@ def read_config(model_dir: Path) -> ExportConfig:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(root)"
-        raise ModelError(f"{path}: {where}: {first['msg']}") from None
+        raise ModelError(f"{path}: {where}: {first['msg'].removeprefix('Value error, ')}") from None
 
 
 # -- manifest ------------------------------------------------------------------------------------
@@ -201,9 +211,23 @@ class Manifest(BaseModel):
 
 
 def model_files(model_dir: Path) -> list[str]:
-    """Every file under model_dir except the manifest, as sorted relative '/' paths."""
+    """Every file under model_dir except the manifest, as sorted relative '/' paths.
+
+    Symlinks are not followed out of the directory: one whose target resolves outside it (file or
+    directory) is a ModelError, and one to a directory is not walked into.
+    """
     root = Path(model_dir)
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != MANIFEST_FILE)
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [*dirnames, *filenames]:
+            path = Path(dirpath) / name
+            if path.is_symlink():
+                inside(root, path.relative_to(root).as_posix(), str(root))
+        for name in filenames:
+            rel = (Path(dirpath) / name).relative_to(root).as_posix()
+            if rel != MANIFEST_FILE:
+                found.append(rel)
+    return sorted(found)
 
 
 def sha256_file(path: Path) -> str:
@@ -230,7 +254,7 @@ def verify_manifest(model_dir: Path) -> Manifest:
     a sha256 mismatch, or a file the manifest does not list (a file added after export).
     """
     root = Path(model_dir)
-    path = root / MANIFEST_FILE
+    path = inside(root, MANIFEST_FILE, str(root))
     if not path.is_file():
         raise ModelError(f"{path}: missing; {root} is not an exported seqkit model (see `seqkit export`)")
     try:
@@ -238,8 +262,9 @@ def verify_manifest(model_dir: Path) -> Manifest:
     except ValidationError as exc:
         raise ModelError(f"{path}: unreadable manifest ({exc.errors()[0]['msg']})") from None
     for name, digest in manifest.files.items():
-        fpath = root / name
-        if not fpath.is_file():
+        # Checked before anything is opened, and worded alike whether or not an outside file exists.
+        fpath = inside(root, name, f"{path}: files")
+        if not regular_file(fpath):
             raise ModelError(f"{fpath}: listed in {MANIFEST_FILE} but missing")
         if sha256_file(fpath) != digest:
             raise ModelError(f"{fpath}: sha256 mismatch with {MANIFEST_FILE}; the file is corrupt or was modified")

@@ -6,12 +6,13 @@ and ``/docs``. Every error is JSON ``{"error": {"code", "message", "details"}}``
 
 ====  =======================================================================================
 400   malformed JSON (``bad_json``), text that is not valid Unicode (``bad_text``), an endpoint
-      the model's kind does not serve (``wrong_model_kind``)
+      the model's kind does not serve (``wrong_model_kind``), a Host not allowed (``bad_host``)
 404   unknown path; 405 wrong method; 415 a body not sent as ``application/json``
 413   body over ``max_body_bytes`` (``body_too_large``), more than ``max_batch`` texts
       (``too_many_texts``), a text or prompt over ``max_chars`` (``text_too_long``)
 422   a body that does not match the schema, or a search option out of range (``invalid_request``)
 503   the queue holds ``max_queue`` requests already (``overloaded``; ``Retry-After: 1``)
+500   the model failed (``model_error``) or an unexpected error (``internal_error``): still JSON
 ====  =======================================================================================
 """
 
@@ -31,7 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from seqkit import __version__
-from seqkit.errors import InputError
+from seqkit.errors import InputError, SeqkitError, shorten
 from seqkit.inference import TranslationResult, clean_prompt, clean_text
 from seqkit.plot import attention_labels
 from seqkit.serve.batcher import Batcher, Overloaded
@@ -42,7 +43,7 @@ from seqkit.serve.schemas import (
 )
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 413, 415, 422, 503)
+    code: {"model": ErrorResponse} for code in (400, 413, 415, 422, 500, 503)
 }
 
 
@@ -106,6 +107,25 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
+class HostCheck:
+    """Pure ASGI middleware: answers 400 (JSON) to a request whose Host header is not one of
+    ``allowed`` (port ignored), as Starlette's TrustedHostMiddleware does in plain text. Guards a
+    server on 127.0.0.1 against DNS rebinding, and one behind a proxy against spoofed hosts."""
+
+    def __init__(self, app: ASGIApp, allowed: Sequence[str]):
+        self.app, self.allowed = app, {h.lower() for h in allowed}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+            if name.lower() not in self.allowed:
+                response = error_response(400, "bad_host", f"Host header {shorten(host)} is not served here")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def _translation(result: TranslationResult, model: Any) -> Translation:
     attention = None
     if result.attention is not None:
@@ -160,6 +180,19 @@ def _require(model: Any, kind: str) -> None:
                          f"({model.config.model_kind}); /v1/translate serves seq2seq models, /v1/generate language models")
 
 
+def _safe_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """Validation errors as JSON can carry them: the input echoed as a bounded repr (NaN,
+    infinity and lone surrogates would make the error response itself fail), no ctx objects."""
+    out = []
+    for err in list(errors)[:10]:
+        item = {"loc": [p if isinstance(p, int) else str(p)[:60] for p in err.get("loc", ())],
+                "msg": str(err.get("msg", ""))[:200], "type": str(err.get("type", ""))}
+        if "input" in err:
+            item["input"] = shorten(err["input"])
+        out.append(item)
+    return out
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServeError)
     async def _serve_error(_: Request, exc: ServeError) -> JSONResponse:
@@ -177,10 +210,23 @@ def _install_error_handlers(app: FastAPI) -> None:
             return error_response(415, "unsupported_media_type",
                                   f"send the body as JSON with Content-Type: application/json (got {content_type or 'none'!r})")
         if any(e.get("type") == "json_invalid" for e in errors):
-            return error_response(400, "bad_json", "the request body is not valid JSON", errors)
+            return error_response(400, "bad_json", "the request body is not valid JSON", _safe_details(errors))
         first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        return error_response(422, "invalid_request", f"{where}: {first.get('msg')}", errors)
+        where = ".".join(str(p)[:60] for p in first.get("loc", ()))
+        return error_response(422, "invalid_request", f"{where}: {first.get('msg')}", _safe_details(errors))
+
+    @app.exception_handler(InputError)
+    async def _bad_input(_: Request, exc: InputError) -> JSONResponse:
+        return error_response(400, "bad_text", str(exc))
+
+    @app.exception_handler(SeqkitError)
+    async def _model_error(_: Request, exc: SeqkitError) -> JSONResponse:
+        return error_response(500, "model_error", str(exc))
+
+    @app.exception_handler(Exception)
+    async def _internal(_: Request, exc: Exception) -> JSONResponse:
+        # Still JSON, as docs/serving.md promises; the traceback goes to the server log.
+        return error_response(500, "internal_error", f"internal error ({type(exc).__name__}); see the server log")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -188,8 +234,17 @@ def _install_error_handlers(app: FastAPI) -> None:
         return error_response(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
 
 
-def create_app(model: Any, limits: ServeLimits | None = None) -> FastAPI:
-    """The FastAPI app over ``model`` (a :class:`seqkit.runtime.RuntimeModel`)."""
+def _install_guards(app: FastAPI, limits: ServeLimits, allowed_hosts: Sequence[str] | None) -> None:
+    """The Host check (added last, so it runs first), the body-size limit and the JSON error handlers."""
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    if allowed_hosts:
+        app.add_middleware(HostCheck, allowed=allowed_hosts)
+    _install_error_handlers(app)
+
+
+def create_app(model: Any, limits: ServeLimits | None = None, allowed_hosts: Sequence[str] | None = None) -> FastAPI:
+    """The FastAPI app over ``model`` (a :class:`seqkit.runtime.RuntimeModel`); ``allowed_hosts``:
+    the Host header names it answers (None: any)."""
     limits = limits or ServeLimits()
     batcher = Batcher(max_items=limits.batch_texts, max_queue=limits.max_queue)
 
@@ -204,8 +259,7 @@ def create_app(model: Any, limits: ServeLimits | None = None) -> FastAPI:
     app = FastAPI(title="seqkit", version=__version__, lifespan=lifespan,
                   description=f"seqkit {model.config.task} model `{model.model_dir.name}` on onnxruntime.")
     app.state.model, app.state.limits, app.state.batcher = model, limits, batcher
-    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
-    _install_error_handlers(app)
+    _install_guards(app, limits, allowed_hosts)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:

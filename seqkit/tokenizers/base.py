@@ -11,6 +11,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from pydantic import ValidationError
+
 from seqkit.contracts import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from seqkit.errors import ModelError
 
@@ -41,13 +43,21 @@ def read_tokenizer_json(directory: Path, expected_type: str | None = None) -> di
         raise ModelError(f"tokenizer file not found: {path}")
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{path}: not a valid tokenizer.json: {exc}") from exc
+    except (UnicodeDecodeError, RecursionError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise ModelError(f"{path}: not a valid tokenizer.json: {str(exc)[:200]}") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("type"), str):
         raise ModelError(f"{path}: tokenizer.json must be an object with a string 'type'")
     if expected_type is not None and payload["type"] != expected_type:
         raise ModelError(f"{path}: tokenizer type is '{payload['type']}', expected '{expected_type}'")
     return payload
+
+
+def one_line(exc: Exception) -> str:
+    """A config error as one line: pydantic's first problem (``field: message``), else str(exc)."""
+    if isinstance(exc, ValidationError) and exc.errors():
+        first = exc.errors()[0]
+        return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"[:300]
+    return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
 
 
 def build_vocab(counts: Counter, min_freq: int, max_vocab: int | None) -> list[str]:
@@ -142,7 +152,7 @@ class VocabTokenizer:
             config = cls.Config.model_validate(payload["config"])  # type: ignore[attr-defined]
             tokens = payload["vocab"]
         except (KeyError, ValueError) as exc:
-            raise ModelError(f"{where}: invalid {cls.type_name} tokenizer: {exc}") from exc
+            raise ModelError(f"{where}: invalid {cls.type_name} tokenizer: {one_line(exc)}") from None
         if not (isinstance(tokens, list) and all(isinstance(t, str) for t in tokens)):
             raise ModelError(f"{where}: 'vocab' must be a list of strings")
         return cls(config, tokens)

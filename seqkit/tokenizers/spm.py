@@ -23,7 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from seqkit.contracts import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from seqkit.errors import DataError, ModelError
-from seqkit.tokenizers.base import SPECIAL_TOKENS, TOKENIZER_FILE, read_tokenizer_json, write_tokenizer_json
+from seqkit.safepath import inside, regular_file
+from seqkit.tokenizers.base import SPECIAL_TOKENS, TOKENIZER_FILE, one_line, read_tokenizer_json, write_tokenizer_json
 
 MODEL_FILE = "spm.model"
 
@@ -142,10 +143,11 @@ class SentencePieceTokenizer:
         where = Path(directory) / TOKENIZER_FILE
         try:
             config = cls.Config.model_validate(payload["config"])
-            model_path = Path(directory) / payload["model_file"]
+            model_file = payload["model_file"]
         except (KeyError, TypeError, ValueError) as exc:
-            raise ModelError(f"{where}: invalid sentencepiece tokenizer: {exc}") from exc
-        if not model_path.is_file():
+            raise ModelError(f"{where}: invalid sentencepiece tokenizer: {one_line(exc)}") from None
+        model_path = inside(Path(directory), model_file, f"{where}: model_file")  # never read outside the model
+        if not regular_file(model_path):
             raise ModelError(f"sentencepiece model file not found: {model_path}")
         try:
             return cls(config, model_path.read_bytes())
