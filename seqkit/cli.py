@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,82 +20,17 @@ import click
 from seqkit import __version__
 from seqkit.errors import SeqkitError
 
-STRATEGIES = ("greedy", "beam", "sample")  # SearchConfig.strategy's choices (a test keeps them equal)
-
-set_option = click.option(
-    "--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
-    help="Set a recipe value before validation, e.g. --set train.max_time=5m (the value is parsed as "
-         "YAML); repeatable.",
+from seqkit.cli_options import (  # noqa: F401 - STRATEGIES and search_overrides are part of seqkit.cli's API
+    SAMPLING_OPTIONS,
+    SEARCH_OPTIONS,
+    STRATEGIES,
+    checkpoint_option,
+    device_option,
+    search_overrides,
+    set_option,
+    with_implied_strategy,
+    with_options,
 )
-checkpoint_option = click.option(
-    "--checkpoint", "which", default="best", show_default=True, type=click.Choice(["best", "last"]),
-    help="Which checkpoint of a run directory: the best validation score or the latest.")
-
-
-def device_option(what: str) -> Callable[[Any], Any]:
-    return click.option(
-        "--device", default="cpu", show_default=True, metavar="DEVICE",
-        help=f"Where {what} runs: cpu, cuda, cuda:N, mps or auto. A run directory decodes with torch; an "
-             "exported model with onnxruntime, whose CUDA provider (onnxruntime-gpu) serves cuda.")
-
-
-SAMPLING_OPTIONS = [
-    click.option("--temperature", type=float, default=None,
-                 help="Sampling: divide the logits by this before sampling; below 1 is more conservative "
-                      "(default: the model's search.temperature, 1.0)."),
-    click.option("--top-k", type=int, default=None,
-                 help="Sampling: draw from the k most probable tokens only (default: the model's; 0: off)."),
-    click.option("--top-p", type=float, default=None,
-                 help="Sampling: draw from the smallest set of tokens holding this probability mass "
-                      "(default: the model's; 1: off)."),
-    click.option("--seed", type=int, default=None,
-                 help="Sampling: the same seed gives the same output, torch and onnxruntime alike "
-                      "(default: fresh randomness)."),
-]
-SEARCH_OPTIONS = [
-    click.option("--strategy", type=click.Choice(STRATEGIES), default=None,
-                 help="greedy, beam search or sampling (default: the model's search.strategy; a --beam-size "
-                      "given alone picks greedy for 1 and beam otherwise)."),
-    click.option("--beam-size", type=click.IntRange(min=1), default=None,
-                 help="Hypotheses kept per step by beam search (default: the model's search.beam_size)."),
-    click.option("--n-best", type=click.IntRange(min=1), default=None,
-                 help="Hypotheses printed per input line, best first, as line<TAB>rank<TAB>log_prob<TAB>"
-                      "score<TAB>text rows, N per line, empty lines too (at most --beam-size; default 1)."),
-    click.option("--length-penalty", type=float, default=None,
-                 help="Beam search ranks by log_prob / ((5 + length) / 6) ** ALPHA (GNMT); 0 ranks by the "
-                      "raw log-probability (default: the model's search.length_penalty)."),
-    *SAMPLING_OPTIONS,
-]
-
-
-def with_options(options: list[Callable[[Any], Any]]) -> Callable[[Any], Any]:
-    def apply(f: Any) -> Any:
-        for option in reversed(options):
-            f = option(f)
-        return f
-    return apply
-
-
-def search_overrides(strategy: str | None = None, beam_size: int | None = None, **options: Any) -> dict[str, Any]:
-    """The SearchConfig fields the user gave (None: keep the model's), each checked against its
-    own constraints with its flag named; n_best against beam_size when both are given."""
-    from seqkit.errors import InputError
-    from seqkit.search import check_option
-
-    given = {k: v for k, v in {"strategy": strategy, "beam_size": beam_size, **options}.items() if v is not None}
-    for name, value in given.items():
-        check_option(name, value, "--" + name.replace("_", "-"))
-    if given.get("n_best", 1) > given.get("beam_size", given.get("n_best", 1)):
-        raise InputError(f"--n-best {given['n_best']} is more than --beam-size {given['beam_size']}: beam search "
-                         "keeps only --beam-size hypotheses")
-    return given
-
-
-def with_implied_strategy(overrides: dict[str, Any]) -> dict[str, Any]:
-    """A --beam-size given alone picks the strategy: greedy for 1, beam otherwise."""
-    if "beam_size" in overrides and "strategy" not in overrides:
-        return {**overrides, "strategy": "greedy" if overrides["beam_size"] == 1 else "beam"}
-    return overrides
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
