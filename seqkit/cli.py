@@ -224,20 +224,18 @@ def score(model_dir: Path, src: Path | None, tgt: Path, output: Path | None, fmt
     from seqkit.errors import InputError
     from seqkit.evaluate import open_step_model
     from seqkit.score import score_pairs
-    from seqkit.textio import open_output, read_lines
+    from seqkit.textio import open_output, read_aligned, read_lines
 
     fn, src_tok, tgt_tok, task, search = open_step_model(model_dir, device, which)
-    targets = read_lines(tgt)
     sources = None
     if task == "lm":
         if src is not None:
             raise InputError("--src: a language model scores --tgt lines alone")
+        targets = read_lines(tgt)
     elif src is None:
         raise InputError(f"--src is required: a {task} model scores each --tgt line given its source line")
     else:
-        sources = read_lines(src)
-        if len(sources) != len(targets):
-            raise InputError(f"{tgt}: {len(targets)} lines, but {src} has {len(sources)}: one target per source line")
+        sources, (targets,) = read_aligned(src, [tgt], "one target per source line")
     scored = score_pairs(fn, src_tok, tgt_tok, sources, targets, max_input_len=search.max_input_len,
                          batch_size=batch_size)
     with open_output(output) as out:

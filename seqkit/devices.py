@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from seqkit.errors import SeqkitError
+from seqkit.errors import SeqkitError, shorten
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
 DEVICE_HELP = "auto, cpu, cuda, cuda:N or mps"
@@ -23,8 +23,7 @@ DEVICE_HELP = "auto, cpu, cuda, cuda:N or mps"
 def check_device_name(name: str, where: str = "--device") -> str:
     """``name`` if it is a device name; SeqkitError naming ``where`` otherwise."""
     if not isinstance(name, str) or not DEVICE_PATTERN.fullmatch(name):
-        shown = repr(name) if len(repr(name)) <= 40 else repr(name)[:37] + "..."
-        raise SeqkitError(f"{where}: unknown device {shown}; expected {DEVICE_HELP}")
+        raise SeqkitError(f"{where}: unknown device {shorten(name)}; expected {DEVICE_HELP}")
     return name
 
 

@@ -140,12 +140,12 @@ class LineModel:
         self.classifier = self.translator = None
         members = list(model_dir) if isinstance(model_dir, (list, tuple)) else [model_dir]
         model_dir = members[0]
+        given = {**overrides, **({"batch_size": batch_size} if batch_size else {})}
         if len(members) > 1:  # an ensemble (seqkit.ensemble): seq2seq members only
             if any(is_classifier(m) for m in members):
                 raise InputError("an ensemble decodes seq2seq models; a classification model cannot be a member")
             from seqkit.ensemble import ensemble_translator
 
-            given = {**overrides, **({"batch_size": batch_size} if batch_size else {})}
             self.translator = ensemble_translator([str(m) for m in members],
                                                   [open_translator(m, given, device=device, which=which)
                                                    for m in members])
@@ -158,7 +158,6 @@ class LineModel:
                 raise InputError(f"search options ({', '.join(overrides)}) do not apply to a classification model")
             self.classifier = open_classifier(model_dir, batch_size=batch_size, device=device, which=which)
         else:
-            given = {**overrides, **({"batch_size": batch_size} if batch_size else {})}
             self.translator = open_translator(model_dir, given, device=device, which=which)
             self.n_best = self.translator.config.n_best
 
@@ -253,7 +252,7 @@ def evaluate_files(model_dir: Path, src: Path, refs: list[Path], *, overrides: d
     """Any model (a run directory, or an export in fp32 or int8) on any files: the task's
     metrics with their signatures. Several ``refs`` give multi-reference BLEU/chrF."""
     from seqkit import metrics as M
-    from seqkit.textio import open_output, read_lines
+    from seqkit.textio import open_output, read_aligned
 
     task = model_task(model_dir) if model_dir.is_dir() else None
     if task is None:
@@ -265,12 +264,7 @@ def evaluate_files(model_dir: Path, src: Path, refs: list[Path], *, overrides: d
         raise InputError("--src needs at least one --ref file: one reference line per source line")
     if len(refs) > 1 and task != "translation":
         raise InputError(f"--ref given {len(refs)} times: several references are for BLEU/chrF (translation) only")
-    sources = read_lines(src)
-    references = [read_lines(r) for r in refs]
-    for path, lines in zip(refs, references):
-        if len(lines) != len(sources):
-            raise InputError(f"{path}: {len(lines)} lines, but {src} has {len(sources)}: a reference file "
-                             "holds one line per source line")
+    sources, references = read_aligned(src, refs, "a reference file holds one line per source line")
     model = LineModel(model_dir, {**overrides, "n_best": 1} if task != "classification" else overrides,
                       batch_size=None, device=device, which=which)
     start = time.perf_counter()

@@ -80,9 +80,9 @@ def score_pairs(fn: StepFunction, src_tok: Any, tgt_tok: Any, sources: Sequence[
     and ends with the newline (eos where the vocabulary has no newline token)."""
     texts = [clean_text(t, f"line {i + 1}") for i, t in enumerate(targets)]
     if sources is None:
-        start = default_start_ids(tgt_tok)[-1]
-        newline = tgt_tok.encode("\n")
-        end = newline if len(newline) == 1 and newline[0] != tgt_tok.unk_id else [tgt_tok.eos_id]
+        start_ids = default_start_ids(tgt_tok)  # [newline id] where "\n" is one known token, else [bos]
+        start = start_ids[-1]
+        end = start_ids if start_ids != [tgt_tok.bos_id] else [tgt_tok.eos_id]
         src_ids: list[list[int]] = [[] for _ in texts]
     else:
         start, end = tgt_tok.bos_id, [tgt_tok.eos_id]

@@ -58,6 +58,17 @@ def read_lines(input_path: Path | None) -> list[str]:
             stream.close()
 
 
+def read_aligned(first: Path, others: list[Path], what: str) -> tuple[list[str], list[list[str]]]:
+    """The lines of ``first`` and of each of ``others``, which must have as many lines;
+    ``what`` says why in the error (e.g. "one reference line per source line")."""
+    lines = read_lines(first)
+    rest = [read_lines(path) for path in others]
+    for path, other in zip(others, rest):
+        if len(other) != len(lines):
+            raise InputError(f"{path}: {len(other)} lines, but {first} has {len(lines)}: {what}")
+    return lines, rest
+
+
 def streams(input_path: Path | None) -> bool:
     """True when input should be answered as it arrives: stdin from a terminal or a pipe
     (not a file given with -i, nor a regular file redirected to stdin)."""
