@@ -112,7 +112,7 @@ def build_classify_task(recipe: Any, run_dir: Path, resume: bool, device: torch.
         labels = build_labels(train.tgt)
         save_labels(run_dir, labels)
     tokenizer = prepare_text_tokenizer(recipe, run_dir, train.src, resume)
-    model = build_model(recipe.model_cfg, "classification", tokenizer.vocab_size, len(labels), tokenizer.pad_id)
+    model = build_model(recipe.model, "classification", tokenizer.vocab_size, len(labels), tokenizer.pad_id)
     model = model.to(device)
     n_params = sum(p.numel() for p in model.parameters())
     log.info("model: Classifier, %d classes, %.2fM parameters", len(labels), n_params / 1e6)
@@ -141,7 +141,7 @@ class ClassifyTask:
                  valid: Any, device: torch.device):
         self.recipe, self.model, self.device = recipe, model, device
         self.tokenizer, self.labels = tokenizer, labels
-        self.train_cfg = recipe.train_cfg
+        self.train_cfg = recipe.train
         data = recipe.data
         ids, truncated = encode_texts(tokenizer, train.src, data.max_src_len)
         y = label_ids(train.tgt, labels, "train")
@@ -240,7 +240,7 @@ def load_classifier_run(run_dir: Path, which: str = "best", device: str = "cpu")
     labels = load_labels(run_dir)
     path = ckpt.resolve_checkpoint(run_dir, which)
     ckpt.load_checkpoint_state(path)  # verifies sha256 of the tensor files
-    model = build_model(recipe.model_cfg, "classification", tokenizer.vocab_size, len(labels), tokenizer.pad_id)
+    model = build_model(recipe.model, "classification", tokenizer.vocab_size, len(labels), tokenizer.pad_id)
     ckpt.load_model_tensors(model, path / "model.safetensors")
     model.to(dev).eval()
     return LoadedRun(run_dir, recipe, tokenizer, None, model, dev, path), labels
@@ -286,7 +286,7 @@ def evaluate_classifier(run_dir: Path, *, split: str, which: str, output: Path |
         raise CheckpointError(f"{run_dir}: the recipe has no data.{split} split")
     corpus = load_split(run.recipe.data, split, run.recipe.base_dir, cache_dir=Path(run_dir) / "cache")
     rows, _ = encode_texts(run.src_tok, corpus.src, run.recipe.data.max_src_len)
-    log_probs = predict_ids(run.model, rows, run.src_tok.pad_id, run.recipe.train_cfg.batch_tokens, run.device)
+    log_probs = predict_ids(run.model, rows, run.src_tok.pad_id, run.recipe.train.batch_tokens, run.device)
     y = label_ids(corpus.tgt, labels, split)
     if output is not None:
         output.write_text("".join(labels[int(c)] + "\n" for c in log_probs.argmax(axis=1)), encoding="utf-8")

@@ -66,7 +66,7 @@ class LMTask:
     def __init__(self, recipe: Any, model: torch.nn.Module, tgt_tok: Any, train: Any, valid: Any | None,
                  device: torch.device):
         self.recipe, self.model, self.device, self.tok = recipe, model, device, tgt_tok
-        self.train_cfg = recipe.train_cfg
+        self.train_cfg = recipe.train
         self.ids = encode_stream(tgt_tok, train.text, "data.train")
         self.valid_ids = encode_stream(tgt_tok, valid.text, "data.valid") if valid is not None else None
         self.chars_per_token = len(valid.text) / len(self.valid_ids) if valid is not None else 1.0
@@ -173,7 +173,7 @@ def evaluate_lm(run: Any, corpus: Any) -> dict[str, Any]:
     Appends an ``evaluate`` event to the run's metrics.jsonl and returns it.
     """
     ids = encode_stream(run.tgt_tok, corpus.text, f"data.{corpus.name}")
-    nll, n = stream_nll(run.model, ids, run.recipe.train_cfg.bptt, run.device)
+    nll, n = stream_nll(run.model, ids, run.recipe.train.bptt, run.device)
     result = {"split": corpus.name, "checkpoint": run.checkpoint.name, "chars": len(corpus.text),
               **lm_metrics(nll, n, len(corpus.text) / len(ids))}
     with open(run.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:

@@ -14,50 +14,22 @@ What ONNX export traces, with flat tuples of tensors:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
 from seqkit.contracts import MAX_PARAMETERS
 from seqkit.errors import PluginError, SeqkitError
+from seqkit.model_config import HeadConfig, ModelConfig
 from seqkit.registry import build_plugin, validate_spec
-from seqkit.search import MAX_LEN, TopK
+from seqkit.search import TopK
 
 State = tuple[Tensor, ...]
 SEQ2SEQ_TASKS = ("translation", "summarization")
 MODEL_TASKS = (*SEQ2SEQ_TASKS, "lm", "classification")
-
-
-class HeadConfig(BaseModel):
-    """``model.head``: how a classifier turns the encoder output into class logits."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    # mean / max: over the encoder outputs of the real (unpadded) positions; last: the top
-    # layer's final hidden state (both directions when bidirectional).
-    pooling: Literal["mean", "max", "last"] = "mean"
-    dropout: float = Field(0.3, ge=0.0, lt=1.0)  # on the pooled vector, before the linear layer
-
-
-class ModelConfig(BaseModel):
-    """The recipe's ``model:`` section. Plugin options are validated by each plugin's Config."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    # Plugin specs {"type": <name>, ...options}; see `seqkit plugins` for the names.
-    encoder: dict[str, Any] = Field(default_factory=lambda: {"type": "lstm"})  # unused by task lm
-    decoder: dict[str, Any] = Field(default_factory=lambda: {"type": "lstm"})  # unused by classification
-    head: HeadConfig = Field(default_factory=HeadConfig)  # classification only
-    # One embedding matrix for source and target; only meaningful with a shared vocabulary
-    # (tokenizer.shared) and equal embedding_dim in encoder and decoder.
-    share_embeddings: bool = False
-    # Longest source/output, in tokens, the model serves at inference (export and runtime
-    # truncate to it).
-    max_len: int = Field(256, ge=1, le=MAX_LEN)
 
 
 def validate_model_config(cfg: ModelConfig, task: str) -> None:

@@ -6,14 +6,14 @@ misspelled override key fails exactly like a misspelled key in the file.
 
 Each section's model and defaults live with the component that uses it: ``DataConfig`` in
 :mod:`seqkit.data`, ``TokenizerSection`` in :mod:`seqkit.tokenizers`, ``ModelConfig`` in
-:mod:`seqkit.models`, ``TrainConfig`` in :mod:`seqkit.train`, ``SearchConfig`` in
-:mod:`seqkit.search`.
+:mod:`seqkit.model_config`, ``TrainConfig`` in :mod:`seqkit.train_config`, ``SearchConfig`` in
+:mod:`seqkit.search`. All of them are torch-free, and a recipe is validated once, into typed
+sections: ``Recipe.model`` is a ``ModelConfig``, ``Recipe.train`` a ``TrainConfig``.
 """
 
 from __future__ import annotations
 
 import copy
-import difflib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,9 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from seqkit.data import STREAMING_KEYS, DataConfig
 from seqkit import yamlsafe
 from seqkit.errors import PluginError, RecipeError, shorten
+from seqkit.model_config import ModelConfig
 from seqkit.registry import format_validation_error, validate_spec
 from seqkit.search import SearchConfig
 from seqkit.tokenizers import TokenizerSection
+from seqkit.train_config import TrainConfig
 
 Task = Literal["translation", "summarization", "lm", "classification"]
 
@@ -36,18 +38,6 @@ TASK_METRICS: dict[str, tuple[str, bool]] = {
     "lm": ("loss", False),
     "classification": ("accuracy", True),
 }
-
-
-def _train_config_cls() -> type[BaseModel]:
-    from seqkit.train import TrainConfig  # torch-importing; only needed once a recipe is loaded
-
-    return TrainConfig
-
-
-def _model_config_cls() -> type[BaseModel]:
-    from seqkit.models import ModelConfig
-
-    return ModelConfig
 
 
 class Recipe(BaseModel):
@@ -62,26 +52,17 @@ class Recipe(BaseModel):
     seed: int = Field(1, ge=0, lt=2**32)  # numpy's global seed takes 32 bits
     data: DataConfig
     tokenizer: TokenizerSection = Field(default_factory=TokenizerSection)
-    model: dict[str, Any] = Field(default_factory=dict)
-    train: dict[str, Any] = Field(default_factory=dict)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
 
     # Set by load_recipe: the directory relative data paths resolve against.
     base_dir: Path = Field(default=Path("."), exclude=True)
 
-    @property
-    def model_cfg(self) -> Any:
-        return _model_config_cls().model_validate(self.model)
-
-    @property
-    def train_cfg(self) -> Any:
-        return _train_config_cls().model_validate(self.train)
-
     def resolved(self) -> dict[str, Any]:
         """The recipe with every default filled in, as plain data (what recipe.yaml stores)."""
-        out = self.model_dump(mode="json", exclude={"base_dir", "model", "train"})
-        out["model"] = self.model_cfg.model_dump(mode="json")
-        out["train"] = self.train_cfg.model_dump(mode="json")
+        out = self.model_dump(mode="json", exclude={"base_dir"})
+        out["model"], out["train"] = out.pop("model"), out.pop("train")  # recipe.yaml's order: they come last
         # Data paths are stored absolute so the run directory reproduces from anywhere.
         out["data"] = _absolute_data_paths(out["data"], self.base_dir)
         return out
@@ -189,20 +170,11 @@ def validate_recipe(tree: dict[str, Any], *, source: str, base_dir: Path) -> Rec
         raise RecipeError(_prefixed(source, format_validation_error(exc, "", Recipe))) from None
     if recipe.task != "lm" and recipe.data.valid is None:  # train refuses it; so does `recipe check`
         raise RecipeError(_prefixed(source, f"data.valid: a validation split is required for {recipe.task} recipes"))
-    _validate_section(source, "model", recipe.model, _model_config_cls())
-    _validate_section(source, "train", recipe.train, _train_config_cls())
     try:
         _validate_plugins(recipe)
     except PluginError as exc:
         raise RecipeError(_prefixed(source, str(exc))) from None
     return recipe
-
-
-def _validate_section(source: str, name: str, data: dict[str, Any], model: type[BaseModel]) -> None:
-    try:
-        model.model_validate(data)
-    except ValidationError as exc:
-        raise RecipeError(_prefixed(source, format_validation_error(exc, name, model))) from None
 
 
 def _validate_plugins(recipe: Recipe) -> None:
@@ -212,8 +184,8 @@ def _validate_plugins(recipe: Recipe) -> None:
     validate_spec("tokenizer", tok.source, "tokenizer.source")
     if not tok.shared and tok.target is not None:
         validate_spec("tokenizer", tok.target, "tokenizer.target")
-    validate_model_config(recipe.model_cfg, recipe.task)
-    if recipe.model_cfg.decoder.get("copy_source") is True and not tok.shared:
+    validate_model_config(recipe.model, recipe.task)
+    if recipe.model.decoder.get("copy_source") is True and not tok.shared:
         # Copying adds attention mass to the target id of each source token: the ids must agree.
         raise PluginError("model.decoder.copy_source: copying source tokens needs one vocabulary for source "
                           "and target; set tokenizer.shared: true")
@@ -225,11 +197,6 @@ def _prefixed(source: str, message: str, most: int = 3) -> str:
     shown = "; ".join(problems[:most])
     more = f" (and {len(problems) - most} more problems)" if len(problems) > most else ""
     return f"{source}: {shown}{more}"
-
-
-def suggest(name: str, choices: list[str]) -> str:
-    guess = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
-    return f"; did you mean '{guess[0]}'?" if guess else ""
 
 
 def dump_recipe(recipe: Recipe) -> str:

@@ -100,7 +100,7 @@ def build_task(recipe: Recipe, run_dir: Path, resume: bool, device: torch.device
 
         return build_classify_task(recipe, run_dir, resume, device, train, valid)
     src_tok, tgt_tok = prepare_tokenizers(recipe, run_dir, train, resume)
-    model = build_model(recipe.model_cfg, recipe.task, src_tok.vocab_size if src_tok else None,
+    model = build_model(recipe.model, recipe.task, src_tok.vocab_size if src_tok else None,
                         tgt_tok.vocab_size, tgt_tok.pad_id).to(device)
     n_params = sum(p.numel() for p in model.parameters())
     log.info("model: %s, %.2fM parameters", type(model).__name__, n_params / 1e6)
@@ -125,7 +125,7 @@ def train_run(recipe_path: Path, overrides: list[str], resume: bool) -> dict[str
     from seqkit.train import check_run_dir_writable, pick_device
 
     recipe = open_recipe_for_training(recipe_path, overrides, resume)
-    cfg = recipe.train_cfg
+    cfg = recipe.train
     run_dir = Path(recipe.run_dir)
     dist = distributed.setup(cfg.device)  # None unless torchrun started several processes
     lock = None
@@ -167,7 +167,7 @@ def _fit(recipe: Recipe, run_dir: Path, resume: bool, device: torch.device, dist
     # Ranks > 0 build after rank 0 and read its tokenizer (and labels) as a resume would.
     task = distributed.main_first(dist, lambda first: build_task(recipe, run_dir, resume or not first, device), run_dir)
     distributed.seed_rank(dist, recipe.seed)
-    trainer = Trainer(task, recipe.train_cfg, run_dir, seed=recipe.seed, metric=TASK_METRICS[recipe.task], dist=dist)
+    trainer = Trainer(task, recipe.train, run_dir, seed=recipe.seed, metric=TASK_METRICS[recipe.task], dist=dist)
     try:
         if resume:
             trainer.resume()
@@ -247,7 +247,7 @@ def load_run(run_dir: Path, which: str = "best", device: str = "cpu") -> LoadedR
     src_tok, tgt_tok = load_tokenizers(run_dir / "tokenizer")
     path = ckpt.resolve_checkpoint(run_dir, which)
     ckpt.load_checkpoint_state(path)  # verifies sha256 of the tensor files
-    model = build_model(recipe.model_cfg, recipe.task, src_tok.vocab_size if src_tok else None,
+    model = build_model(recipe.model, recipe.task, src_tok.vocab_size if src_tok else None,
                         tgt_tok.vocab_size, tgt_tok.pad_id)
     ckpt.load_model_tensors(model, path / "model.safetensors")
     model.to(dev).eval()

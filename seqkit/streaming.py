@@ -335,7 +335,7 @@ def _seq2seq_task_cls() -> type:
                      valid: Corpus, device: Any):
             self.recipe, self.model, self.device = recipe, model, device
             self.src_tok, self.tgt_tok, self.valid = src_tok, tgt_tok, valid
-            self.train_cfg = recipe.train_cfg
+            self.train_cfg = recipe.train
             self.stream = stream
             self._epoch_batches: tuple[int, StreamBatches] | None = None
 
@@ -368,9 +368,9 @@ def build_streaming_task(recipe: Any, run_dir: Path, resume: bool, device: Any) 
     src_tok, tgt_tok = prepare_tokenizers(recipe, run_dir, sample, resume)
     del sample
     cache = prepare_cache(cfg, recipe.base_dir, run_dir, src_tok, tgt_tok)
-    stream = ArrowStream(cache, cfg.shuffle_buffer, recipe.train_cfg.batch_tokens)
+    stream = ArrowStream(cache, cfg.shuffle_buffer, recipe.train.batch_tokens)
     log.info("streaming: %d training examples in %d buffers of up to %d", stream.size, len(stream.counts),
              cfg.shuffle_buffer)
-    model = build_model(recipe.model_cfg, recipe.task, src_tok.vocab_size, tgt_tok.vocab_size, tgt_tok.pad_id).to(device)
+    model = build_model(recipe.model, recipe.task, src_tok.vocab_size, tgt_tok.vocab_size, tgt_tok.pad_id).to(device)
     log.info("model: %s, %.2fM parameters", type(model).__name__, sum(p.numel() for p in model.parameters()) / 1e6)
     return _seq2seq_task_cls()(recipe, model, src_tok, tgt_tok, stream, valid, device)

@@ -40,7 +40,7 @@ class Seq2SeqTask:
         self.recipe, self.model, self.device = recipe, model, device
         self.src_tok, self.tgt_tok = src_tok, tgt_tok
         self.valid = valid
-        self.train_cfg = recipe.train_cfg
+        self.train_cfg = recipe.train
         data = recipe.data
         self.src_ids, self.tgt_ids = [], []
         dropped = 0

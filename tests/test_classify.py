@@ -155,6 +155,6 @@ def test_validate_model_config_for_classification():
 def test_shipped_classify_recipe():
     recipe = load_recipe(ROOT / "recipes" / "classify.yaml")
     assert recipe.task == "classification" and recipe.data.format == "tsv"
-    assert recipe.model_cfg.head.pooling in ("mean", "max", "last")
+    assert recipe.model.head.pooling in ("mean", "max", "last")
     with pytest.raises(RecipeError, match=r"model\.head\.pooling"):
         load_recipe(ROOT / "recipes" / "classify.yaml", ["model.head.pooling=avg"])

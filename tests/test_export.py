@@ -85,7 +85,7 @@ def make_run(root: Path, *, enc: str = "lstm", dec: str = "lstm", attention: str
     src, tgt = build_tokenizers(loaded.tokenizer, src_texts, tgt_texts, root / "tok.work")
     save_tokenizers(run_dir / "tokenizer", src, tgt)
     torch.manual_seed(seed)
-    model = build_model(loaded.model_cfg, task, src.vocab_size if src else None, tgt.vocab_size, tgt.pad_id)
+    model = build_model(loaded.model, task, src.vocab_size if src else None, tgt.vocab_size, tgt.pad_id)
     save_checkpoint(run_dir / "checkpoints", 1, model, None, {"metrics": {}}, pointers=("last", "best"))
     return run_dir
 

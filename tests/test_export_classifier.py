@@ -60,7 +60,7 @@ def make_classifier_run(root: Path, *, enc: str = "gru", pooling: str = "max", l
     save_labels(run_dir, labels)
     tokenizer = prepare_text_tokenizer(recipe, run_dir, train.src, resume=False)
     torch.manual_seed(seed)
-    model = build_model(recipe.model_cfg, "classification", tokenizer.vocab_size, len(labels), tokenizer.pad_id)
+    model = build_model(recipe.model, "classification", tokenizer.vocab_size, len(labels), tokenizer.pad_id)
     with torch.no_grad():
         model.output.weight.mul_(20.0)  # random weights give probabilities near 0.5; spread them
     save_checkpoint(run_dir / "checkpoints", 1, model, None, {"metrics": {}}, pointers=("last", "best"))

@@ -163,5 +163,5 @@ def test_text_too_short_for_the_streams_is_a_data_error(tmp_path):
 def test_shipped_charlm_recipe():
     recipe = load_recipe(ROOT / "recipes" / "charlm.yaml")
     assert recipe.task == "lm" and recipe.tokenizer.source["type"] == "char"
-    assert recipe.train_cfg.max_time == 30 * 60 and recipe.train_cfg.label_smoothing == 0.0
+    assert recipe.train.max_time == 30 * 60 and recipe.train.label_smoothing == 0.0
     assert recipe.search.strategy == "sample"

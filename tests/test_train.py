@@ -16,10 +16,12 @@ import torch
 
 from seqkit import checkpoint as ckpt
 from seqkit.errors import CheckpointError, SeqkitError
-from seqkit.optim import LRSchedule, ScheduleConfig
+from seqkit.optim import LRSchedule
+from seqkit.train_config import ScheduleConfig
 from seqkit.recipe import load_recipe
 from seqkit.runs import build_task, load_run, train_run
-from seqkit.train import Trainer, parse_duration
+from seqkit.train import Trainer
+from seqkit.train_config import parse_duration
 
 
 def train_losses(run_dir: Path) -> dict[int, float]:
@@ -232,7 +234,7 @@ def test_fp16_overflow_lowers_the_grad_scale_instead_of_aborting(tiny_recipe):
     run_dir = tiny_recipe.parent / "run"
     run_dir.mkdir()
     task = build_task(recipe, run_dir, resume=False, device=torch.device("cpu"))
-    trainer = Trainer(task, recipe.train_cfg, run_dir, seed=recipe.seed, metric=("loss", False))
+    trainer = Trainer(task, recipe.train, run_dir, seed=recipe.seed, metric=("loss", False))
     trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
     overflow = [True]
     weight = next(task.model.parameters())

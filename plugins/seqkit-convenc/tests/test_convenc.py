@@ -9,7 +9,8 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from seqkit.models import ModelConfig, build_model
+from seqkit.model_config import ModelConfig
+from seqkit.models import build_model
 from seqkit.registry import default_registry
 from seqkit.testing import check_encoder
 from seqkit_convenc.encoder import ConvEncoder, ConvEncoderConfig
