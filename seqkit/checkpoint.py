@@ -297,6 +297,11 @@ def _check_state_shape(state: Any, where: Path) -> None:
         raise CheckpointError(f"{where}: sha256 does not list model.safetensors")
 
 
+def verify_checkpoint(path: Path) -> None:
+    """Check one checkpoint without loading it: state.json readable, the tensor files' sha256."""
+    load_checkpoint_state(path)
+
+
 def check_resume_state(state: dict[str, Any], path: Path) -> None:
     """What a resume reads besides the tensors (see Trainer._state): present and of its JSON type."""
     for key, kind in _STATE_KEYS.items():

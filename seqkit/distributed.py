@@ -17,7 +17,7 @@ than ranks; a rank without a batch runs a zero-weighted forward/backward so that
 joins the gradient all-reduce. The data position (epoch, batch index) counts batches of the
 single-process order, so a run may be resumed with a different number of processes.
 
-Language models (:class:`seqkit.lm.LMTask`) shard differently: a task with a ``shard(rank,
+Language models (:class:`seqkit.tasks.lm.LMTask`) shard differently: a task with a ``shard(rank,
 world)`` method splits each batch itself (there: the streams, ``train.batch_size`` per rank,
 ``batch_size * world_size`` in all), and every rank works through the same batch indices, so the
 hidden state carried across chunks stays on one rank.

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from seqkit.data import STREAMING_KEYS, DataConfig
 from seqkit import yamlsafe
@@ -26,26 +26,16 @@ from seqkit.errors import PluginError, RecipeError, shorten
 from seqkit.model_config import ModelConfig
 from seqkit.registry import format_validation_error, validate_spec
 from seqkit.search import SearchConfig
+from seqkit.tasks import check_task_name, entry
 from seqkit.tokenizers import TokenizerSection
 from seqkit.train_config import TrainConfig
-
-Task = Literal["translation", "summarization", "lm", "classification"]
-
-# The metric each task selects checkpoints on, and whether higher is better.
-TASK_METRICS: dict[str, tuple[str, bool]] = {
-    "translation": ("bleu", True),
-    "summarization": ("rouge2", True),
-    "lm": ("loss", False),
-    "classification": ("accuracy", True),
-}
-
 
 class Recipe(BaseModel):
     """A whole run: task, data, tokenizer, model, training and search settings."""
 
     model_config = ConfigDict(extra="forbid")
 
-    task: Task
+    task: str  # a name in seqkit.tasks.TASKS
     description: str = ""
     # Where the run writes; relative paths resolve against the current directory.
     run_dir: str
@@ -58,6 +48,11 @@ class Recipe(BaseModel):
 
     # Set by load_recipe: the directory relative data paths resolve against.
     base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task(cls, value: Any) -> str:
+        return check_task_name(value)
 
     def resolved(self) -> dict[str, Any]:
         """The recipe with every default filled in, as plain data (what recipe.yaml stores)."""
@@ -168,7 +163,7 @@ def validate_recipe(tree: dict[str, Any], *, source: str, base_dir: Path) -> Rec
         recipe = Recipe.model_validate({**tree, "base_dir": base_dir})
     except ValidationError as exc:
         raise RecipeError(_prefixed(source, format_validation_error(exc, "", Recipe))) from None
-    if recipe.task != "lm" and recipe.data.valid is None:  # train refuses it; so does `recipe check`
+    if entry(recipe.task).needs_valid and recipe.data.valid is None:  # train refuses it; so does `recipe check`
         raise RecipeError(_prefixed(source, f"data.valid: a validation split is required for {recipe.task} recipes"))
     try:
         _validate_plugins(recipe)
@@ -178,13 +173,14 @@ def validate_recipe(tree: dict[str, Any], *, source: str, base_dir: Path) -> Rec
 
 
 def _validate_plugins(recipe: Recipe) -> None:
-    from seqkit.models import validate_model_config
+    # The torch boundary: plugins are torch modules; the recipe's sections are read without torch.
+    from seqkit.tasks.common import check_model
 
     tok = recipe.tokenizer
     validate_spec("tokenizer", tok.source, "tokenizer.source")
     if not tok.shared and tok.target is not None:
         validate_spec("tokenizer", tok.target, "tokenizer.target")
-    validate_model_config(recipe.model, recipe.task)
+    check_model(recipe.model, entry(recipe.task).model)
     if recipe.model.decoder.get("copy_source") is True and not tok.shared:
         # Copying adds attention mass to the target id of each source token: the ids must agree.
         raise PluginError("model.decoder.copy_source: copying source tokens needs one vocabulary for source "

@@ -37,8 +37,9 @@ from typing import IO, Any, overload
 import numpy as np
 
 from seqkit.batching import bucket_batches
-from seqkit.data import SECTION, Corpus, DataConfig, _read_failure, _resolve, jsonl_field, parse_jsonl_line
+from seqkit.data import SECTION, Corpus, DataConfig, _read_failure, _resolve, jsonl_field, load_split, parse_jsonl_line
 from seqkit.errors import DataError, SeqkitError
+from seqkit.inference import encode_source
 
 log = logging.getLogger("seqkit")
 
@@ -184,8 +185,6 @@ def _tokenize(cfg: DataConfig, base_dir: Path, src_tok: Any, tgt_tok: Any, path:
     """Write the encoded training pairs to ``path``; the same drops as the in-memory path."""
     from datasets.arrow_writer import ArrowWriter
 
-    from seqkit.inference import encode_source
-
     TOKENIZE_PASSES[0] += 1
     start, read, dropped, kept = time.perf_counter(), 0, 0, 0
     columns: dict[str, list[Any]] = {"src": [], "tgt": [], "src_len": [], "tgt_len": []}
@@ -324,53 +323,30 @@ class ArrowStream:
         return rows.column("src").to_pylist(), rows.column("tgt").to_pylist()
 
 
-# -- the task ------------------------------------------------------------------------------------
-def _seq2seq_task_cls() -> type:
-    from seqkit.tasks import Seq2SeqTask
+# -- the data source ----------------------------------------------------------------------------
+class StreamingData:
+    """``data.streaming``: the training split stays on disk (a tokenized Arrow cache); the
+    validation split is read into memory now. A task that streams trains from :meth:`stream`."""
 
-    class StreamingSeq2SeqTask(Seq2SeqTask):
-        """:class:`seqkit.tasks.Seq2SeqTask` whose training pairs stay in the Arrow file."""
+    streaming = True
+    train = None  # never in memory
 
-        def __init__(self, recipe: Any, model: Any, src_tok: Any, tgt_tok: Any, stream: ArrowStream,
-                     valid: Corpus, device: Any):
-            self.recipe, self.model, self.device = recipe, model, device
-            self.src_tok, self.tgt_tok, self.valid = src_tok, tgt_tok, valid
-            self.train_cfg = recipe.train
-            self.stream = stream
-            self._epoch_batches: tuple[int, StreamBatches] | None = None
+    def __init__(self, recipe: Any, run_dir: Path):
+        cfg = recipe.data
+        if cfg.valid is None:
+            raise SeqkitError(f"{SECTION}.valid: a validation split is required for translation/summarization recipes")
+        self.recipe, self.run_dir = recipe, run_dir
+        self.valid = load_split(cfg, "valid", recipe.base_dir, cache_dir=run_dir / "cache")
 
-        def batches(self, epoch: int, seed: int) -> StreamBatches:  # type: ignore[override]
-            if self._epoch_batches is None or self._epoch_batches[0] != epoch:
-                self._epoch_batches = (epoch, StreamBatches(self.stream, epoch, seed))
-            return self._epoch_batches[1]
+    def tokenizer_corpus(self) -> Corpus:
+        """What the tokenizers learn from: the first ``data.tokenizer_sample`` pairs."""
+        return sample_split(self.recipe.data, self.recipe.base_dir)
 
-        def loss(self, index: np.ndarray) -> Any:
-            src, tgt = self.stream.rows(index)
-            return self._loss_on(self._tensors(src, tgt), self.train_cfg.label_smoothing)
-
-    return StreamingSeq2SeqTask
-
-
-def build_streaming_task(recipe: Any, run_dir: Path, resume: bool, device: Any) -> Any:
-    """``runs.build_task`` for ``data.streaming: true`` (translation and summarization)."""
-    from seqkit.data import load_split
-    from seqkit.models import build_model
-    from seqkit.runs import prepare_tokenizers
-
-    if recipe.task not in ("translation", "summarization"):
-        raise SeqkitError(f"{SECTION}.streaming: implemented for translation and summarization, not task '{recipe.task}'")
-    cfg = recipe.data
-    if cfg.valid is None:
-        raise SeqkitError(f"{SECTION}.valid: a validation split is required for translation/summarization recipes")
-    valid = load_split(cfg, "valid", recipe.base_dir, cache_dir=run_dir / "cache")
-    have_tokenizer = resume or (run_dir / "tokenizer" / "tgt" / "tokenizer.json").exists()
-    sample = None if have_tokenizer else sample_split(cfg, recipe.base_dir)
-    src_tok, tgt_tok = prepare_tokenizers(recipe, run_dir, sample, resume)
-    del sample
-    cache = prepare_cache(cfg, recipe.base_dir, run_dir, src_tok, tgt_tok)
-    stream = ArrowStream(cache, cfg.shuffle_buffer, recipe.train.batch_tokens)
-    log.info("streaming: %d training examples in %d buffers of up to %d", stream.size, len(stream.counts),
-             cfg.shuffle_buffer)
-    model = build_model(recipe.model, recipe.task, src_tok.vocab_size, tgt_tok.vocab_size, tgt_tok.pad_id).to(device)
-    log.info("model: %s, %.2fM parameters", type(model).__name__, sum(p.numel() for p in model.parameters()) / 1e6)
-    return _seq2seq_task_cls()(recipe, model, src_tok, tgt_tok, stream, valid, device)
+    def stream(self, src_tok: Any, tgt_tok: Any) -> ArrowStream:
+        """The training pairs tokenized into the Arrow cache (on a cache miss), memory-mapped."""
+        recipe, cfg = self.recipe, self.recipe.data
+        cache = prepare_cache(cfg, recipe.base_dir, self.run_dir, src_tok, tgt_tok)
+        stream = ArrowStream(cache, cfg.shuffle_buffer, recipe.train.batch_tokens)
+        log.info("streaming: %d training examples in %d buffers of up to %d", stream.size, len(stream.counts),
+                 cfg.shuffle_buffer)
+        return stream

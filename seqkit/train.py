@@ -54,7 +54,8 @@ def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
 
 
 class Trainer:
-    """Runs ``task`` (a :class:`seqkit.tasks.Task`) for ``cfg`` and writes into ``run_dir``."""
+    """Runs ``task`` (a task's adapter, :meth:`seqkit.tasks.Task.trainable`) for ``cfg`` and
+    writes into ``run_dir``."""
 
     def __init__(self, task: Any, cfg: TrainConfig, run_dir: Path, *, seed: int, metric: tuple[str, bool],
                  dist: distributed.DistContext | None = None):

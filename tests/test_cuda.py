@@ -25,7 +25,8 @@ from seqkit.evaluate import evaluate_run
 from seqkit.models import build_model
 from seqkit.recipe import load_recipe
 from seqkit.runs import build_task, load_run, seed_everything, train_run
-from seqkit.tasks import to_device
+from seqkit.tasks import entry
+from seqkit.tasks.common import to_device
 from seqkit.train import Trainer, pick_device
 from test_devices import on_device  # tests/ is on sys.path (no __init__.py)
 
@@ -82,7 +83,7 @@ def lstm_model(tiny_recipe, input_feeding: bool = False):
                                        "model.encoder.num_layers=2", "model.decoder.num_layers=2",
                                        f"model.decoder.input_feeding={str(input_feeding).lower()}"])
     torch.manual_seed(0)
-    return build_model(recipe.model, recipe.task, 14, 14, 0).eval()
+    return build_model(recipe.model, entry(recipe.task).model, 14, 14, 0).eval()
 
 
 def batch(device: torch.device):

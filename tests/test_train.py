@@ -96,7 +96,7 @@ def test_unwritable_run_dir_fails_before_training(tiny_recipe, tmp_path):
 
 
 def test_non_finite_loss_is_skipped_then_aborts(tiny_recipe, monkeypatch):
-    from seqkit import tasks
+    from seqkit.tasks import seq2seq as tasks
 
     real = tasks.smoothed_loss
     monkeypatch.setattr(tasks, "smoothed_loss", lambda *a: tuple(x * float("nan") for x in real(*a)))
@@ -216,7 +216,7 @@ def test_bf16_training_on_cpu_learns(tiny_recipe):
 
 
 def test_to_device_on_cpu_shares_the_array_and_accepts_strided_input():
-    from seqkit.tasks import to_device
+    from seqkit.tasks.common import to_device
 
     batch = np.arange(12, dtype=np.int64).reshape(3, 4)
     tensor = to_device(batch, torch.device("cpu"))

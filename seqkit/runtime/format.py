@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from seqkit.errors import ModelError
 from seqkit.safepath import inside, regular_file
+from seqkit.tasks import check_task_name
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -100,7 +101,7 @@ class ExportConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     format_version: int = FORMAT_VERSION
-    task: Literal["translation", "summarization", "lm", "classification"]
+    task: str  # a name in seqkit.tasks.TASKS
     model_kind: Literal["seq2seq", "lm", "classifier"]
     special_ids: SpecialIds  # of the target tokenizer (what search uses); classifier: the source one
     src_pad_id: int | None  # padding of the source batch; None for a language model
@@ -118,6 +119,11 @@ class ExportConfig(BaseModel):
     step_top_k: bool = False
     # Classifier only: label strings in class-id order (index = column of ``probs``).
     labels: list[str] | None = None
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _known_task(cls, value: Any) -> str:
+        return check_task_name(value)
 
     @field_validator("format_version")
     @classmethod
