@@ -143,9 +143,11 @@ class ClassifyTask:
     def end_epoch(self) -> None:
         self._epoch_batches = None
 
-    def loss(self, index: np.ndarray) -> tuple[torch.Tensor, int, torch.Tensor]:
+    def loss(self, index: np.ndarray, model: torch.nn.Module | None = None) -> tuple[torch.Tensor, int, torch.Tensor]:
+        """(summed smoothed loss, examples, summed NLL); the forward runs through ``model`` (the
+        Trainer's: this model, or its DDP wrapper)."""
         src, lengths = _tensors([self.src_ids[i] for i in index], self.tokenizer.pad_id, self.device)
-        logits = self.model(src, lengths)  # (B, C)
+        logits = (self.model if model is None else model)(src, lengths)  # (B, C)
         target = to_device(self.y[index], self.device)
         # pad_id -1: no class id is ever masked out.
         loss, nll = smoothed_loss(logits, target, -1, self.train_cfg.label_smoothing)

@@ -120,14 +120,15 @@ class LMTask:
     def end_epoch(self) -> None:
         self._epoch, self._streams, self._state, self._next_chunk = None, None, None, -1
 
-    def loss(self, chunk: int) -> tuple[torch.Tensor, int, torch.Tensor]:
-        """Summed NLL over chunk ``chunk`` (B, <=bptt) of the streams; carries the state on."""
+    def loss(self, chunk: int, model: torch.nn.Module | None = None) -> tuple[torch.Tensor, int, torch.Tensor]:
+        """Summed NLL over chunk ``chunk`` (B, <=bptt) of the streams; carries the state on. The
+        forward runs through ``model`` (the Trainer's: this model, or its DDP wrapper)."""
         bptt = self.train_cfg.bptt
         inputs, targets = (s[:, chunk * bptt : (chunk + 1) * bptt] for s in self._streams)  # (B, T)
         state = self._state if chunk == self._next_chunk else None
         if state is None and chunk > 0:
             log.debug("lm: chunk %d starts from a zero state (resumed mid-epoch)", chunk)
-        logits, state = self.model(inputs, state)  # (B, T, V)
+        logits, state = (self.model if model is None else model)(inputs, state)  # (B, T, V)
         self._state, self._next_chunk = detach_state(state), chunk + 1
         loss, nll = smoothed_loss(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), self.tok.pad_id, 0.0)
         return loss, int(targets.numel()), nll

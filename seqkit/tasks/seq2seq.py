@@ -84,15 +84,18 @@ class Seq2SeqTask:
             "ntokens": int(batch.ntokens),
         }
 
-    def _loss_on(self, t: dict[str, torch.Tensor], smoothing: float) -> tuple[torch.Tensor, int, torch.Tensor]:
-        logits = self.model(t["src"], t["src_lengths"], t["tgt_in"])  # (B, T, V)
+    def _loss_on(self, t: dict[str, torch.Tensor], smoothing: float,
+                 model: torch.nn.Module | None = None) -> tuple[torch.Tensor, int, torch.Tensor]:
+        logits = (self.model if model is None else model)(t["src"], t["src_lengths"], t["tgt_in"])  # (B, T, V)
         loss, nll = smoothed_loss(logits.reshape(-1, logits.size(-1)), t["tgt_out"].reshape(-1),
                                   self.tgt_tok.pad_id, smoothing)
         return loss, t["ntokens"], nll
 
-    def loss(self, index: np.ndarray) -> tuple[torch.Tensor, int, torch.Tensor]:
+    def loss(self, index: np.ndarray, model: torch.nn.Module | None = None) -> tuple[torch.Tensor, int, torch.Tensor]:
+        """(summed smoothed loss, target tokens, summed NLL) of batch ``index``; the forward runs
+        through ``model`` (the Trainer's: this model, or its DDP wrapper)."""
         t = self._tensors([self.src_ids[i] for i in index], [self.tgt_ids[i] for i in index])
-        return self._loss_on(t, self.train_cfg.label_smoothing)
+        return self._loss_on(t, self.train_cfg.label_smoothing, model)
 
     @torch.inference_mode()
     def validate(self, cfg: Any) -> dict[str, Any]:
@@ -151,9 +154,9 @@ class StreamingSeq2SeqTask(Seq2SeqTask):
             self._epoch_batches = (epoch, StreamBatches(self.stream, epoch, seed))
         return self._epoch_batches[1]
 
-    def loss(self, index: np.ndarray) -> Any:
+    def loss(self, index: np.ndarray, model: Any = None) -> Any:
         src, tgt = self.stream.rows(index)
-        return self._loss_on(self._tensors(src, tgt), self.train_cfg.label_smoothing)
+        return self._loss_on(self._tensors(src, tgt), self.train_cfg.label_smoothing, model)
 
 
 def lead_words(references: list[str]) -> int:
