@@ -21,10 +21,11 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
-from seqkit.checkpoint import atomic_write_bytes, load_model_tensors, model_tensors
+from seqkit.checkpoint import load_model_tensors, model_tensors
 from seqkit.errors import PluginError, SeqkitError
 from seqkit.model_config import HeadConfig, ModelConfig
 from seqkit.registry import build_plugin, validate_spec
+from seqkit.rundir import atomic_write_bytes
 from seqkit.search import TopK
 
 State = tuple[Tensor, ...]

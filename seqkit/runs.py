@@ -25,6 +25,16 @@ from seqkit.devices import torch_device
 from seqkit.errors import CheckpointError, SeqkitError
 from seqkit.models import TorchStepper
 from seqkit.recipe import Recipe, dump_recipe, load_recipe
+from seqkit.rundir import (
+    CACHE_DIR,
+    METRICS_FILE,
+    MODEL_FILE,
+    RECIPE_FILE,
+    TRAIN_LOG,
+    atomic_write_text,
+    is_run_dir,
+    sha256_file,
+)
 from seqkit.runlock import lock_run_dir
 from seqkit.streaming import StreamingData
 from seqkit.tasks import TASKS, entry, load_task
@@ -33,18 +43,12 @@ from seqkit.train import Trainer, check_run_dir_writable, pick_device
 
 log = logging.getLogger("seqkit")
 
-RECIPE_FILE = "recipe.yaml"
-METRICS_FILE = "metrics.jsonl"
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def is_run_dir(path: Path) -> bool:
-    return (path / RECIPE_FILE).is_file()
 
 
 def open_recipe_for_training(path: Path, overrides: list[str], resume: bool) -> Recipe:
@@ -72,7 +76,7 @@ def _reopen(run_dir: Path, overrides: list[str]) -> Recipe:
 
 
 def write_recipe(recipe: Recipe, run_dir: Path) -> None:
-    ckpt.atomic_write_text(run_dir / RECIPE_FILE, dump_recipe(recipe))
+    atomic_write_text(run_dir / RECIPE_FILE, dump_recipe(recipe))
 
 
 class InMemoryData:
@@ -82,7 +86,7 @@ class InMemoryData:
     streaming = False
 
     def __init__(self, recipe: Recipe, run_dir: Path):
-        cache = run_dir / "cache"
+        cache = run_dir / CACHE_DIR
         self.train = load_split(recipe.data, "train", recipe.base_dir, cache_dir=cache)
         has_valid = recipe.data.valid is not None or not entry(recipe.task).needs_valid
         self.valid = load_split(recipe.data, "valid", recipe.base_dir, cache_dir=cache) if has_valid else None
@@ -186,12 +190,12 @@ def trim_metrics(run_dir: Path, step: int) -> None:
             continue
         if isinstance(event, dict) and isinstance(event.get("step"), int) and event["step"] <= step:
             kept.append(line + "\n")
-    ckpt.atomic_write_text(path, "".join(kept))
+    atomic_write_text(path, "".join(kept))
 
 
 def _log_environment(recipe: Recipe, run_dir: Path, device: torch.device) -> None:
     """What train.log needs to reproduce the run: versions, device, threads, the recipe's hash."""
-    digest = ckpt.sha256_file(run_dir / RECIPE_FILE)
+    digest = sha256_file(run_dir / RECIPE_FILE)
     log.info("seqkit %s, torch %s, python %s, %s; device %s, %d torch threads", __version__, torch.__version__,
              platform.python_version(), platform.platform(terse=True), device, torch.get_num_threads())
     log.info("recipe %s (sha256 %s)%s", run_dir / RECIPE_FILE, digest[:16],
@@ -199,7 +203,7 @@ def _log_environment(recipe: Recipe, run_dir: Path, device: torch.device) -> Non
 
 
 def _attach_log_file(run_dir: Path) -> None:
-    handler = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
+    handler = logging.FileHandler(run_dir / TRAIN_LOG, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logging.getLogger("seqkit").addHandler(handler)
 
@@ -232,6 +236,6 @@ def load_run(run_dir: Path, which: str = "best", device: str = "cpu") -> LoadedR
     path = ckpt.resolve_checkpoint(run_dir, which)
     ckpt.verify_checkpoint(path)  # the sha256 of the tensor files
     model = new_model(recipe.model, entry(recipe.task).model, vocab.sizes, "cpu")
-    ckpt.load_model_tensors(model, path / "model.safetensors")
+    ckpt.load_model_tensors(model, path / MODEL_FILE)
     model.to(dev).eval()
     return LoadedRun(run_dir, recipe, vocab.src_tok, vocab.tgt_tok, model, dev, path, vocab.labels)

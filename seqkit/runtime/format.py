@@ -25,7 +25,6 @@ int64 and ``eos_id`` () int64 and returns ``top_log_probs`` (B, k) float32 and `
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -33,6 +32,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from seqkit.errors import ModelError
+from seqkit.rundir import sha256_file
 from seqkit.safepath import inside, regular_file
 from seqkit.tasks import check_task_name
 
@@ -234,15 +234,6 @@ def model_files(model_dir: Path) -> list[str]:
             if rel != MANIFEST_FILE:
                 found.append(rel)
     return sorted(found)
-
-
-def sha256_file(path: Path) -> str:
-    """Same digest as seqkit.checkpoint.sha256_file, without importing torch."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def hash_files(model_dir: Path) -> dict[str, str]:

@@ -29,18 +29,17 @@ import torch
 
 from seqkit import metrics as M
 from seqkit.batching import bucket_batches
-from seqkit.checkpoint import atomic_write_text
 from seqkit.errors import CheckpointError, DataError
 from seqkit.export_classifier import export_classifier, torch_probs_fn
 from seqkit.inference import TextClassifier, encode_source, pad_batch
 from seqkit.loss import smoothed_loss
 from seqkit.registry import validate_spec
+from seqkit.rundir import LABELS_FILE, TOKENIZER_DIR, atomic_write_text, read_json
 from seqkit.tasks.common import ModelSizes, Vocab, to_device
 from seqkit.tokenizers import load_tokenizer
 
 log = logging.getLogger("seqkit")
 
-LABELS_FILE = "labels.json"
 _INTEGER = re.compile(r"^-?\d+$")
 
 
@@ -73,7 +72,7 @@ def load_labels(run_dir: Path) -> list[str]:
     if not path.is_file():
         raise CheckpointError(f"{path}: missing (a classification run writes it when training starts)")
     try:
-        labels = json.loads(path.read_text(encoding="utf-8"))
+        labels = read_json(path)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path}: not valid JSON: {exc}") from None
     if not (isinstance(labels, list) and len(labels) >= 2 and all(isinstance(x, str) for x in labels)):
@@ -84,7 +83,7 @@ def load_labels(run_dir: Path) -> list[str]:
 # -- building the task ----------------------------------------------------------------------------
 def prepare_text_tokenizer(recipe: Any, run_dir: Path, texts: Sequence[str], resume: bool) -> Any:
     """The text tokenizer in ``run_dir/tokenizer/src`` (trained on ``texts`` unless it exists)."""
-    tok_dir = Path(run_dir) / "tokenizer" / "src"
+    tok_dir = Path(run_dir) / TOKENIZER_DIR / "src"
     if resume or (tok_dir / "tokenizer.json").exists():
         return load_tokenizer(tok_dir)
     cls, config = validate_spec("tokenizer", recipe.tokenizer.source, "tokenizer.source")
@@ -213,7 +212,7 @@ class _Classification:
         return _vocab(prepare_text_tokenizer(recipe, run_dir, data.train.src, resume), labels)
 
     def open_vocab(self, run_dir: Path) -> Vocab:
-        tokenizer = load_tokenizer(Path(run_dir) / "tokenizer" / "src")
+        tokenizer = load_tokenizer(Path(run_dir) / TOKENIZER_DIR / "src")
         return _vocab(tokenizer, load_labels(run_dir))
 
     def trainable(self, recipe: Any, model: Any, vocab: Vocab, data: Any, device: Any) -> ClassifyTask:

@@ -16,6 +16,7 @@ from seqkit.contracts import MAX_PARAMETERS
 from seqkit.errors import PluginError, SeqkitError
 from seqkit.model_config import ModelConfig
 from seqkit.models import build_model, validate_model_specs
+from seqkit.rundir import TOKENIZER_DIR
 from seqkit.tokenizers import build_tokenizers, load_tokenizers, save_tokenizers
 
 log = logging.getLogger("seqkit")
@@ -91,7 +92,7 @@ def pair_tokenizers(recipe: Any, run_dir: Path, texts: Callable[[], tuple[list[s
     """(source, target) tokenizers in ``run_dir/tokenizer``, unless the run already has them
     trained on ``texts()``: (source texts, target texts); source None: a language model's
     target tokenizer only."""
-    tok_dir = run_dir / "tokenizer"
+    tok_dir = run_dir / TOKENIZER_DIR
     if resume or (tok_dir / "tgt" / "tokenizer.json").exists():
         return load_tokenizers(tok_dir)
     src_texts, tgt_texts = texts()

@@ -41,6 +41,7 @@ from seqkit.export_seq2seq import export_seq2seq
 from seqkit.inference import Generator
 from seqkit.loss import smoothed_loss
 from seqkit.models import TorchStepper
+from seqkit.rundir import TOKENIZER_DIR
 from seqkit.tasks.common import ModelSizes, Vocab, pair_tokenizers, to_device
 from seqkit.tokenizers import load_tokenizers
 
@@ -191,7 +192,7 @@ class _LanguageModelling:
         return _vocab(*pair_tokenizers(recipe, run_dir, lambda: (None, [data.tokenizer_corpus().text]), resume))
 
     def open_vocab(self, run_dir: Path) -> Vocab:
-        return _vocab(*load_tokenizers(run_dir / "tokenizer"))
+        return _vocab(*load_tokenizers(run_dir / TOKENIZER_DIR))
 
     def trainable(self, recipe: Any, model: Any, vocab: Vocab, data: Any, device: Any) -> LMTask:
         return LMTask(recipe, model, vocab.tgt_tok, data.train, data.valid, device)

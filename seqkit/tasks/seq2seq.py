@@ -27,6 +27,7 @@ from seqkit.export_seq2seq import export_seq2seq
 from seqkit.inference import Translator, encode_source
 from seqkit.loss import smoothed_loss
 from seqkit.models import TorchStepper
+from seqkit.rundir import TOKENIZER_DIR
 from seqkit.streaming import StreamBatches
 from seqkit.tasks.common import ModelSizes, Vocab, pair_tokenizers, to_device
 from seqkit.tokenizers import load_tokenizers
@@ -185,7 +186,7 @@ class _Seq2Seq:
         return Vocab(src_tok, tgt_tok, None, seq2seq_sizes(src_tok, tgt_tok))
 
     def open_vocab(self, run_dir: Path) -> Vocab:
-        src_tok, tgt_tok = load_tokenizers(run_dir / "tokenizer")
+        src_tok, tgt_tok = load_tokenizers(run_dir / TOKENIZER_DIR)
         return Vocab(src_tok, tgt_tok, None, seq2seq_sizes(src_tok, tgt_tok))
 
     def trainable(self, recipe: Any, model: Any, vocab: Vocab, data: Any, device: Any) -> Seq2SeqTask:
