@@ -85,7 +85,7 @@ def average_weights(checkpoints: list[Path]) -> dict[str, torch.Tensor]:
     total: dict[str, torch.Tensor] = {}
     first = checkpoints[0] / "model.safetensors"
     for path in checkpoints:
-        ckpt.load_checkpoint_state(path)
+        ckpt.verify_checkpoint(path)
         tensors = load_file(str(path / "model.safetensors"))
         if not total:
             total = {k: v.to(torch.float64) if v.is_floating_point() else v.clone() for k, v in tensors.items()}

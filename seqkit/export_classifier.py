@@ -29,11 +29,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from seqkit.batching import pad_batch
 from seqkit.errors import ModelError
 from seqkit.export_trace import probe_batch, trace_graph
 from seqkit.export_verify import Diffs, sample_inputs
 from seqkit.graph_edits import quantize_graphs
-from seqkit.inference import pad_batch
 from seqkit.models import Classifier
 from seqkit.runtime import OrtClassifier
 from seqkit.runtime import format as fmt

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from seqkit.batching import encode_source, pad_batch
 from seqkit.data import load_split
 from seqkit.errors import ModelError, SeqkitError
-from seqkit.inference import encode_source, pad_batch
 from seqkit.models import LanguageModel, Seq2Seq, TorchStepper
 from seqkit.runtime import format as fmt
 from seqkit.runtime.stepper import OrtStepper

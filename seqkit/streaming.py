@@ -34,11 +34,10 @@ from typing import IO, Any, overload
 
 import numpy as np
 
-from seqkit.batching import bucket_batches
+from seqkit.batching import bucket_batches, encode_source
 from seqkit.corpus import resolve
 from seqkit.data import SECTION, STREAMING_FORMATS, Corpus, DataConfig, load_split, local_pairs
 from seqkit.errors import DataError, SeqkitError
-from seqkit.inference import encode_source
 
 log = logging.getLogger("seqkit")
 

@@ -161,7 +161,7 @@ def test_top_k_outputs_are_the_top_of_the_full_rows(exported):
     before step_top_k) loads as a plain OrtStepper and decodes the same."""
     from seqkit.beam import beam_search
     from seqkit.export_seq2seq import open_stepper, trace_graphs
-    from seqkit.inference import pad_batch
+    from seqkit.batching import pad_batch
     from seqkit.search import TopKStepFunction, greedy, top_k_rows
 
     _, run_dir, model_dir = exported

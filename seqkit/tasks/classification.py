@@ -28,10 +28,10 @@ import numpy as np
 import torch
 
 from seqkit import metrics as M
-from seqkit.batching import bucket_batches
+from seqkit.batching import bucket_batches, encode_source, pad_batch
 from seqkit.errors import CheckpointError, DataError
 from seqkit.export_classifier import export_classifier, torch_probs_fn
-from seqkit.inference import TextClassifier, encode_source, pad_batch
+from seqkit.inference import TextClassifier
 from seqkit.loss import smoothed_loss
 from seqkit.registry import validate_spec
 from seqkit.rundir import LABELS_FILE, TOKENIZER_DIR, atomic_write_text, read_json

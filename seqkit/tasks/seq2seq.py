@@ -20,11 +20,11 @@ import numpy as np
 import torch
 
 from seqkit import metrics as M
-from seqkit.batching import bucket_batches, collate
+from seqkit.batching import bucket_batches, collate, encode_source
 from seqkit.data import load_split
 from seqkit.errors import DataError, SeqkitError
 from seqkit.export_seq2seq import export_seq2seq
-from seqkit.inference import Translator, encode_source
+from seqkit.inference import Translator
 from seqkit.loss import smoothed_loss
 from seqkit.models import TorchStepper
 from seqkit.rundir import TOKENIZER_DIR
