@@ -249,24 +249,30 @@ def score(model_dir: Path, src: Path | None, tgt: Path, output: Path | None, fmt
 
 @cli.command("average")
 @click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--last", type=click.IntRange(min=2), default=None,
+@click.option("--last", type=click.IntRange(min=1), default=None,
               help="Average the last N saved checkpoints of each run directory given (default: all it kept).")
 @click.option("--steps", default=None, metavar="N,N,...",
               help="Average the checkpoints saved at these steps (one run directory).")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="The run directory to create for the averaged weights (must not exist or be empty).")
-def average(sources: tuple[Path, ...], last: int | None, steps: str | None, output: Path) -> None:
+@click.option("--ema", is_flag=True,
+              help="Use the checkpoints' moving averages (train.ema) instead of their raw weights; "
+                   "one checkpoint is enough (--last 1).")
+def average(sources: tuple[Path, ...], last: int | None, steps: str | None, output: Path, ema: bool) -> None:
     """Average the weights of checkpoints: SOURCES are run directories or their checkpoint
     directories (RUN/checkpoints/step-N). The result is a run directory that evaluate,
     translate and export open like any other."""
     from seqkit.average import average_run, expand_sources
+    from seqkit.ema import EMA_FILE
     from seqkit.errors import InputError
 
     try:
         chosen = [int(s) for s in steps.split(",")] if steps else None
     except ValueError:
         raise InputError(f"--steps: expected comma-separated step numbers, got {steps[:40]!r}") from None
-    out = average_run(expand_sources(list(sources), last=last, steps=chosen), output)
+    weights = EMA_FILE if ema else "model.safetensors"
+    out = average_run(expand_sources(list(sources), last=last, steps=chosen, at_least=1 if ema else 2),
+                      output, weights=weights)
     click.echo(json.dumps({"run_dir": str(output), "checkpoint": out.name,
                            "averaged": json.loads((out / "state.json").read_text())["averaged_from"]}, indent=1))
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from seqkit import checkpoint as ckpt
 from seqkit import distributed
 from seqkit.devices import DEVICE_HELP, DEVICE_PATTERN, torch_device
+from seqkit.ema import EMA_FILE, WeightEMA
 from seqkit.errors import CheckpointError, SeqkitError
 from seqkit.optim import LRSchedule, OptimizerConfig, ScheduleConfig, build_optimizer
 from seqkit.progress import Progress
@@ -59,11 +60,13 @@ class TrainConfig(BaseModel):
     max_epochs: int | None = Field(30, gt=0)
     max_time: float | None = Field(None, gt=0, allow_inf_nan=False)  # seconds; YAML accepts 90s / 15m / 2h
     valid_every: int = Field(1000, gt=0)  # optimizer steps between validations
+    save_every: int | None = Field(None, gt=0)  # steps between checkpoints besides validations (none: only those)
     valid_metric_max_sentences: int | None = Field(None, gt=0)  # decode only the first N for the metric
     valid_strategy: Literal["greedy", "beam"] = "greedy"  # decoding used for the validation metric
     early_stopping: int | None = Field(None, gt=0)  # validations without improvement before stopping
     # Most recent checkpoints kept besides best: enough for `seqkit average --last 5` (docs/cli.md).
     keep_checkpoints: int = Field(5, ge=1)
+    ema: float | None = Field(None, gt=0, lt=1)  # decay of a moving average of the weights, saved beside them
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: Literal["none", "bf16", "fp16"] = "none"  # autocast: bf16 on GPU or a CPU with native bf16; fp16 GPU only
     num_threads: int | None = Field(None, gt=0, le=1024)  # torch intra-op threads on CPU (10^6 segfaults torch)
@@ -135,6 +138,7 @@ class Trainer:
         self.dist = dist  # None: one process; else torchrun rank (see seqkit.distributed)
         self.is_main = dist is None or dist.is_main  # only rank 0 writes into run_dir
         self._ddp = distributed.DDPTraining(dist, self.model, task) if dist is not None else None
+        self._ema = WeightEMA(self.model, cfg.ema) if cfg.ema else None
 
     # -- resume ------------------------------------------------------------------------------
     def resume(self) -> None:
@@ -146,6 +150,8 @@ class Trainer:
         ckpt.check_resume_state(state, path)
         ckpt.load_model_tensors(self.model, path / "model.safetensors")
         ckpt.load_optimizer(self.optimizer, path, state["optimizer"])
+        if self._ema is not None:
+            self._ema.load(path)
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.elapsed, self.best, self.stale = state["elapsed"], state["best"], state["stale"]
         self.history_tokens = state.get("tokens", 0)
@@ -169,8 +175,9 @@ class Trainer:
         pointers = ("last", "best") if is_best else ("last",)
         state = self._state(metrics)
         if self.is_main:
+            extra = {EMA_FILE: self._ema.tensors(self.model)} if self._ema is not None else None
             ckpt.save_checkpoint(self.run_dir / "checkpoints", self.step, self.model, self.optimizer,
-                                 state, pointers=pointers, keep=self.cfg.keep_checkpoints)
+                                 state, pointers=pointers, keep=self.cfg.keep_checkpoints, extra=extra)
 
     # -- logging -------------------------------------------------------------------------------
     def _log_event(self, event: dict[str, Any]) -> None:
@@ -254,10 +261,14 @@ class Trainer:
                     snap = progress.snapshot()
                     progress.log_line(self, snap, len(batches))
                     self._log_event({"split": "train", **snap})
-                if self.step > before and self.step % self.cfg.valid_every == 0:
+                stepped = self.step > before
+                if stepped and self.step % self.cfg.valid_every == 0:
                     last_metrics = self.validate_and_save()  # shares the clock under DDP itself
-                elif self._ddp is not None:
-                    self._ddp.sync_stop(self)
+                else:
+                    if stepped and self.cfg.save_every and self.step % self.cfg.save_every == 0:
+                        self.save({"step": self.step})  # a checkpoint for averaging, no validation
+                    if self._ddp is not None:
+                        self._ddp.sync_stop(self)
                 reason = self._done()
             if self.batch_in_epoch >= len(batches):
                 self.epoch, self.batch_in_epoch = self.epoch + 1, 0
@@ -334,6 +345,8 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
+        if self._ema is not None:
+            self._ema.update(self.step)
         self._bad_in_a_row = 0
         self.history_tokens += total_tokens
         seconds = time.perf_counter() - start
