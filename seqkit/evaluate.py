@@ -21,9 +21,12 @@ def model_task(model_dir: Path) -> str | None:
     Reads one small file; opening the model still checks it (and its manifest) in full."""
     import yaml
 
-    from seqkit.runtime.format import CONFIG_FILE
+    from seqkit.runtime.format import CONFIG_FILE, ENSEMBLE_FILE, is_ensemble
 
-    path = model_dir / (CONFIG_FILE if is_exported(model_dir) else "recipe.yaml")
+    if is_exported(model_dir) and is_ensemble(model_dir):
+        path = model_dir / ENSEMBLE_FILE
+    else:
+        path = model_dir / (CONFIG_FILE if is_exported(model_dir) else "recipe.yaml")
     try:
         text = path.read_text(encoding="utf-8")
         tree = json.loads(text) if is_exported(model_dir) else yaml.safe_load(text)
@@ -247,30 +250,72 @@ def lead_baseline(sources: list[str], n_words: int) -> list[str]:
     return [" ".join(s.split()[:n_words]) for s in sources]
 
 
-def evaluate_files(model_dir: Path, src: Path, refs: list[Path], *, overrides: dict[str, Any], device: str,
-                   output: Path | None, which: str = "best") -> dict[str, Any]:
-    """Any model (a run directory, or an export in fp32 or int8) on any files: the task's
-    metrics with their signatures. Several ``refs`` give multi-reference BLEU/chrF."""
-    from seqkit import metrics as M
-    from seqkit.textio import open_output, read_aligned
+def evaluate_files(model_dir: Path | list[Path], src: Path, refs: list[Path], *, overrides: dict[str, Any],
+                   device: str, output: Path | None, which: str = "best") -> dict[str, Any]:
+    """Any model (a run directory, or an export in fp32 or int8; several: an ensemble) on any
+    files: the task's metrics with their signatures. Several ``refs`` give multi-reference BLEU/chrF."""
+    from seqkit.textio import read_aligned
 
-    task = model_task(model_dir) if model_dir.is_dir() else None
-    if task is None:
-        raise CheckpointError(f"{model_dir}: not a run directory or an exported model")
+    members = list(model_dir) if isinstance(model_dir, (list, tuple)) else [model_dir]
+    task = ensemble_task(members)
     if task == "lm":
-        raise InputError(f"{model_dir}: a language model is scored on text, not on --src/--ref pairs: "
+        raise InputError(f"{members[0]}: a language model is scored on text, not on --src/--ref pairs: "
                          "use `seqkit evaluate RUN_DIR --split test` (loss, bits per character)")
     if not refs:
         raise InputError("--src needs at least one --ref file: one reference line per source line")
     if len(refs) > 1 and task != "translation":
         raise InputError(f"--ref given {len(refs)} times: several references are for BLEU/chrF (translation) only")
     sources, references = read_aligned(src, refs, "a reference file holds one line per source line")
-    model = LineModel(model_dir, {**overrides, "n_best": 1} if task != "classification" else overrides,
+    head = {"model": str(members[0]) if len(members) == 1 else [str(m) for m in members], "src": str(src),
+            "refs": [str(r) for r in refs]}
+    return _decode_and_score(members, task, sources, references, head, overrides=overrides, device=device,
+                             output=output, which=which)
+
+
+def ensemble_task(members: list[Path]) -> str:
+    """The task every model of ``members`` shares (one model: its task)."""
+    tasks = []
+    for member in members:
+        task = model_task(member) if member.is_dir() else None
+        if task is None:
+            raise CheckpointError(f"{member}: not a run directory or an exported model")
+        tasks.append(task)
+    odd = next((i for i, task in enumerate(tasks) if task != tasks[0]), None)
+    if odd is not None:
+        raise InputError(f"{members[odd]}: a {tasks[odd]} model cannot join an ensemble of {tasks[0]} models")
+    return tasks[0]
+
+
+def evaluate_ensemble_split(members: list[Path], *, split: str, which: str, overrides: dict[str, Any],
+                            output: Path | None, device: str) -> dict[str, Any]:
+    """Several models as an ensemble on the first one's (a run directory's) recipe split."""
+    from seqkit.data import load_split
+    from seqkit.recipe import load_recipe
+
+    task = ensemble_task(members)
+    if task not in ("translation", "summarization"):
+        raise InputError(f"an ensemble decodes translation and summarization models, not {task}")
+    run = members[0]
+    recipe = load_recipe(run / "recipe.yaml", [f"run_dir={run}"])
+    if getattr(recipe.data, split) is None:
+        raise CheckpointError(f"{run}: the recipe has no data.{split} split")
+    corpus = load_split(recipe.data, split, recipe.base_dir, cache_dir=run / "cache")
+    head = {"model": [str(m) for m in members], "split": split}
+    return _decode_and_score(members, task, corpus.src, [corpus.tgt], head, overrides=overrides, device=device,
+                             output=output, which=which)
+
+
+def _decode_and_score(members: list[Path], task: str, sources: list[str], references: list[list[str]],
+                      head: dict[str, Any], *, overrides: dict[str, Any], device: str, output: Path | None,
+                      which: str) -> dict[str, Any]:
+    from seqkit import metrics as M
+    from seqkit.textio import open_output
+
+    model = LineModel(members, {**overrides, "n_best": 1} if task != "classification" else overrides,
                       batch_size=None, device=device, which=which)
     start = time.perf_counter()
     hyps = model.texts(sources)
-    result: dict[str, Any] = {"model": str(model_dir), "src": str(src), "refs": [str(r) for r in refs],
-                              "sentences": len(hyps), "decode_seconds": round(time.perf_counter() - start, 2)}
+    result: dict[str, Any] = {**head, "sentences": len(hyps), "decode_seconds": round(time.perf_counter() - start, 2)}
     if model.translator is not None:
         cfg = model.translator.config
         result.update(strategy=cfg.strategy, beam_size=cfg.beam_size)
