@@ -115,3 +115,21 @@ def test_evaluate_an_ensemble_on_the_recipe_split(members):
     both = json.loads(seqkit("evaluate", str(run_a), str(run_b), "--split", "valid", "--beam-size", "2").stdout)
     assert both["model"] == [str(run_a), str(run_b)] and both["split"] == "valid" and 0 <= both["bleu"] <= 100
     assert both["sentences"] > 0 and "bleu_signature" in both
+
+
+def test_serve_opens_an_exported_ensemble(members, tmp_path):
+    pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install -e '.[serve]'")
+    pytest.importorskip("httpx", reason="starlette's TestClient needs httpx: pip install -e '.[test]'")
+    from fastapi.testclient import TestClient
+
+    from seqkit.export_ensemble import export_ensemble
+    from seqkit.serve.app import create_app
+    from seqkit.serve.schemas import ServeLimits
+
+    (_, model_a), (_, model_b), _ = members
+    out = export_ensemble([model_a, model_b], tmp_path / "ens")
+    with TestClient(create_app(load_model(out, threads=1), ServeLimits())) as client:
+        reply = client.post("/v1/translate", json={"texts": SRC_LINES[:3], "beam_size": 2})
+        assert reply.status_code == 200, reply.text
+        served = [t["text"] for t in reply.json()["translations"]]
+    assert served == translate(model_a, model_b, args=["--beam-size", "2"])[:3]
