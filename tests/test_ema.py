@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -99,3 +100,31 @@ def test_ema_file_of_another_shape_is_refused(tmp_path):
     save_file({"weight": torch.zeros(2, 4), "bias": torch.zeros(2)}, str(tmp_path / EMA_FILE))
     with pytest.raises(CheckpointError, match="tensor 'weight' is missing or shaped differently"):
         WeightEMA(model, 0.9).load(tmp_path)
+
+
+@pytest.mark.slow
+def test_bench_combine_scores_every_row(tmp_path):
+    """tools/bench_combine.py end to end on two tiny runs: every row decoded and scored."""
+    import yaml
+    from conftest import tiny_recipe_tree
+
+    runs = []
+    for seed in (1, 2):
+        tree = tiny_recipe_tree(tmp_path / "data", tmp_path / f"run{seed}")
+        tree["seed"] = seed
+        tree["train"].update(max_steps=25, valid_every=10, save_every=5, ema=0.99, keep_checkpoints=6)
+        (tmp_path / f"r{seed}.yaml").write_text(yaml.safe_dump(tree))
+        train_run(tmp_path / f"r{seed}.yaml", [], resume=False)
+        runs.append(str(tmp_path / f"run{seed}"))
+    out = tmp_path / "out.json"
+    done = subprocess.run([sys.executable, "tools/bench_combine.py", *runs, "--work", str(tmp_path / "work"),
+                           "--json", str(out), "--threads", "1"], capture_output=True, text=True, timeout=600,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 8 and all(r["sentences"] == 40 and 0 <= r["bleu"] <= 100 for r in rows)
+    by = {r["row"]: r for r in rows}
+    # A model and its fp32 export decode the same text: the same BLEU.
+    assert by["best checkpoint (A)"]["bleu"] == by["A exported (fp32, onnxruntime)"]["bleu"]
+    assert by["ensemble of A and B (best checkpoints, torch)"]["bleu"] == \
+        by["ensemble of A and B exported (fp32, onnxruntime)"]["bleu"]
