@@ -59,7 +59,7 @@ def select_checkpoints(run_dir: Path, *, last: int | None = None, steps: list[in
     return available[-count:]
 
 
-def expand_sources(paths: list[Path], *, last: int | None, steps: list[int] | None) -> list[Path]:
+def expand_sources(paths: list[Path], *, last: int | None, steps: list[int] | None, at_least: int = 2) -> list[Path]:
     """Checkpoint directories from ``paths``: a run directory gives its ``--last N`` (or
     ``--steps``) checkpoints, a checkpoint directory (``RUN/checkpoints/step-N``) itself."""
     out: list[Path] = []
@@ -72,31 +72,34 @@ def expand_sources(paths: list[Path], *, last: int | None, steps: list[int] | No
             out += select_checkpoints(path, last=last, steps=steps)
         else:
             raise CheckpointError(f"{path}: no such run or checkpoint directory")
-    if len(out) < 2:
-        raise CheckpointError(f"average: {len(out)} checkpoint(s) found; averaging needs at least 2")
+    if len(out) < at_least:
+        raise CheckpointError(f"average: {len(out)} checkpoint(s) found; averaging needs at least {at_least}")
     return out
 
 
-def average_weights(checkpoints: list[Path]) -> dict[str, torch.Tensor]:
-    """Mean of the checkpoints' model tensors (float tensors averaged in float64; integer
-    tensors must be equal). Every file's sha256 is verified first."""
+def average_weights(checkpoints: list[Path], weights: str = "model.safetensors") -> dict[str, torch.Tensor]:
+    """Mean of the checkpoints' ``weights`` tensors (``model.safetensors``, or ``ema.safetensors``
+    for the moving averages; float tensors averaged in float64, integer tensors must be equal).
+    Every file's sha256 is verified first."""
     if not checkpoints:
         raise CheckpointError("average: no checkpoints to average")
     total: dict[str, torch.Tensor] = {}
-    first = checkpoints[0] / "model.safetensors"
+    first = checkpoints[0] / weights
     for path in checkpoints:
-        ckpt.verify_checkpoint(path)
-        tensors = load_file(str(path / "model.safetensors"))
+        state = ckpt.load_checkpoint_state(path)
+        if weights not in state["sha256"]:
+            raise CheckpointError(f"{path}: holds no {weights} (was it trained with train.ema?)")
+        tensors = load_file(str(path / weights))
         if not total:
             total = {k: v.to(torch.float64) if v.is_floating_point() else v.clone() for k, v in tensors.items()}
             dtypes = {k: v.dtype for k, v in tensors.items()}
             continue
-        _check_same_architecture(first, total, path / "model.safetensors", tensors)
+        _check_same_architecture(first, total, path / weights, tensors)
         for name, value in tensors.items():
             if value.is_floating_point():
                 total[name] += value.to(torch.float64)
             elif not torch.equal(total[name], value):
-                raise CheckpointError(f"{path / 'model.safetensors'}: integer tensor '{name}' differs from {first}")
+                raise CheckpointError(f"{path / weights}: integer tensor '{name}' differs from {first}")
     n = len(checkpoints)
     return {k: (v / n).to(dtypes[k]) if v.is_floating_point() else v for k, v in total.items()}
 
@@ -113,18 +116,18 @@ def _check_same_architecture(first: Path, ref: dict[str, torch.Tensor], other: P
                                   f"is {tuple(ref[name].shape)} in one, {tuple(value.shape)} in the other)")
 
 
-def average_run(sources: list[Path], out_dir: Path) -> Path:
-    """Write the average of ``sources`` (checkpoint directories; the first one's run supplies
-    recipe and tokenizer) as the run directory ``out_dir``; returns its checkpoint."""
+def average_run(sources: list[Path], out_dir: Path, *, weights: str = "model.safetensors") -> Path:
+    """Write the average of ``sources``' ``weights`` (checkpoint directories; the first one's run
+    supplies recipe and tokenizer) as the run directory ``out_dir``; returns its checkpoint."""
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise CheckpointError(f"{out_dir}: already exists; average into a new directory")
-    weights = average_weights(sources)
+    tensors = average_weights(sources, weights)
     source_run = sources[0].parent.parent
     step = max(int(d.name.split("-", 1)[1]) for d in sources)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        _write_run(tmp, out_dir, source_run, sources, weights, step)
+        _write_run(tmp, out_dir, source_run, sources, tensors, step, weights)
         if out_dir.exists():
             out_dir.rmdir()  # empty, checked above
         os.replace(tmp, out_dir)
@@ -133,12 +136,13 @@ def average_run(sources: list[Path], out_dir: Path) -> Path:
         raise CheckpointError(f"{out_dir}: cannot write the averaged run ({exc.strerror or exc})") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    log.info("averaged %d checkpoints (%s) into %s", len(sources), ", ".join(d.name for d in sources), out_dir)
+    log.info("averaged %s of %d checkpoint(s) (%s) into %s", weights, len(sources), ", ".join(d.name for d in sources),
+             out_dir)
     return out_dir / "checkpoints" / f"step-{step:08d}"
 
 
 def _write_run(tmp: Path, out_dir: Path, source_run: Path, sources: list[Path], weights: dict[str, torch.Tensor],
-               step: int) -> None:
+               step: int, weights_file: str) -> None:
     (tmp / "checkpoints").mkdir(parents=True)
     shutil.copytree(source_run / "tokenizer", tmp / "tokenizer")
     for name in RUN_FILES:
@@ -151,6 +155,7 @@ def _write_run(tmp: Path, out_dir: Path, source_run: Path, sources: list[Path], 
     final.mkdir()
     save_file(weights, str(final / "model.safetensors"))
     state: dict[str, Any] = {"step": step, "averaged_from": [str(d.resolve()) for d in sources],
+                             "weights": weights_file,
                              "metrics": {}, "sha256": {"model.safetensors": sha256_file(final / "model.safetensors")}}
     (final / "state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")
     for pointer in ckpt.POINTERS:

@@ -5,6 +5,7 @@ Layout under ``RUN_DIR/checkpoints/``::
     step-00001200/          one complete checkpoint (written as a .tmp dir, then renamed)
         model.safetensors   model weights
         optimizer.safetensors  optimizer tensors (Adam moments, ...)
+        ema.safetensors     the moving average of the weights, when train.ema is on
         state.json          step, epoch, data position, metrics, optimizer hyper-parameters,
                             schedule state, RNG state, sha256 of both tensor files
     last.json               {"checkpoint": "step-00001200", ...} replaced atomically
@@ -37,7 +38,7 @@ POINTERS = ("last", "best")
 # The only names a pointer may hold and the only files state.json may hash: anything else
 # (an absolute path, ``../``, /dev/zero) would make loading read outside the run directory.
 CHECKPOINT_NAME = re.compile(r"step-\d{8,}")
-TENSOR_FILES = ("model.safetensors", "optimizer.safetensors")
+TENSOR_FILES = ("model.safetensors", "optimizer.safetensors", "ema.safetensors")
 
 
 # -- optimizer state <-> (tensors, json) -------------------------------------------------------
@@ -128,11 +129,13 @@ def save_checkpoint(
     state: dict[str, Any],
     pointers: tuple[str, ...] = ("last",),
     keep: int = 1,
+    extra: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> Path:
     """Write ``step-N/`` atomically, point ``pointers`` at it, prune unreferenced ones.
 
     A write that fails (full disk, quota, I/O error) raises one CheckpointError naming the
     directory; the previous checkpoint and pointers are untouched and the partial temp is removed.
+    ``extra`` maps more tensor files (``ema.safetensors``) to their tensors.
     """
     name = f"step-{step:08d}"
     tmp = ckpt_dir / f".{name}.tmp-{os.getpid()}"
@@ -140,7 +143,7 @@ def save_checkpoint(
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         final = ckpt_dir / name
         if not final.exists():
-            _write_checkpoint_dir(tmp, final, model, optimizer, dict(state, step=step))
+            _write_checkpoint_dir(tmp, final, model, optimizer, dict(state, step=step), extra or {})
         for pointer in pointers:
             atomic_write_text(ckpt_dir / f"{pointer}.json", json.dumps({"checkpoint": name, "step": step, "metrics": state.get("metrics", {})}))
     except (OSError, SafetensorError) as exc:
@@ -153,11 +156,13 @@ def save_checkpoint(
 
 
 def _write_checkpoint_dir(tmp: Path, final: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
-                          state: dict[str, Any]) -> None:
+                          state: dict[str, Any], extra: dict[str, dict[str, torch.Tensor]]) -> None:
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
     save_file(model_tensors(model), str(tmp / "model.safetensors"))
+    for fname, tensors in extra.items():
+        save_file(tensors, str(tmp / fname))
     meta: dict[str, Any] = {}
     if optimizer is not None:
         opt_tensors, meta = split_optimizer_state(optimizer.state_dict())

@@ -23,6 +23,7 @@ from seqkit.devices import torch_device
 from seqkit.errors import InputError, SeqkitError
 from seqkit.evaluate import (
     LineModel,
+    evaluate_ensemble_split,
     evaluate_files,
     evaluate_run,
     is_classifier,
@@ -33,6 +34,7 @@ from seqkit.evaluate import (
 from seqkit.plot import attention_labels, plot_attention, plot_curves
 from seqkit.progress import configure_logging
 from seqkit.recipe import dump_recipe, load_recipe
+from seqkit.rundir import EMA_FILE, MODEL_FILE
 from seqkit.runtime.format import verify_manifest
 from seqkit.score import score_pairs
 from seqkit.serve import serve
@@ -104,7 +106,7 @@ def train(recipe_path: Path, overrides: tuple[str, ...], resume: bool) -> None:
 
 
 @cli.command()
-@click.argument("model_dir", metavar="MODEL", type=click.Path(path_type=Path))
+@click.argument("model_dirs", metavar="MODEL...", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--split", default="test", show_default=True, type=click.Choice(["valid", "test"]),
               help="The recipe's data split to score (a run directory without --src).")
 @click.option("--src", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
@@ -121,20 +123,25 @@ def train(recipe_path: Path, overrides: tuple[str, ...], resume: bool) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the hypotheses to this file, one per line (default: none).")
 @device_option("decoding")
-def evaluate(model_dir: Path, split: str, src: Path | None, refs: tuple[Path, ...], which: str,
+def evaluate(model_dirs: tuple[Path, ...], split: str, src: Path | None, refs: tuple[Path, ...], which: str,
              strategy: str | None, beam_size: int | None, output: Path | None, device: str) -> None:
     """Score MODEL and print one JSON object: BLEU/chrF (translation), ROUGE (summarization),
     accuracy/macro-F1 (classification) or loss/bits per char (language model), with the metric
     signatures. MODEL is a run directory (its recipe's --split, or --src/--ref files) or an
-    exported model (--src/--ref files)."""
+    exported model (--src/--ref files). Several MODELs decode as an ensemble (as in translate);
+    without --src the first one, a run directory, supplies the split."""
     overrides = search_overrides(strategy=strategy, beam_size=beam_size)
+    model_dir = model_dirs[0]
     if src is not None:
-        result = evaluate_files(model_dir, src, list(refs), overrides=with_implied_strategy(overrides),
+        result = evaluate_files(list(model_dirs), src, list(refs), overrides=with_implied_strategy(overrides),
                                 device=device, output=output, which=which)
     elif refs:
         raise InputError("--ref needs --src: the source file the references translate")
     elif is_exported(model_dir):
         raise InputError(f"{model_dir}: an exported model carries no data splits; give --src FILE --ref FILE")
+    elif len(model_dirs) > 1:
+        result = evaluate_ensemble_split(list(model_dirs), split=split, which=which,
+                                         overrides=with_implied_strategy(overrides), output=output, device=device)
     else:
         torch_device(device)
         result = evaluate_run(model_dir, split=split, which=which, beam_size=beam_size, strategy=strategy,
@@ -189,19 +196,31 @@ def translate(model_dirs: tuple[Path, ...], input_path: Path | None, output_path
 
 
 @cli.command("export")
-@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("run_dirs", metavar="RUN_DIR...", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", "model_dir", required=True, type=click.Path(path_type=Path),
               help="The exported model directory to create (must not exist or be empty).")
 @click.option("--opset", type=int, default=None, help="ONNX opset (default: seqkit.export's, 17).")
 @click.option("--quantize", type=click.Choice(["int8"]), default=None,
               help="Dynamic int8 quantization of the weights (default: none, fp32).")
 @checkpoint_option
-def export_model(run_dir: Path, model_dir: Path, opset: int | None, quantize: str | None, which: str) -> None:
-    """Export RUN_DIR to ONNX for the torch-free runtime; verifies parity with torch first."""
-    # The torch boundary: export traces the torch model.
-    from seqkit.export import export_run
+def export_model(run_dirs: tuple[Path, ...], model_dir: Path, opset: int | None, quantize: str | None,
+                 which: str) -> None:
+    """Export RUN_DIR to ONNX for the torch-free runtime; verifies parity with torch first.
 
-    out = export_run(run_dir, model_dir, quantize=quantize, which=which, **({"opset": opset} if opset else {}))
+    Several RUN_DIRs (run directories, or models already exported) of one target vocabulary
+    make one ensemble directory, which translate, evaluate, serve and load_model open like a
+    single model (docs/export.md, "Ensembles")."""
+    options = {"quantize": quantize, "which": which, **({"opset": opset} if opset else {})}
+    if len(run_dirs) > 1:
+        # The torch boundary: an ensemble member given as a run directory is exported with torch.
+        from seqkit.export_ensemble import export_ensemble
+
+        out = export_ensemble(list(run_dirs), model_dir, **options)
+    else:
+        # The torch boundary: export traces the torch model.
+        from seqkit.export import export_run
+
+        out = export_run(run_dirs[0], model_dir, **options)
     manifest = verify_manifest(out)
     click.echo(json.dumps({"model_dir": str(out), "files": sorted(manifest.files),
                            "verification": manifest.verification}, indent=1))
@@ -250,13 +269,16 @@ def score(model_dir: Path, src: Path | None, tgt: Path, output: Path | None, fmt
 
 @cli.command("average")
 @click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--last", type=click.IntRange(min=2), default=None,
+@click.option("--last", type=click.IntRange(min=1), default=None,
               help="Average the last N saved checkpoints of each run directory given (default: all it kept).")
 @click.option("--steps", default=None, metavar="N,N,...",
               help="Average the checkpoints saved at these steps (one run directory).")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="The run directory to create for the averaged weights (must not exist or be empty).")
-def average(sources: tuple[Path, ...], last: int | None, steps: str | None, output: Path) -> None:
+@click.option("--ema", is_flag=True,
+              help="Use the checkpoints' moving averages (train.ema) instead of their raw weights; "
+                   "one checkpoint is enough (--last 1).")
+def average(sources: tuple[Path, ...], last: int | None, steps: str | None, output: Path, ema: bool) -> None:
     """Average the weights of checkpoints: SOURCES are run directories or their checkpoint
     directories (RUN/checkpoints/step-N). The result is a run directory that evaluate,
     translate and export open like any other."""
@@ -267,7 +289,9 @@ def average(sources: tuple[Path, ...], last: int | None, steps: str | None, outp
         chosen = [int(s) for s in steps.split(",")] if steps else None
     except ValueError:
         raise InputError(f"--steps: expected comma-separated step numbers, got {steps[:40]!r}") from None
-    out = average_run(expand_sources(list(sources), last=last, steps=chosen), output)
+    weights = EMA_FILE if ema else MODEL_FILE
+    out = average_run(expand_sources(list(sources), last=last, steps=chosen, at_least=1 if ema else 2),
+                      output, weights=weights)
     click.echo(json.dumps({"run_dir": str(output), "checkpoint": out.name,
                            "averaged": json.loads((out / "state.json").read_text())["averaged_from"]}, indent=1))
 

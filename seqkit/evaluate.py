@@ -18,8 +18,10 @@ from seqkit.data import load_split
 from seqkit.ensemble import ensemble_translator
 from seqkit.errors import CheckpointError, InputError
 from seqkit.inference import Candidate
+from seqkit.recipe import load_recipe
+from seqkit.rundir import CACHE_DIR, METRICS_FILE, RECIPE_FILE
 from seqkit.runtime import load_model
-from seqkit.runtime.format import CONFIG_FILE
+from seqkit.runtime.format import CONFIG_FILE, ENSEMBLE_FILE, is_ensemble
 from seqkit.tasks import TASKS, FrontEnd, entry, load_task
 from seqkit.textio import open_output, read_aligned
 
@@ -37,7 +39,10 @@ def is_exported(path: Path) -> bool:
 def model_task(model_dir: Path) -> str | None:
     """The task of an exported model (config.json) or a run (recipe.yaml); None if unreadable.
     Reads one small file; opening the model still checks it (and its manifest) in full."""
-    path = model_dir / (CONFIG_FILE if is_exported(model_dir) else "recipe.yaml")
+    if is_exported(model_dir) and is_ensemble(model_dir):
+        path = model_dir / ENSEMBLE_FILE
+    else:
+        path = model_dir / (CONFIG_FILE if is_exported(model_dir) else RECIPE_FILE)
     try:
         text = path.read_text(encoding="utf-8")
         tree = json.loads(text) if is_exported(model_dir) else yaml.safe_load(text)
@@ -181,36 +186,76 @@ def evaluate_run(run_dir: Path, *, split: str, which: str, beam_size: int | None
     recipe = run.recipe
     if getattr(recipe.data, split) is None and entry(recipe.task).needs_valid:
         raise CheckpointError(f"{run_dir}: the recipe has no data.{split} split")
-    corpus = load_split(recipe.data, split, recipe.base_dir, cache_dir=run_dir / "cache")
+    corpus = load_split(recipe.data, split, recipe.base_dir, cache_dir=run_dir / CACHE_DIR)
     result = load_task(recipe.task).evaluate(run, corpus, strategy=strategy, beam_size=beam_size, output=output)
-    with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
+    with open(run_dir / METRICS_FILE, "a", encoding="utf-8") as fh:
         fh.write(json.dumps({"event": "evaluate", **result}) + "\n")
     return result
 
 
-def evaluate_files(model_dir: Path, src: Path, refs: list[Path], *, overrides: dict[str, Any], device: str,
-                   output: Path | None, which: str = "best") -> dict[str, Any]:
-    """Any model (a run directory, or an export in fp32 or int8) on any files: the task's
-    metrics with their signatures. Several ``refs`` give multi-reference BLEU/chrF."""
-    task = model_task(model_dir) if model_dir.is_dir() else None
-    if task is None:
-        raise CheckpointError(f"{model_dir}: not a run directory or an exported model")
+def evaluate_files(model_dir: Path | list[Path], src: Path, refs: list[Path], *, overrides: dict[str, Any],
+                   device: str, output: Path | None, which: str = "best") -> dict[str, Any]:
+    """Any model (a run directory, or an export in fp32 or int8; several: an ensemble) on any
+    files: the task's metrics with their signatures. Several ``refs`` give multi-reference BLEU/chrF."""
+    members = list(model_dir) if isinstance(model_dir, (list, tuple)) else [model_dir]
+    task = ensemble_task(members)
     about = TASKS.get(task)
     if about is not None and about.file_metrics is None:
-        raise InputError(f"{model_dir}: a language model is scored on text, not on --src/--ref pairs: "
+        raise InputError(f"{members[0]}: a language model is scored on text, not on --src/--ref pairs: "
                          "use `seqkit evaluate RUN_DIR --split test` (loss, bits per character)")
     if not refs:
         raise InputError("--src needs at least one --ref file: one reference line per source line")
     if len(refs) > 1 and not (about is not None and about.multi_reference):
         raise InputError(f"--ref given {len(refs)} times: several references are for BLEU/chrF (translation) only")
     sources, references = read_aligned(src, refs, "a reference file holds one line per source line")
+    head = {"model": str(members[0]) if len(members) == 1 else [str(m) for m in members], "src": str(src),
+            "refs": [str(r) for r in refs]}
+    return _decode_and_score(members, task, sources, references, head, overrides=overrides, device=device,
+                             output=output, which=which)
+
+
+def ensemble_task(members: list[Path]) -> str:
+    """The task every model of ``members`` shares (one model: its task)."""
+    tasks = []
+    for member in members:
+        task = model_task(member) if member.is_dir() else None
+        if task is None:
+            raise CheckpointError(f"{member}: not a run directory or an exported model")
+        tasks.append(task)
+    odd = next((i for i, task in enumerate(tasks) if task != tasks[0]), None)
+    if odd is not None:
+        raise InputError(f"{members[odd]}: a {tasks[odd]} model cannot join an ensemble of {tasks[0]} models")
+    return tasks[0]
+
+
+def evaluate_ensemble_split(members: list[Path], *, split: str, which: str, overrides: dict[str, Any],
+                            output: Path | None, device: str) -> dict[str, Any]:
+    """Several models as an ensemble on the first one's (a run directory's) recipe split."""
+    task = ensemble_task(members)
+    if task not in TASKS or entry(task).front_end != "translator":
+        raise InputError(f"an ensemble decodes translation and summarization models, not {task}")
+    run = members[0]
+    recipe = load_recipe(run / RECIPE_FILE, [f"run_dir={run}"])
+    if getattr(recipe.data, split) is None:
+        raise CheckpointError(f"{run}: the recipe has no data.{split} split")
+    corpus = load_split(recipe.data, split, recipe.base_dir, cache_dir=run / CACHE_DIR)
+    head = {"model": [str(m) for m in members], "split": split}
+    return _decode_and_score(members, task, corpus.src, [corpus.tgt], head, overrides=overrides, device=device,
+                             output=output, which=which)
+
+
+def _decode_and_score(members: list[Path], task: str, sources: list[str], references: list[list[str]],
+                      head: dict[str, Any], *, overrides: dict[str, Any], device: str, output: Path | None,
+                      which: str) -> dict[str, Any]:
+    """Decode ``sources`` with the model (or ensemble) and score the lines with the task's
+    metric set (seqkit.tasks.TaskEntry.file_metrics)."""
+    about = TASKS.get(task)
     classifies = about is not None and about.front_end == "classifier"
-    model = LineModel(model_dir, overrides if classifies else {**overrides, "n_best": 1},
+    model = LineModel(members, overrides if classifies else {**overrides, "n_best": 1},
                       batch_size=None, device=device, which=which)
     start = time.perf_counter()
     hyps = model.texts(sources)
-    result: dict[str, Any] = {"model": str(model_dir), "src": str(src), "refs": [str(r) for r in refs],
-                              "sentences": len(hyps), "decode_seconds": round(time.perf_counter() - start, 2)}
+    result: dict[str, Any] = {**head, "sentences": len(hyps), "decode_seconds": round(time.perf_counter() - start, 2)}
     if model.translator is not None:
         cfg = model.translator.config
         result.update(strategy=cfg.strategy, beam_size=cfg.beam_size)

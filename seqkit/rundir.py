@@ -7,7 +7,7 @@ as :mod:`seqkit.runtime.format` is for exported models.
       recipe.yaml             RECIPE_FILE: the resolved recipe (overrides applied, data paths absolute)
       tokenizer/src/, tgt/    TOKENIZER_DIR: tokenizer.json (+ model files) per side
       labels.json             LABELS_FILE: a classifier's labels, index = class id
-      checkpoints/            CHECKPOINTS_DIR: step-N/ (MODEL_FILE, OPTIMIZER_FILE, STATE_FILE), last.json, best.json
+      checkpoints/            CHECKPOINTS_DIR: step-N/ (MODEL_FILE, OPTIMIZER_FILE, EMA_FILE, STATE_FILE), last.json, best.json
       metrics.jsonl           METRICS_FILE: one JSON object per event
       train.log               TRAIN_LOG
       tb/                     TB_DIR: TensorBoard events
@@ -32,6 +32,7 @@ LABELS_FILE = "labels.json"
 CHECKPOINTS_DIR = "checkpoints"
 MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
+EMA_FILE = "ema.safetensors"  # train.ema: the moving average of the weights (seqkit.ema)
 STATE_FILE = "state.json"
 METRICS_FILE = "metrics.jsonl"
 TRAIN_LOG = "train.log"

@@ -8,12 +8,14 @@ line stays in that line, so the output has exactly one line per input line. Torc
 from __future__ import annotations
 
 import contextlib
+import gzip
 import io
 import os
 import queue
 import stat
 import sys
 import threading
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, TextIO
@@ -38,21 +40,33 @@ def decode_line(raw: bytes, where: str, lineno: int) -> str:
                          "of the line)") from None
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
 def _source(input_path: Path | None) -> tuple[BinaryIO, str, bool]:
-    """(binary stream, name for errors, whether to close it)."""
+    """(binary stream, name for errors, whether to close it). A gzip file (by its magic bytes,
+    whatever its name) is read decompressed, as the recipe's corpora are."""
     if input_path is not None:
         try:
-            return open(input_path, "rb"), str(input_path), True
+            fh = open(input_path, "rb")
+            if fh.peek(2)[:2] == GZIP_MAGIC:  # peek, not read + seek: -i may name a pipe
+                return gzip.GzipFile(fileobj=fh, mode="rb"), str(input_path), True  # type: ignore[return-value]
+            return fh, str(input_path), True
         except OSError as exc:
             raise InputError(f"{input_path}: cannot read ({exc.strerror or exc})") from None
     return sys.stdin.buffer, "stdin", False
 
 
 def read_lines(input_path: Path | None) -> list[str]:
-    """Every line of ``input_path`` (default: stdin), read to the end."""
+    """Every line of ``input_path`` (default: stdin; gzip files decompressed), read to the end."""
     stream, where, owned = _source(input_path)
+    lines: list[str] = []
     try:
-        return [decode_line(raw, where, i + 1) for i, raw in enumerate(stream)]
+        for raw in stream:
+            lines.append(decode_line(raw, where, len(lines) + 1))
+        return lines
+    except (OSError, EOFError, zlib.error) as exc:  # a truncated or damaged gzip body
+        raise InputError(f"{where}: cannot read past line {len(lines)}: damaged gzip data ({exc})") from None
     finally:
         if owned:
             stream.close()

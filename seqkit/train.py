@@ -21,6 +21,7 @@ import torch
 from seqkit import checkpoint as ckpt
 from seqkit import distributed
 from seqkit.devices import torch_device
+from seqkit.ema import EMA_FILE, WeightEMA
 from seqkit.errors import CheckpointError, SeqkitError
 from seqkit.optim import LRSchedule, build_optimizer
 from seqkit.progress import Progress
@@ -83,6 +84,7 @@ class Trainer:
         # The step hook: where the forward runs, and what crosses processes (seqkit.distributed).
         self.steps: LocalSteps | distributed.DDPTraining = (
             distributed.DDPTraining(dist, self.model, task) if dist is not None else LocalSteps(self.model))
+        self._ema = WeightEMA(self.model, cfg.ema) if cfg.ema else None
 
     # -- resume ------------------------------------------------------------------------------
     def resume(self) -> None:
@@ -94,6 +96,8 @@ class Trainer:
         ckpt.check_resume_state(state, path)
         ckpt.load_model_tensors(self.model, path / "model.safetensors")
         ckpt.load_optimizer(self.optimizer, path, state["optimizer"])
+        if self._ema is not None:
+            self._ema.load(path)
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.elapsed, self.best, self.stale = state["elapsed"], state["best"], state["stale"]
         self.history_tokens = state.get("tokens", 0)
@@ -117,8 +121,9 @@ class Trainer:
         pointers = ("last", "best") if is_best else ("last",)
         state = self._state(metrics)
         if self.is_main:
+            extra = {EMA_FILE: self._ema.tensors(self.model)} if self._ema is not None else None
             ckpt.save_checkpoint(self.run_dir / "checkpoints", self.step, self.model, self.optimizer,
-                                 state, pointers=pointers, keep=self.cfg.keep_checkpoints)
+                                 state, pointers=pointers, keep=self.cfg.keep_checkpoints, extra=extra)
 
     # -- logging -------------------------------------------------------------------------------
     def _log_event(self, event: dict[str, Any]) -> None:
@@ -202,10 +207,14 @@ class Trainer:
                     snap = progress.snapshot()
                     progress.log_line(self, snap, len(batches))
                     self._log_event({"split": "train", **snap})
-                if self.step > before and self.step % self.cfg.valid_every == 0:
+                stepped = self.step > before
+                if stepped and self.step % self.cfg.valid_every == 0:
                     last_metrics = self.validate_and_save()  # shares the clock under DDP itself
-                elif self.steps.distributed:
-                    self._share_stop()
+                else:
+                    if stepped and self.cfg.save_every and self.step % self.cfg.save_every == 0:
+                        self.save({"step": self.step})  # a checkpoint for averaging, no validation
+                    if self.steps.distributed:
+                        self._share_stop()
                 reason = self._done()
             if self.batch_in_epoch >= len(batches):
                 self.epoch, self.batch_in_epoch = self.epoch + 1, 0
@@ -292,6 +301,8 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
+        if self._ema is not None:
+            self._ema.update(self.step)
         self._bad_in_a_row = 0
         self.history_tokens += total_tokens
         seconds = time.perf_counter() - start

@@ -67,11 +67,13 @@ class TrainConfig(BaseModel):
     max_epochs: int | None = Field(30, gt=0)
     max_time: float | None = Field(None, gt=0, allow_inf_nan=False)  # seconds; YAML accepts 90s / 15m / 2h
     valid_every: int = Field(1000, gt=0)  # optimizer steps between validations
+    save_every: int | None = Field(None, gt=0)  # steps between checkpoints besides validations (none: only those)
     valid_metric_max_sentences: int | None = Field(None, gt=0)  # decode only the first N for the metric
     valid_strategy: Literal["greedy", "beam"] = "greedy"  # decoding used for the validation metric
     early_stopping: int | None = Field(None, gt=0)  # validations without improvement before stopping
     # Most recent checkpoints kept besides best: enough for `seqkit average --last 5` (docs/cli.md).
     keep_checkpoints: int = Field(5, ge=1)
+    ema: float | None = Field(None, gt=0, lt=1)  # decay of a moving average of the weights, saved beside them
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: Literal["none", "bf16", "fp16"] = "none"  # autocast: bf16 on GPU or a CPU with native bf16; fp16 GPU only
     num_threads: int | None = Field(None, gt=0, le=1024)  # torch intra-op threads on CPU (10^6 segfaults torch)

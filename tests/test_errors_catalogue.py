@@ -460,6 +460,19 @@ def case_jsonl_deep(tmp: Path) -> None:
     load_split(DataConfig(format="jsonl", train={"path": "a.jsonl"}), "train", tmp, cache_dir=tmp / "c")
 
 
+def case_bad_ema(tmp: Path) -> None:
+    _load(TRANSLATE, ["train.ema=1.5"])
+
+
+def case_ensemble_member_path(tmp: Path) -> None:
+    import json
+
+    from seqkit.runtime.format import read_ensemble
+
+    (tmp / "ensemble.json").write_text(json.dumps({"task": "translation", "members": ["member-1", "../other"]}))
+    read_ensemble(tmp)
+
+
 CASES: list[tuple[str, str, Callable[[Path], object]]] = [
     ("recipe", "YAML syntax error", case_yaml_syntax),
     ("recipe", "empty recipe file", case_empty_recipe),
@@ -521,6 +534,8 @@ CASES: list[tuple[str, str, Callable[[Path], object]]] = [
     ("runtime", "generate past the length bound", case_generate_bound),
     ("data", "gz file with a corrupt body", case_corrupt_gz),
     ("data", "JSONL line nested 100k deep", case_jsonl_deep),
+    ("recipe", "moving-average decay of 1 or more (`train.ema=1.5`)", case_bad_ema),
+    ("runtime", "ensemble.json naming a directory outside the ensemble", case_ensemble_member_path),
 ]
 
 

@@ -8,6 +8,7 @@
     model.translator(strategy="greedy").translate(lines)   # TranslationResult objects
     load_model("models/lm").generate("ROMEO:", max_tokens=200, seed=1)
     load_model("models/classify").classify(["Great phone."])   # [("1", 0.93)]: (label, probability)
+    load_model("models/ensemble").translate(lines)    # an exported ensemble (seqkit export A B -o DIR)
 
 This package imports no torch, directly or through anything it imports (a test proves it):
 onnxruntime runs the graphs, :mod:`seqkit.search` decodes in numpy, and the tokenizers load
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from seqkit.devices import ort_providers
+from seqkit.ensemble import EnsembleStepper, check_same_vocabulary
 from seqkit.errors import ModelError
 from seqkit.inference import Generator, TextClassifier, Translator, as_lines
 from seqkit.runtime.checks import check_graphs, check_search, check_tokenizers
@@ -29,7 +31,9 @@ from seqkit.runtime.format import (
     TOKENIZER_DIR,
     ExportConfig,
     Manifest,
+    is_ensemble,
     read_config,
+    read_ensemble,
     verify_manifest,
 )
 from seqkit.runtime.stepper import (
@@ -48,12 +52,16 @@ class RuntimeModel:
     """An exported model, ready to decode: sessions, tokenizers, config, stepper.
 
     A classifier has no stepper (None) and no target tokenizer; ``probs_fn`` runs its graph.
+    An ensemble's stepper is an :class:`~seqkit.ensemble.EnsembleStepper` over ``members`` (each
+    a RuntimeModel); its config, tokenizers and search defaults are its first member's.
     """
 
-    def __init__(self, model_dir: Path, config: ExportConfig, manifest: Manifest, stepper: OrtStepper | None,
-                 src_tokenizer: Any, tgt_tokenizer: Any, probs_fn: OrtClassifier | None = None):
+    def __init__(self, model_dir: Path, config: ExportConfig, manifest: Manifest, stepper: Any,
+                 src_tokenizer: Any, tgt_tokenizer: Any, probs_fn: OrtClassifier | None = None,
+                 members: Sequence[RuntimeModel] = ()):
         self.model_dir, self.config, self.manifest, self.stepper = model_dir, config, manifest, stepper
         self.src_tokenizer, self.tgt_tokenizer, self.probs_fn = src_tokenizer, tgt_tokenizer, probs_fn
+        self.members = list(members)
 
     def search_config(self, **overrides: Any) -> SearchConfig:
         """The exported search defaults with ``overrides`` (SearchConfig fields) applied."""
@@ -117,6 +125,8 @@ def load_model(model_dir: str | Path, *, threads: int | None = None, sequential:
     if not root.is_dir():
         raise ModelError(f"{root}: no such model directory")
     manifest = verify_manifest(root)
+    if is_ensemble(root):
+        return _load_ensemble(root, manifest, threads=threads, sequential=sequential, device=device)
     config = read_config(root)
     check_search(root, config)
     options = session_options(threads, sequential=sequential)
@@ -140,3 +150,21 @@ def load_model(model_dir: str | Path, *, threads: int | None = None, sequential:
         raise ModelError(f"{root / TOKENIZER_DIR / 'src'}: missing source tokenizer")
     check_tokenizers(root, config, src_tok, tgt_tok)
     return RuntimeModel(root, config, manifest, stepper, src_tok, tgt_tok)
+
+
+def _load_ensemble(root: Path, manifest: Manifest, **options: Any) -> RuntimeModel:
+    """An exported ensemble: every member opened (and checked) as a model of its own, then one
+    RuntimeModel whose steps average theirs."""
+    spec = read_ensemble(root)
+    members = []
+    for name in spec.members:
+        member_dir = root / name
+        if not member_dir.is_dir() or is_ensemble(member_dir):
+            raise ModelError(f"{member_dir}: listed in {root / 'ensemble.json'} but not an exported model")
+        members.append(load_model(member_dir, **options))
+    first = members[0]
+    if any(m.config.model_kind != "seq2seq" for m in members):
+        raise ModelError(f"{root}: every ensemble member must be a seq2seq model")
+    check_same_vocabulary([str(m.model_dir) for m in members], members)
+    return RuntimeModel(root, first.config, manifest, EnsembleStepper([m.stepper for m in members]),
+                        first.src_tokenizer, first.tgt_tokenizer, members=members)

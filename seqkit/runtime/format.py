@@ -13,6 +13,11 @@ Layout (``MODEL_DIR``)::
     config.json           ExportConfig: task, special ids, vocabularies, search defaults, names
     manifest.json         Manifest: sha256 of every other file, seqkit version, opset, created
 
+An exported ensemble (``seqkit export A B -o DIR``) is a directory of complete exported models
+(``member-1/``, ``member-2/``, ...: each with its own config and manifest), an ``ensemble.json``
+(:class:`EnsembleSpec`) naming them, and a manifest over every file, the members' included.
+``load_model`` opens it as one model whose steps average the members' log-probabilities.
+
 Shapes: B = rows (sentences, or sentences x beam), S = source length, V = target vocabulary.
 ``log_probs`` (B, V) float32 is log_softmax of the logits, computed inside the graph.
 ``attention`` (B, S) float32 is present only when the decoder attends (``has_attention``).
@@ -27,7 +32,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -44,12 +49,20 @@ ENCODER_FILE = "encoder.onnx"
 DECODER_STEP_FILE = "decoder_step.onnx"
 LM_STEP_FILE = "lm_step.onnx"
 CLASSIFIER_FILE = "classifier.onnx"
+ENSEMBLE_FILE = "ensemble.json"
 
 # Input and output names of the graphs. Dynamic axes use these symbolic dimension names.
 SRC, SRC_LENGTHS, Y_PREV, LOG_PROBS, ATTENTION = "src", "src_lengths", "y_prev", "log_probs", "attention"
 PROBS = "probs"
 TOP_K, EOS_ID, TOP_LOG_PROBS, TOP_IDS, EOS_LOG_PROBS = "top_k", "eos_id", "top_log_probs", "top_ids", "eos_log_probs"
 BATCH, SRC_LEN = "batch", "src_len"
+
+
+def known_format(value: int) -> int:
+    if value != FORMAT_VERSION:
+        raise ValueError(f"this seqkit reads format {FORMAT_VERSION}, the model is format {value}; "
+                         "export it again with this seqkit, or install the seqkit that made it")
+    return value
 
 
 def memory_name(i: int) -> str:
@@ -128,10 +141,7 @@ class ExportConfig(BaseModel):
     @field_validator("format_version")
     @classmethod
     def _known_format(cls, value: int) -> int:
-        if value != FORMAT_VERSION:
-            raise ValueError(f"this seqkit reads format {FORMAT_VERSION}, the model is format {value}; "
-                             "export it again with this seqkit, or install the seqkit that made it")
-        return value
+        return known_format(value)
 
     @model_validator(mode="after")
     def _labels_iff_classifier(self) -> ExportConfig:
@@ -194,6 +204,36 @@ def read_config(model_dir: Path) -> ExportConfig:
         return ExportConfig.model_validate_json(path.read_bytes())
     except FileNotFoundError:
         raise ModelError(f"{path}: missing (not an exported seqkit model?)") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(root)"
+        raise ModelError(f"{path}: {where}: {first['msg'].removeprefix('Value error, ')}") from None
+
+
+# -- ensembles ------------------------------------------------------------------------------------
+class EnsembleSpec(BaseModel):
+    """ensemble.json: the member directories (``member-N`` beside it), decoded as one model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format_version: int = FORMAT_VERSION
+    task: Literal["translation", "summarization"]
+    members: list[Annotated[str, Field(pattern=r"^member-[1-9][0-9]{0,3}$")]] = Field(min_length=2)
+
+    @field_validator("format_version")
+    @classmethod
+    def _known(cls, value: int) -> int:
+        return known_format(value)
+
+
+def is_ensemble(model_dir: Path) -> bool:
+    return (Path(model_dir) / ENSEMBLE_FILE).is_file()
+
+
+def read_ensemble(model_dir: Path) -> EnsembleSpec:
+    path = Path(model_dir) / ENSEMBLE_FILE
+    try:
+        return EnsembleSpec.model_validate_json(path.read_bytes())
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(root)"
