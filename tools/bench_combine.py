@@ -101,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     by = {r["row"]: r for r in rows}
     torch_single, torch_ens = by["best checkpoint (A)"], by["ensemble of A and B (best checkpoints, torch)"]
     ort_single, ort_ens = by["A exported (fp32, onnxruntime)"], by["ensemble of A and B exported (fp32, onnxruntime)"]
-    ratios = {"torch": round(torch_ens["decode_seconds"] / torch_single["decode_seconds"], 2),
-              "onnxruntime": round(ort_ens["decode_seconds"] / ort_single["decode_seconds"], 2)}
+    # decode_seconds is rounded to 0.01 s: a tiny test split can decode in "0.0" s, which has no ratio.
+    ratios = {name: round(ens["decode_seconds"] / single["decode_seconds"], 2) if single["decode_seconds"] else None
+              for name, ens, single in (("torch", torch_ens, torch_single), ("onnxruntime", ort_ens, ort_single))}
     print(f"{recipe.description}; test split {src.name} ({torch_single['sentences']} sentences), "
           f"{search['strategy']} {search['beam_size']}, {args.threads} threads, {platform.processor() or platform.machine()}")
     print("\n| model | BLEU | chrF | decode s | checkpoint |\n|---|---:|---:|---:|---|")
