@@ -59,13 +59,11 @@ TASKS: dict[str, TaskEntry] = {
 class Task(Protocol):
     """What a task module's ``TASK`` provides (all torch-side; the table entry holds the rest).
 
-    ``run`` is a :class:`seqkit.runs.LoadedRun`, ``data`` a :class:`seqkit.runs.TrainingData`
-    (in memory or streaming), ``vocab`` a :class:`seqkit.runs.Vocab`.
+    ``run`` is a :class:`seqkit.runs.LoadedRun`; ``data`` a data source,
+    :class:`seqkit.runs.InMemoryData` or :class:`seqkit.streaming.StreamingData` (``train``,
+    ``valid``, ``streaming``, ``tokenizer_corpus()``, and ``stream(src_tok, tgt_tok)`` when
+    streaming); ``vocab`` a :class:`seqkit.tasks.common.Vocab`.
     """
-
-    def check_model(self, cfg: Any) -> None:
-        """Resolve the plugin specs of ``model:`` (a ModelConfig) this task's model uses;
-        PluginError naming the dotted path. Runs when the recipe is loaded."""
 
     def prepare_vocab(self, recipe: Any, run_dir: Path, data: Any, resume: bool) -> Any:
         """The tokenizers (and labels) for training: trained on ``data`` and saved into
@@ -75,11 +73,13 @@ class Task(Protocol):
         """The tokenizers (and labels) a trained run saved. Returns a Vocab."""
 
     def trainable(self, recipe: Any, model: Any, vocab: Any, data: Any, device: Any) -> Any:
-        """The Trainer's adapter: ``batches(epoch, seed)``, ``end_epoch()``, ``loss(batch)``,
-        ``validate(cfg)``, ``model``, ``device`` (see :class:`seqkit.train.Trainer`)."""
+        """The Trainer's adapter: ``batches(epoch, seed)``, ``end_epoch()``, ``loss(batch, model)``
+        (the forward through ``model``, the Trainer's step hook's), ``validate(cfg)``, ``model``,
+        ``device`` (see :class:`seqkit.train.Trainer`)."""
 
-    def front_end(self, run: Any, overrides: dict[str, Any], batch_size: int | None) -> Any:
-        """The torch front end: a Translator, Generator or TextClassifier (as the entry says)."""
+    def front_end(self, run: Any, options: dict[str, Any]) -> Any:
+        """The torch front end: a Translator, Generator or TextClassifier (as the entry says);
+        ``options``: search overrides (SearchConfig fields), and ``batch_size``."""
 
     def evaluate(self, run: Any, corpus: Any, *, strategy: str | None, beam_size: int | None,
                  output: Path | None) -> dict[str, Any]:
@@ -89,10 +89,6 @@ class Task(Protocol):
                check_sentences: list[str] | None) -> dict[str, Any]:
         """Write the exported files into ``out`` (a staging directory) and verify them; returns
         the verification report for manifest.json."""
-
-
-def task_names() -> list[str]:
-    return list(TASKS)
 
 
 def check_task_name(value: Any) -> str:
