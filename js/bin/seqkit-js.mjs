@@ -1,0 +1,64 @@
+#!/usr/bin/env node
+// seqkit-js translate MODEL_DIR [options] < input > output
+// The JavaScript runtime on onnxruntime-node: one translation per input line (as `seqkit
+// translate MODEL_DIR`). Errors are one line on stderr, `error: ...` naming the file or line, exit 1.
+
+import fs from "node:fs";
+import { parseArgs } from "node:util";
+import { InputError, ModelError, loadModelDir } from "../src/node.js";
+
+const USAGE = `usage: seqkit-js translate MODEL_DIR [-i FILE] [--strategy greedy|beam] [--beam-size N]
+       [--n-best N] [--length-penalty A] [--batch-size N] [--threads N] [--json]
+  --json   one JSON object per line: text, tokens (target ids), score, log_prob`;
+
+function fail(message) {
+  process.stderr.write(`error: ${message}\n`);
+  process.exit(1);
+}
+
+async function main() {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      allowPositionals: true,
+      options: {
+        input: { type: "string", short: "i" }, strategy: { type: "string" }, "beam-size": { type: "string" },
+        "n-best": { type: "string" }, "length-penalty": { type: "string" }, "batch-size": { type: "string" },
+        threads: { type: "string" }, json: { type: "boolean" }, help: { type: "boolean", short: "h" },
+      },
+    });
+  } catch (err) {
+    fail(`${err.message}\n${USAGE}`);
+  }
+  const { values, positionals } = parsed;
+  if (values.help) { process.stdout.write(USAGE + "\n"); return; }
+  if (positionals[0] !== "translate" || positionals.length !== 2) fail(`expected: translate MODEL_DIR\n${USAGE}`);
+  const int = (name) => {
+    if (values[name] === undefined) return undefined;
+    const v = Number(values[name]);
+    if (!Number.isInteger(v)) fail(`--${name}: ${JSON.stringify(values[name])} is not an integer`);
+    return v;
+  };
+  const overrides = { strategy: values.strategy, beam_size: int("beam-size"), n_best: int("n-best"), batch_size: int("batch-size") };
+  if (values["length-penalty"] !== undefined) overrides.length_penalty = Number(values["length-penalty"]);
+  let text;
+  try {
+    text = fs.readFileSync(values.input ?? 0, "utf8");
+  } catch (err) {
+    fail(`${values.input ?? "stdin"}: cannot read: ${err.message}`);
+  }
+  const lines = text.split("\n");
+  if (lines.length && lines[lines.length - 1] === "") lines.pop();
+  const model = await loadModelDir(positionals[1], { threads: int("threads") });
+  const results = await model.translate(lines, overrides);
+  for (const r of results) for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`);
+  const out = results.map((r) => (values.json
+    ? JSON.stringify({ text: r.text, tokens: r.tokens, score: r.score, log_prob: r.logProb })
+    : r.text));
+  process.stdout.write(out.length ? out.join("\n") + "\n" : "");
+}
+
+main().catch((err) => {
+  if (err instanceof ModelError || err instanceof InputError) fail(err.message);
+  fail(`${err.name || "Error"}: ${String(err.message || err).split("\n")[0]}`);
+});

@@ -1,0 +1,316 @@
+// Greedy and beam search over a step function, written against seqkit/search.py and
+// seqkit/beam.py (the reference): the same stopping rules, length penalty, min_len/max_len
+// constraints, tie-breaking (lower id, lower beam) and float64 score arithmetic, so the same
+// log-probabilities give the same token ids. Shapes: B sentences, K beams, N rows per step,
+// V vocabulary, S source length. Arrays are row-major typed arrays.
+//
+// A step function (see stepper.js), every method async where it runs a graph:
+//   start(src, lengths) -> {memory, state}          src: rows of ids (B), lengths (B)
+//   step(y, memory, state) -> {logProbs (N*V) Float32Array, attention (N*S) | null, state}
+//   stepTopK(y, memory, state, k, eosId) -> {top: {logProbs (N*k'), ids (N*k'), eos (N), k'}, attention, state}
+//     (only where hasTopK: the graph's own TopK, k' = min(k, V))
+//   selectMemory(memory, index), selectState(state, index): gather rows (index: array of row numbers)
+//   vocabSize
+
+const NEG_INF = -Infinity;
+
+/** GNMT (Wu et al., 2016): ((5 + L) / 6) ** alpha; L counts the final eos. */
+export function lengthPenaltyFactor(length, alpha) {
+  const base = (5.0 + length) / 6.0;
+  if (alpha === 1) return base; // exactly numpy's x ** 1.0, without relying on Math.pow's last bit
+  if (alpha === 0) return 1.0;
+  return Math.pow(base, alpha);
+}
+
+/** The recipe's max_len rule: min(max_len, floor(ratio * source length + offset)), eos excluded. */
+export function maxLengths(search, srcLengths) {
+  return srcLengths.map((n) => Math.min(Math.floor(search.max_len_ratio * n + search.max_len_offset), search.max_len));
+}
+
+/** A float64 copy of one row of log-probs with eos blocked before min_len and forced at the limit. */
+function constrainRow(logp, offset, vocab, t, limit, eosId, minLen) {
+  const row = new Float64Array(vocab);
+  for (let v = 0; v < vocab; v++) row[v] = logp[offset + v];
+  const eos = row[eosId];
+  if (t < minLen) row[eosId] = NEG_INF;
+  if (t >= limit) {
+    row.fill(NEG_INF);
+    row[eosId] = eos;
+  }
+  return row;
+}
+
+/** Per-row attention history: row r holds one Float32Array (S) per step (the _Attn buffer). */
+class AttnBuf {
+  constructor(enabled, rows) {
+    this.enabled = enabled;
+    this.rows = enabled ? Array.from({ length: rows }, () => []) : null;
+  }
+  write(t, attn, srcLen, rowsOf) {
+    if (!this.enabled || !attn || srcLen === 0) return;
+    const n = attn.length / srcLen;
+    for (let i = 0; i < n; i++) {
+      const r = rowsOf ? rowsOf[i] : i;
+      this.rows[r][t] = attn.slice(i * srcLen, (i + 1) * srcLen);
+    }
+  }
+  take(row, steps, srcLen) {
+    if (!this.enabled || this.rows[row].length === 0) return null;
+    return this.rows[row].slice(0, steps).map((a) => Array.from(a.subarray(0, srcLen)));
+  }
+  select(index) {
+    if (this.enabled) this.rows = index.map((i) => this.rows[i].slice());
+  }
+}
+
+/** Argmax decoding of B sentences at once (seqkit.search.greedy); one hypothesis per sentence. */
+export async function greedy(fn, src, lengths, { bosId, eosId, maxLen, minLen = 0, returnAttention = false }) {
+  const batch = src.length;
+  if (batch === 0) return [];
+  const limits = maxLen.slice();
+  const steps = Math.max(...limits) + 1;
+  let { memory, state } = await fn.start(src, lengths);
+  const srcLen = Math.max(...lengths);
+  const vocab = fn.vocabSize;
+  const tokens = Array.from({ length: batch }, () => []);
+  const logProb = new Float64Array(batch);
+  const outLen = new Array(batch).fill(0);
+  const attnBuf = new AttnBuf(returnAttention, batch);
+  let rows = Array.from({ length: batch }, (_, i) => i);
+  let y = new Array(batch).fill(bosId);
+  for (let t = 0; t < steps; t++) {
+    const out = await fn.step(y, memory, state);
+    state = out.state;
+    const tok = new Array(rows.length);
+    const ended = [];
+    const keep = [];
+    for (let i = 0; i < rows.length; i++) {
+      const b = rows[i];
+      const row = constrainRow(out.logProbs, i * vocab, vocab, t, limits[b], eosId, minLen);
+      let best = 0;
+      for (let v = 1; v < vocab; v++) if (row[v] > row[best]) best = v; // ties: lowest id
+      tok[i] = best;
+      tokens[b][t] = best;
+      logProb[b] += row[best];
+      if (best === eosId) {
+        outLen[b] = t;
+        ended.push(i);
+      } else keep.push(i);
+    }
+    attnBuf.write(t, out.attention, srcLen, rows);
+    if (keep.length === 0) break;
+    if (ended.length) {
+      memory = fn.selectMemory(memory, keep);
+      state = fn.selectState(state, keep);
+      rows = keep.map((i) => rows[i]);
+    }
+    y = keep.map((i) => tok[i]);
+  }
+  return Array.from({ length: batch }, (_, b) => ({
+    tokens: tokens[b].slice(0, outLen[b]),
+    score: logProb[b],
+    logProb: logProb[b],
+    attention: attnBuf.take(b, outLen[b] + 1, lengths[b]),
+  }));
+}
+
+class Finished {
+  constructor(batch, nBest) {
+    this.hyps = Array.from({ length: batch }, () => []);
+    this.count = new Array(batch).fill(0);
+    this.nthBest = new Array(batch).fill(NEG_INF);
+    this.nBest = nBest;
+  }
+  add(sentence, hyp) {
+    this.hyps[sentence].push(hyp);
+    this.count[sentence] += 1;
+    if (this.count[sentence] >= this.nBest) {
+      const scores = this.hyps[sentence].map((h) => h.score).sort((a, b) => (a > b ? -1 : a < b ? 1 : 0));
+      this.nthBest[sentence] = scores[this.nBest - 1];
+    }
+  }
+  best() {
+    // Array.prototype.sort is stable, as Python's sorted: equal scores keep the order found.
+    return this.hyps.map((h) => h.slice().sort((a, b) => (a.score > b.score ? -1 : a.score < b.score ? 1 : 0)).slice(0, this.nBest));
+  }
+}
+
+/** Order of candidates: higher score first, then lower beam, then lower id (np.lexsort((tok, beam, -cand))). */
+function byScoreBeamId(a, b) {
+  if (a.s !== b.s) return a.s > b.s ? -1 : 1;
+  if (a.beam !== b.beam) return a.beam - b.beam;
+  return a.tok - b.tok;
+}
+
+/** step_top: one step reduced to the n best continuations of each row of the constrained scores. */
+async function stepTop(fn, y, memory, state, n, t, rowLimits, eosId, minLen) {
+  const blocked = t < minLen;
+  const out = await fn.stepTopK(y, memory, state, n + (blocked ? 1 : 0), eosId);
+  const { top } = out;
+  const rows = y.length;
+  let width = top.k;
+  const vals = [], ids = [];
+  for (let r = 0; r < rows; r++) {
+    let v = Array.from(top.logProbs.subarray(r * width, (r + 1) * width));
+    let id = Array.from(top.ids.subarray(r * width, (r + 1) * width));
+    if (blocked) {
+      v = v.map((x, j) => (id[j] === eosId ? NEG_INF : x));
+      const order = v.map((_, j) => j).sort((a, b) => (v[a] > v[b] ? -1 : v[a] < v[b] ? 1 : a - b)).slice(0, n);
+      v = order.map((j) => v[j]);
+      id = order.map((j) => id[j]);
+    }
+    if (t >= rowLimits[r]) {
+      v.fill(NEG_INF);
+      v[0] = top.eos[r];
+      id[0] = eosId;
+    }
+    vals.push(v);
+    ids.push(id);
+  }
+  return { vals, ids, attention: out.attention, state: out.state };
+}
+
+/** The n best (value desc, index asc, -inf included) of one flat candidate row, in one pass. */
+function topSorted(cand, n) {
+  const idx = [], val = [];
+  for (let i = 0; i < cand.length; i++) {
+    const x = cand[i];
+    if (idx.length === n && !(x > val[n - 1])) continue; // later index loses ties
+    let j = idx.length === n ? n - 1 : idx.length;
+    while (j > 0 && x > val[j - 1]) j--;
+    idx.splice(j, 0, i);
+    val.splice(j, 0, x);
+    if (idx.length > n) { idx.pop(); val.pop(); }
+  }
+  return { idx, val };
+}
+
+/** Block tokens that would repeat an n-gram of the row's history (seqkit.search.block_ngrams). */
+function blockNgrams(row, history, n) {
+  const t = history.length;
+  if (n <= 0 || t === 0) return;
+  if (n === 1) {
+    for (const tok of history) row[tok] = NEG_INF;
+    return;
+  }
+  if (t < n) return;
+  for (let i = 0; i + n - 1 < t; i++) {
+    let match = true;
+    for (let j = 0; j < n - 1 && match; j++) match = history[i + j] === history[t - n + 1 + j];
+    if (match) row[history[i + n - 1]] = NEG_INF;
+  }
+}
+
+/**
+ * Beam search over B sentences at once (seqkit.beam.beam_search): B*K rows per step, the best 2K
+ * continuations of each sentence ranked by cumulative log-prob; eos among the first K finishes a
+ * hypothesis; a sentence stops once it has n_best finished and the step's best is eos or no beam
+ * can beat its n_best-th score, or at its max_len. Returns n_best hypotheses per sentence.
+ */
+export async function beamSearch(fn, src, lengths, opts) {
+  const { beamSize: k, bosId, eosId, maxLen, minLen = 0, lengthPenalty = 1.0, nBest = 1,
+    noRepeatNgramSize = 0, returnAttention = false } = opts;
+  if (!(nBest >= 1 && nBest <= k)) throw new Error(`need 1 <= n_best (${nBest}) <= beam_size (${k})`);
+  const batch = src.length;
+  if (batch === 0) return [];
+  const limits = maxLen.slice();
+  const steps = Math.max(...limits) + 1;
+  const srcLen = Math.max(...lengths);
+  const vocab = fn.vocabSize;
+  let { memory, state } = await fn.start(src, lengths);
+  const expand = [];
+  for (let b = 0; b < batch; b++) for (let j = 0; j < k; j++) expand.push(b);
+  memory = fn.selectMemory(memory, expand);
+  state = fn.selectState(state, expand);
+  let scores = Array.from({ length: batch }, () => { const s = new Array(k).fill(NEG_INF); s[0] = 0.0; return s; });
+  let tokens = Array.from({ length: batch * k }, () => []);
+  const attnBuf = new AttnBuf(returnAttention, batch * k);
+  const finished = new Finished(batch, nBest);
+  let sent = Array.from({ length: batch }, (_, i) => i);
+  let y = new Array(batch * k).fill(bosId);
+  const useTopK = fn.hasTopK && noRepeatNgramSize === 0; // blocking needs whole rows
+  for (let t = 0; t < steps; t++) {
+    const groups = sent.length;
+    const rowLimits = [];
+    for (const s of sent) for (let j = 0; j < k; j++) rowLimits.push(limits[s]);
+    let attention;
+    const top = []; // per group: sorted candidates {s, beam, tok}
+    if (useTopK) {
+      const out = await stepTop(fn, y, memory, state, 2 * k, t, rowLimits, eosId, minLen);
+      state = out.state; attention = out.attention;
+      for (let g = 0; g < groups; g++) {
+        const cand = [];
+        for (let j = 0; j < k; j++) {
+          const v = out.vals[g * k + j], id = out.ids[g * k + j];
+          for (let c = 0; c < v.length; c++) cand.push({ s: scores[g][j] + v[c], beam: j, tok: id[c] });
+        }
+        cand.sort(byScoreBeamId);
+        top.push(cand.slice(0, Math.min(2 * k, cand.length)));
+      }
+    } else {
+      const out = await fn.step(y, memory, state);
+      state = out.state; attention = out.attention;
+      for (let g = 0; g < groups; g++) {
+        const flat = new Float64Array(k * vocab);
+        for (let j = 0; j < k; j++) {
+          const r = g * k + j;
+          const row = constrainRow(out.logProbs, r * vocab, vocab, t, rowLimits[r], eosId, minLen);
+          blockNgrams(row, tokens[r].slice(0, t), noRepeatNgramSize);
+          for (let v = 0; v < vocab; v++) flat[j * vocab + v] = scores[g][j] + row[v];
+        }
+        const { idx, val } = topSorted(flat, Math.min(2 * k, k * vocab));
+        top.push(idx.map((i, c) => ({ s: val[c], beam: Math.floor(i / vocab), tok: i % vocab })));
+      }
+    }
+    attnBuf.write(t, attention, srcLen, null);
+    const newScores = [], newTok = [], parents = [], keep = [];
+    for (let g = 0; g < groups; g++) {
+      const cands = top[g];
+      for (let r = 0; r < Math.min(k, cands.length); r++) {
+        const c = cands[r];
+        if (c.tok === eosId && Number.isFinite(c.s)) {
+          const row = g * k + c.beam;
+          const factor = lengthPenaltyFactor(t + 1, lengthPenalty);
+          finished.add(sent[g], { tokens: tokens[row].slice(0, t), score: c.s / factor, logProb: c.s,
+            attention: attnBuf.take(row, t + 1, lengths[sent[g]]) });
+        }
+      }
+      // The first K non-eos candidates, in score order (argsort(is_eos, stable)[:K]), are the new beams.
+      const pick = cands.filter((c) => c.tok !== eosId).concat(cands.filter((c) => c.tok === eosId)).slice(0, k);
+      newScores.push(pick.map((c) => (c.tok === eosId ? NEG_INF : c.s)));
+      newTok.push(pick.map((c) => c.tok));
+      parents.push(pick.map((c) => g * k + c.beam));
+      const topEos = cands[0].tok === eosId && Number.isFinite(cands[0].s);
+      keep.push(!beamDone(finished, sent[g], topEos, newScores[g], t, limits[sent[g]], lengthPenalty));
+    }
+    if (!keep.some(Boolean)) break;
+    const index = [], nextY = [], keptRows = [];
+    for (let g = 0; g < groups; g++) {
+      if (!keep[g]) continue;
+      for (let j = 0; j < k; j++) {
+        index.push(parents[g][j]);
+        nextY.push(newTok[g][j]);
+        keptRows.push(g * k + j);
+      }
+    }
+    tokens = index.map((i, r) => { const h = tokens[i].slice(0, t); h[t] = nextY[r]; return h; });
+    attnBuf.select(index);
+    state = fn.selectState(state, index);
+    if (!keep.every(Boolean)) memory = fn.selectMemory(memory, keptRows);
+    scores = newScores.filter((_, g) => keep[g]);
+    sent = sent.filter((_, g) => keep[g]);
+    y = nextY;
+  }
+  return finished.best();
+}
+
+/** _beam_done for one sentence: true when its search is over after step t. */
+function beamDone(finished, s, topEos, alive, t, limit, alpha) {
+  const bestAlive = Math.max(...alive);
+  // log-probs only fall: the best reachable normalized score divides by the largest factor
+  // over the lengths still possible (t + 2 .. limit + 1); the factor is monotone in length.
+  const factor = Math.max(lengthPenaltyFactor(t + 2, alpha), lengthPenaltyFactor(limit + 1, alpha));
+  const unbeatable = finished.nthBest[s] >= bestAlive / factor;
+  const enough = finished.count[s] >= finished.nBest;
+  return (enough && (topEos || unbeatable)) || !Number.isFinite(bestAlive) || t >= limit;
+}
