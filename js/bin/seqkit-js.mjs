@@ -8,8 +8,10 @@ import { parseArgs } from "node:util";
 import { InputError, ModelError, loadModelDir } from "../src/node.js";
 
 const USAGE = `usage: seqkit-js translate MODEL_DIR [-i FILE] [--strategy greedy|beam] [--beam-size N]
-       [--n-best N] [--length-penalty A] [--batch-size N] [--threads N] [--json]
-  --json   one JSON object per line: text, tokens (target ids), score, log_prob`;
+       [--n-best N] [--length-penalty A] [--min-len N] [--no-repeat-ngram-size N] [--batch-size N]
+       [--threads N] [--json] [--timing]
+  --json     one JSON object per line: text, tokens (target ids), score, log_prob
+  --timing   print {"load_seconds", "decode_seconds", "lines"} on stderr (for tools/bench_js.py)`;
 
 function fail(message) {
   process.stderr.write(`error: ${message}\n`);
@@ -24,7 +26,8 @@ async function main() {
       options: {
         input: { type: "string", short: "i" }, strategy: { type: "string" }, "beam-size": { type: "string" },
         "n-best": { type: "string" }, "length-penalty": { type: "string" }, "batch-size": { type: "string" },
-        threads: { type: "string" }, json: { type: "boolean" }, help: { type: "boolean", short: "h" },
+        "min-len": { type: "string" }, "no-repeat-ngram-size": { type: "string" },
+        threads: { type: "string" }, json: { type: "boolean" }, timing: { type: "boolean" }, help: { type: "boolean", short: "h" },
       },
     });
   } catch (err) {
@@ -39,7 +42,8 @@ async function main() {
     if (!Number.isInteger(v)) fail(`--${name}: ${JSON.stringify(values[name])} is not an integer`);
     return v;
   };
-  const overrides = { strategy: values.strategy, beam_size: int("beam-size"), n_best: int("n-best"), batch_size: int("batch-size") };
+  const overrides = { strategy: values.strategy, beam_size: int("beam-size"), n_best: int("n-best"), batch_size: int("batch-size"),
+    min_len: int("min-len"), no_repeat_ngram_size: int("no-repeat-ngram-size") };
   if (values["length-penalty"] !== undefined) overrides.length_penalty = Number(values["length-penalty"]);
   let text;
   try {
@@ -49,8 +53,14 @@ async function main() {
   }
   const lines = text.split("\n");
   if (lines.length && lines[lines.length - 1] === "") lines.pop();
+  const t0 = performance.now();
   const model = await loadModelDir(positionals[1], { threads: int("threads") });
+  const t1 = performance.now();
   const results = await model.translate(lines, overrides);
+  if (values.timing) {
+    const timing = { load_seconds: (t1 - t0) / 1000, decode_seconds: (performance.now() - t1) / 1000, lines: lines.length };
+    process.stderr.write(JSON.stringify(timing) + "\n");
+  }
   for (const r of results) for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`);
   const out = results.map((r) => (values.json
     ? JSON.stringify({ text: r.text, tokens: r.tokens, score: r.score, log_prob: r.logProb })
