@@ -48,6 +48,8 @@ IMPORT_MAP = ('{"imports": {"onnxruntime-web": "./vendor/onnxruntime-web/ort.was
               '"fs": "./vendor/shims/fs.js", "buffer": "./vendor/shims/buffer.js"}}')
 # Headers a server must send for onnxruntime-web to use more than one thread (SharedArrayBuffer).
 ISOLATION_HEADERS = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "require-corp"}
+MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript", ".mjs": "text/javascript",
+               ".wasm": "application/wasm", ".json": "application/json"}
 
 PAGE_TEMPLATE = """<!doctype html>
 <html lang="en">
@@ -143,8 +145,7 @@ def preview_server(site_dir: Path, host: str = "127.0.0.1", port: int = 0) -> Th
     (so onnxruntime-web may use every core); ``port`` 0 picks a free one. Call serve_forever()."""
 
     class Handler(SimpleHTTPRequestHandler):
-        extensions_map = {**SimpleHTTPRequestHandler.extensions_map, ".mjs": "text/javascript",
-                          ".js": "text/javascript", ".wasm": "application/wasm"}
+        extensions_map = {**SimpleHTTPRequestHandler.extensions_map, **MEDIA_TYPES}
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, directory=str(site_dir), **kwargs)

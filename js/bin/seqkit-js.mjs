@@ -10,12 +10,32 @@ import { InputError, ModelError, loadModelDir } from "../src/node.js";
 const USAGE = `usage: seqkit-js translate MODEL_DIR [-i FILE] [--strategy greedy|beam] [--beam-size N]
        [--n-best N] [--length-penalty A] [--min-len N] [--no-repeat-ngram-size N] [--batch-size N]
        [--threads N] [--json] [--timing]
-  --json     one JSON object per line: text, tokens (target ids), score, log_prob
+  --json     one JSON object per line: text, tokens (target ids), score, log_prob, n_best, warnings
   --timing   print {"load_seconds", "decode_seconds", "lines"} on stderr (for tools/bench_js.py)`;
 
 function fail(message) {
   process.stderr.write(`error: ${message}\n`);
   process.exit(1);
+}
+
+/** Lines as seqkit.textio reads them: split at \n, one trailing \r dropped, strict UTF-8. */
+function readLines(bytes, where) {
+  const decoder = new TextDecoder("utf-8", { fatal: true });
+  const lines = [];
+  let start = 0;
+  while (start < bytes.length) {
+    let end = bytes.indexOf(0x0a, start);
+    if (end < 0) end = bytes.length;
+    let stop = end;
+    if (stop > start && bytes[stop - 1] === 0x0d) stop--;
+    try {
+      lines.push(decoder.decode(bytes.subarray(start, stop)));
+    } catch {
+      throw new InputError(`${where}: line ${lines.length + 1} is not UTF-8 text`);
+    }
+    start = end + 1;
+  }
+  return lines;
 }
 
 async function main() {
@@ -45,14 +65,14 @@ async function main() {
   const overrides = { strategy: values.strategy, beam_size: int("beam-size"), n_best: int("n-best"), batch_size: int("batch-size"),
     min_len: int("min-len"), no_repeat_ngram_size: int("no-repeat-ngram-size") };
   if (values["length-penalty"] !== undefined) overrides.length_penalty = Number(values["length-penalty"]);
-  let text;
+  const where = values.input ?? "stdin";
+  let bytes;
   try {
-    text = fs.readFileSync(values.input ?? 0, "utf8");
+    bytes = fs.readFileSync(values.input ?? 0);
   } catch (err) {
-    fail(`${values.input ?? "stdin"}: cannot read: ${err.message}`);
+    fail(`${where}: cannot read: ${err.message}`);
   }
-  const lines = text.split("\n");
-  if (lines.length && lines[lines.length - 1] === "") lines.pop();
+  const lines = readLines(bytes, where);
   const t0 = performance.now();
   const model = await loadModelDir(positionals[1], { threads: int("threads") });
   const t1 = performance.now();
@@ -63,7 +83,8 @@ async function main() {
   }
   for (const r of results) for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`);
   const out = results.map((r) => (values.json
-    ? JSON.stringify({ text: r.text, tokens: r.tokens, score: r.score, log_prob: r.logProb })
+    ? JSON.stringify({ text: r.text, tokens: r.tokens, score: r.score, log_prob: r.logProb,
+      n_best: r.nBest.map((c) => ({ text: c.text, score: c.score, log_prob: c.logProb })), warnings: r.warnings })
     : r.text));
   process.stdout.write(out.length ? out.join("\n") + "\n" : "");
 }
