@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from js_support import node_eval, node_results, node_translate, require_node
+from test_export import CASES as EXPORT_CASES
 from test_export import SRC_LINES, export_tiny
 
 from seqkit.runtime import load_model
@@ -23,14 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 MULTI30K = ROOT / "recipes" / "data" / "multi30k"
 # Unknown words, an empty line, stray control characters and spaces, and a line over max_input_len.
 LINES = [*SRC_LINES, "ein unbekanntes wort .", "", "  zwei\thunde \x01 spielen  ", " ".join(SRC_LINES) * 3]
-CASES = {
-    "lstm-luong-general": {"enc": "lstm", "dec": "lstm", "attention": "luong-general"},
-    "gru-bahdanau": {"enc": "gru", "dec": "gru", "attention": "bahdanau"},
-    "rnn-none": {"enc": "rnn", "dec": "rnn", "attention": "none"},
-    "lstm-input-feeding": {"enc": "gru", "dec": "lstm", "attention": "luong-concat", "input_feeding": True},
-    "lstm-copy": {"enc": "lstm", "dec": "lstm", "attention": "luong-general", "copy_source": True},
-    "sentencepiece": {"enc": "gru", "dec": "gru", "attention": "luong-general", "tokenizer": "sentencepiece"},
-}
+# Every decoder shape export is tested with (tests/test_export.py), and a sentencepiece model.
+CASES = {**EXPORT_CASES, "sentencepiece": {"enc": "gru", "dec": "gru", "attention": "luong-general",
+                                           "tokenizer": "sentencepiece"}}
 # (Python translator overrides, the same as seqkit-js options)
 SEARCHES = [
     ({"strategy": "greedy"}, ["--strategy", "greedy"]),
