@@ -22,7 +22,7 @@ require_node()
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 from test_export import SRC_LINES, export_tiny  # noqa: E402
-from test_serve_e2e import browser, start_server, stop_server  # noqa: E402, F401  (browser: a fixture)
+from test_serve_e2e import browser, check_heatmap, start_server, stop_server  # noqa: E402, F401  (browser: a fixture)
 
 from seqkit.runtime import load_model  # noqa: E402
 from seqkit.web import preview_server, write_site  # noqa: E402
@@ -80,12 +80,7 @@ def test_site_translates_a_typed_sentence(site_url, browser, model_dir, tmp_path
     shown = browser.find_element(By.ID, "output").text
     want = load_model(model_dir, threads=1).translator(beam_size=3).translate([sentence], return_attention=True)[0]
     assert shown == want.text and shown
-    heads = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#attention thead th")][1:]
-    rows = browser.find_elements(By.CSS_SELECTOR, "#attention tbody tr")
-    assert heads == sentence.split() + ["</s>"]
-    assert len(rows) == len(want.tokens) + 1 == want.attention.shape[0]
-    assert all(len(r.find_elements(By.TAG_NAME, "td")) == len(heads) for r in rows)
-    assert rows[0].find_element(By.TAG_NAME, "td").get_attribute("title").endswith(f"{want.attention[0, 0]:.3f}")
+    check_heatmap(browser, sentence, want)
     browser.save_screenshot(str(tmp_path / "site.png"))
     assert (tmp_path / "site.png").stat().st_size > 1000
 
