@@ -51,9 +51,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--speed", action="store_true")
     p.add_argument("--runtimes", default="python,node,browser")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--screenshot", type=Path, default=None,
+                   help="PNG of the site after translating the first line with beam search (docs/images/web-page.png).")
     args = p.parse_args(argv)
-    if not (args.parity or args.speed):
-        p.error("ask for --parity, --speed or both")
+    if not (args.parity or args.speed or args.screenshot):
+        p.error("ask for --parity, --speed, --screenshot or any of them")
     return args
 
 
@@ -136,6 +138,23 @@ class Browser:
             raise SystemExit(f"browser runtime failed: {out['error']}")
         return out["tokens"], out["texts"], out["ms"] / 1000
 
+    def screenshot(self, line: str, path: Path) -> None:
+        """The page as a user sees it after typing ``line`` and pressing Run (beam search)."""
+        from selenium.webdriver.support.ui import Select
+
+        self.driver.set_window_size(1200, 900)
+        self.threads = None
+        self.open(1)
+        Select(self.driver.find_element("id", "strategy")).select_by_value("beam")
+        self.driver.find_element("id", "source").send_keys(line)
+        self.driver.find_element("id", "run").click()
+        deadline = time.monotonic() + 120
+        while self.driver.find_element("id", "output").get_attribute("data-state") != "done":
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the page did not translate: {self.driver.find_element('id', 'error').text}")
+            time.sleep(0.2)
+        self.driver.save_screenshot(str(path))
+
     def close(self) -> None:
         self.driver.quit()
         self.server.shutdown()
@@ -203,13 +222,15 @@ def main(argv: list[str] | None = None) -> None:
     names = args.runtimes.split(",")
     runners: dict[str, Any] = {"python": run_python, "node": run_node}
     with tempfile.TemporaryDirectory(prefix="bench-js-") as tmp:
-        browser = Browser(args.model_dir, Path(tmp)) if "browser" in names else None
+        browser = Browser(args.model_dir, Path(tmp)) if "browser" in names or args.screenshot else None
         if browser:
             runners["browser"] = lambda _model_dir, text, opts, threads: browser.run(text, opts, threads)
-        runners = {n: runners[n] for n in names}
+        runners = {n: runners[n] for n in names if n in runners}
         try:
             parity_rows = parity(runners, args.model_dir, lines, refs, args.beam_size) if args.parity else []
             speed_rows = speed(runners, args.model_dir, lines, lines[: args.speed_limit], args.beam_size) if args.speed else []
+            if args.screenshot:
+                browser.screenshot(lines[0], args.screenshot)
         finally:
             if browser:
                 browser.close()

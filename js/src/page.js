@@ -33,7 +33,7 @@ async function run(model) {
     const start = performance.now();
     const results = await model.translate($("source").value.split("\n"), options);
     $("output").textContent = results.map((r) => r.text).join("\n");
-    $("status").textContent = `${model.where}: ${results.length} line(s) in ${Math.round(performance.now() - start)} ms, ` +
+    $("status").textContent = `${results.length} line(s) in ${Math.round(performance.now() - start)} ms, ` +
       `${model.threads} thread(s), in this browser`;
     const first = results.find((r) => r.attention);
     if (first) {
