@@ -16,7 +16,8 @@ lines of --src with the model's own search settings but for the strategy, beam s
 exactly the Python runtime's token ids, and BLEU of each with --ref (sacrebleu).
 --speed: sentences/s per runtime at 1 thread and at all threads (os.cpu_count()), at batch 1
 (--speed-limit lines, one sentence per search call) and batch 32, greedy and beam. Each
-figure is one pass; the machine may be shared, so compare figures of one run only.
+figure is the best of --repeats timed passes, each after an untimed warm-up pass over 8 lines
+(JIT, onnxruntime's first runs); the machine may be shared, so compare figures of one run only.
 Needs `npm ci --prefix js` first. Prints markdown tables; --json keeps every number.
 """
 
@@ -37,6 +38,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_CLI = ROOT / "js" / "bin" / "seqkit-js.mjs"
+WARMUP = 8  # lines translated once, untimed, before each timed pass
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,6 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--parity", action="store_true")
     p.add_argument("--speed", action="store_true")
     p.add_argument("--runtimes", default="python,node,browser")
+    p.add_argument("--repeats", type=int, default=2, help="Timed passes per speed figure; the fastest counts.")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--screenshot", type=Path, default=None,
                    help="PNG of the site after translating the first line with beam search (docs/images/web-page.png).")
@@ -73,13 +76,15 @@ def run_python(model_dir: Path, lines: list[str], opts: dict[str, Any], threads:
     from seqkit.runtime import load_model
 
     translator = load_model(model_dir, threads=threads).translator(**opts)
+    translator.translate(lines[:WARMUP])
     start = time.perf_counter()
     results = translator.translate(lines)
     return [r.tokens for r in results], [r.text for r in results], time.perf_counter() - start
 
 
 def run_node(model_dir: Path, lines: list[str], opts: dict[str, Any], threads: int) -> tuple[list[list[int]], list[str], float]:
-    argv = ["node", str(NODE_CLI), "translate", str(model_dir), "--json", "--timing", "--threads", str(threads),
+    argv = ["node", str(NODE_CLI), "translate", str(model_dir), "--json", "--timing", "--warmup", str(WARMUP),
+            "--threads", str(threads),
             "--strategy", opts["strategy"], "--batch-size", str(opts["batch_size"])]
     if "beam_size" in opts:
         argv += ["--beam-size", str(opts["beam_size"])]
@@ -130,10 +135,11 @@ class Browser:
 
     def run(self, lines: list[str], opts: dict[str, Any], threads: int) -> tuple[list[list[int]], list[str], float]:
         self.open(threads)
-        script = ("const [lines, opts, done] = arguments; const t = performance.now();"
-                  "window.seqkit.translate(lines, opts).then((r) => done({ms: performance.now() - t,"
-                  " tokens: r.map((x) => x.tokens), texts: r.map((x) => x.text)})).catch((e) => done({error: String(e.message)}));")
-        out = self.driver.execute_async_script(script, lines, opts)
+        script = ("const [lines, opts, warmup, done] = arguments;"
+                  "window.seqkit.translate(lines.slice(0, warmup), opts).then(() => { const t = performance.now();"
+                  "return window.seqkit.translate(lines, opts).then((r) => done({ms: performance.now() - t,"
+                  " tokens: r.map((x) => x.tokens), texts: r.map((x) => x.text)})); }).catch((e) => done({error: String(e.message)}));")
+        out = self.driver.execute_async_script(script, lines, opts, WARMUP)
         if "error" in out:
             raise SystemExit(f"browser runtime failed: {out['error']}")
         return out["tokens"], out["texts"], out["ms"] / 1000
@@ -182,13 +188,15 @@ def parity(runners: dict[str, Any], model_dir: Path, lines: list[str], refs: lis
     return rows
 
 
-def speed(runners: dict[str, Any], model_dir: Path, lines: list[str], short: list[str], beam: int) -> list[dict[str, Any]]:
+def speed(runners: dict[str, Any], model_dir: Path, lines: list[str], short: list[str], beam: int,
+          repeats: int) -> list[dict[str, Any]]:
     rows = []
     for threads in sorted({1, os.cpu_count() or 1}):
         for name, runner in runners.items():
             for batch, text in ((1, short), (32, lines)):
                 for strategy in ("greedy", "beam"):
-                    _, _, seconds = runner(model_dir, text, options(strategy, beam, batch), threads)
+                    seconds = min(runner(model_dir, text, options(strategy, beam, batch), threads)[2]
+                                  for _ in range(repeats))
                     rows.append({"runtime": name, "threads": threads, "batch": batch, "strategy": strategy,
                                  "sentences": len(text), "seconds": round(seconds, 3),
                                  "sent_per_s": round(len(text) / seconds, 1)})
@@ -228,7 +236,8 @@ def main(argv: list[str] | None = None) -> None:
         runners = {n: runners[n] for n in names if n in runners}
         try:
             parity_rows = parity(runners, args.model_dir, lines, refs, args.beam_size) if args.parity else []
-            speed_rows = speed(runners, args.model_dir, lines, lines[: args.speed_limit], args.beam_size) if args.speed else []
+            speed_rows = speed(runners, args.model_dir, lines, lines[: args.speed_limit], args.beam_size,
+                               args.repeats) if args.speed else []
             if args.screenshot:
                 browser.screenshot(lines[0], args.screenshot)
         finally:

@@ -9,9 +9,10 @@ import { InputError, ModelError, loadModelDir } from "../src/node.js";
 
 const USAGE = `usage: seqkit-js translate MODEL_DIR [-i FILE] [--strategy greedy|beam] [--beam-size N]
        [--n-best N] [--length-penalty A] [--min-len N] [--no-repeat-ngram-size N] [--batch-size N]
-       [--threads N] [--json] [--timing]
+       [--threads N] [--json] [--timing] [--warmup N]
   --json     one JSON object per line: text, tokens (target ids), score, log_prob, n_best, warnings
-  --timing   print {"load_seconds", "decode_seconds", "lines"} on stderr (for tools/bench_js.py)`;
+  --timing   print {"load_seconds", "decode_seconds", "lines"} on stderr (for tools/bench_js.py)
+  --warmup N translate the first N lines once before the timed run (JIT and onnxruntime warm-up)`;
 
 function fail(message) {
   process.stderr.write(`error: ${message}\n`);
@@ -47,7 +48,7 @@ async function main() {
         input: { type: "string", short: "i" }, strategy: { type: "string" }, "beam-size": { type: "string" },
         "n-best": { type: "string" }, "length-penalty": { type: "string" }, "batch-size": { type: "string" },
         "min-len": { type: "string" }, "no-repeat-ngram-size": { type: "string" },
-        threads: { type: "string" }, json: { type: "boolean" }, timing: { type: "boolean" }, help: { type: "boolean", short: "h" },
+        threads: { type: "string" }, json: { type: "boolean" }, timing: { type: "boolean" }, warmup: { type: "string" }, help: { type: "boolean", short: "h" },
       },
     });
   } catch (err) {
@@ -75,6 +76,7 @@ async function main() {
   const lines = readLines(bytes, where);
   const t0 = performance.now();
   const model = await loadModelDir(positionals[1], { threads: int("threads") });
+  if (values.warmup) await model.translate(lines.slice(0, int("warmup")), overrides);
   const t1 = performance.now();
   const results = await model.translate(lines, overrides);
   if (values.timing) {

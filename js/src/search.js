@@ -84,14 +84,25 @@ export async function greedy(fn, src, lengths, { bosId, eosId, maxLen, minLen = 
     const tok = new Array(rows.length);
     const ended = [];
     const keep = [];
+    const lp = out.logProbs;
     for (let i = 0; i < rows.length; i++) {
       const b = rows[i];
-      const row = constrainRow(out.logProbs, i * vocab, vocab, t, limits[b], eosId, minLen);
-      let best = 0;
-      for (let v = 1; v < vocab; v++) if (row[v] > row[best]) best = v; // ties: lowest id
+      const off = i * vocab;
+      // np.argmax of _constrain's row (the first maximum), without building the row: eos alone
+      // at the limit, eos at -inf before min_len.
+      let best = eosId, value = lp[off + eosId];
+      if (t < limits[b]) {
+        const blocked = t < minLen;
+        best = 0;
+        value = blocked && eosId === 0 ? -Infinity : lp[off];
+        for (let v = 1; v < vocab; v++) {
+          const x = blocked && v === eosId ? -Infinity : lp[off + v];
+          if (x > value) { value = x; best = v; }
+        }
+      }
       tok[i] = best;
       tokens[b][t] = best;
-      logProb[b] += row[best];
+      logProb[b] += value;
       if (best === eosId) {
         outLen[b] = t;
         ended.push(i);
