@@ -198,3 +198,39 @@ process.stdout.write(JSON.stringify(out));
 """
     want = [hashlib.sha256(bytes((i * 7 + 3) % 256 for i in range(n))).hexdigest() for n in sizes]
     assert json.loads(node_eval(script)) == want
+
+
+def _with_extra_step_input(model_dir: Path, tmp_path: Path) -> Path:
+    """A copy whose step graph also declares an (unused) int64 input "shortlist" (N,): the shape
+    of the per-batch input the vocabulary shortlist will add (docs/export.md)."""
+    import onnx
+
+    model = _copy(model_dir, tmp_path)
+    graph = onnx.load(model / "decoder_step.onnx")
+    graph.graph.input.append(onnx.helper.make_tensor_value_info("shortlist", onnx.TensorProto.INT64, ["n"]))
+    _rewrite(model, "decoder_step.onnx", graph.SerializeToString())
+    return model
+
+
+def test_a_step_input_the_runtime_cannot_feed_is_refused_naming_it(one_model, tmp_path):
+    model = _with_extra_step_input(one_model, tmp_path)
+    err = _one_error(node_translate(model, ["ein hund ."]))
+    assert err.startswith(f"error: {model}/decoder_step.onnx: graph inputs ") and \
+        err.endswith('this runtime cannot feed "shortlist")'), err
+
+
+def test_extra_step_inputs_are_fed_through_the_hook(one_model, tmp_path):
+    """Registering the input in EXTRA_STEP_INPUTS (built once per batch from the source rows)
+    is all a new per-batch step input needs: the model then decodes as before."""
+    model = _with_extra_step_input(one_model, tmp_path)
+    script = f"""
+import {{ EXTRA_STEP_INPUTS }} from "./src/stepper.js";
+import {{ loadModelDir }} from "./src/node.js";
+EXTRA_STEP_INPUTS.shortlist = (ort, config, src) =>
+  new ort.Tensor("int64", BigInt64Array.from([...new Set(src.flat())], BigInt), [new Set(src.flat()).size]);
+const m = await loadModelDir({json.dumps(str(model))}, {{ threads: 1 }});
+const r = await m.translate({json.dumps(SRC_LINES)}, {{ strategy: "beam", beam_size: 3 }});
+process.stdout.write(JSON.stringify(r.map((x) => x.tokens)));
+"""
+    want = load_model(one_model, threads=1).translator(strategy="beam", beam_size=3).translate(SRC_LINES)
+    assert json.loads(node_eval(script)) == [w.tokens for w in want]
