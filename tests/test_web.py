@@ -68,3 +68,30 @@ def test_web_refuses_a_language_model_and_a_full_output(model_dir, tmp_path):
     proc = seqkit("web", str(model_dir), "-o", str(full))
     assert proc.returncode == 1 and proc.stderr == f"error: {full}: exists and is not an empty directory\n"
     assert (full / "index.html").read_text() == "keep me"
+
+
+def test_serve_hands_over_the_site_of_its_model(model_dir, monkeypatch, tmp_path):
+    """`seqkit serve` serves the same site under /browser/ (only its files, with the isolation
+    headers), and says so in /v1/model; without the JS runtime it does neither."""
+    pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install -e '.[serve]'")
+    from fastapi.testclient import TestClient
+
+    from seqkit.runtime import load_model
+    from seqkit.serve.app import create_app
+
+    model = load_model(model_dir, threads=1)
+    with TestClient(create_app(model)) as client:
+        assert client.get("/v1/model").json()["browser"] is True
+        page = client.get("/browser/")
+        assert page.status_code == 200 and '<script type="module" src="seqkit/page.js">' in page.text
+        assert page.headers["cross-origin-embedder-policy"] == "require-corp"
+        assert page.headers["cross-origin-opener-policy"] == "same-origin"
+        assert client.get("/browser/model/manifest.json").content == (model_dir / "manifest.json").read_bytes()
+        wasm = client.get("/browser/vendor/onnxruntime-web/ort-wasm-simd-threaded.wasm")
+        assert wasm.headers["content-type"] == "application/wasm" and wasm.content[:4] == b"\0asm"
+        for path in ("/browser/model/../config.json", "/browser/model/%2e%2e/recipe.yaml", "/browser/nothing.js"):
+            assert client.get(path).status_code == 404
+    monkeypatch.setenv("SEQKIT_JS_DIR", str(tmp_path / "no-js"))
+    with TestClient(create_app(model)) as client:
+        assert client.get("/v1/model").json()["browser"] is False
+        assert client.get("/browser/").status_code == 404
