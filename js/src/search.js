@@ -146,39 +146,60 @@ class Finished {
   }
 }
 
-/** Order of candidates: higher score first, then lower beam, then lower id (np.lexsort((tok, beam, -cand))). */
-function byScoreBeamId(a, b) {
-  if (a.s !== b.s) return a.s > b.s ? -1 : 1;
-  if (a.beam !== b.beam) return a.beam - b.beam;
-  return a.tok - b.tok;
+/** Candidate a before candidate b: higher score, then lower beam, then lower id
+ * (np.lexsort((tok, beam, -cand))); equal -inf scores tie like any others. */
+function before(s, beam, tok, s2, beam2, tok2) {
+  return s > s2 || (s === s2 && (beam < beam2 || (beam === beam2 && tok < tok2)));
 }
 
-/** step_top: one step reduced to the n best continuations of each row of the constrained scores. */
+/** step_top: one step reduced to the n best continuations of each row of the constrained
+ * scores -> {vals (N*w) Float64Array, ids (N*w) Int32Array, w, attention, state}. */
 async function stepTop(fn, y, memory, state, n, t, rowLimits, eosId, minLen) {
   const blocked = t < minLen;
   const out = await fn.stepTopK(y, memory, state, n + (blocked ? 1 : 0), eosId);
   const { top } = out;
   const rows = y.length;
-  let width = top.k;
-  const vals = [], ids = [];
-  for (let r = 0; r < rows; r++) {
-    let v = Array.from(top.logProbs.subarray(r * width, (r + 1) * width));
-    let id = Array.from(top.ids.subarray(r * width, (r + 1) * width));
-    if (blocked) {
-      v = v.map((x, j) => (id[j] === eosId ? NEG_INF : x));
-      const order = v.map((_, j) => j).sort((a, b) => (v[a] > v[b] ? -1 : v[a] < v[b] ? 1 : a - b)).slice(0, n);
-      v = order.map((j) => v[j]);
-      id = order.map((j) => id[j]);
+  const width = top.k;
+  let w = width, vals = Float64Array.from(top.logProbs), ids = top.ids;
+  if (blocked) { // eos to -inf, then a stable sort of each row, keeping the first n
+    w = Math.min(n, width);
+    const v2 = new Float64Array(rows * w), i2 = new Int32Array(rows * w);
+    for (let r = 0; r < rows; r++) {
+      const v = Array.from(vals.subarray(r * width, (r + 1) * width), (x, j) => (ids[r * width + j] === eosId ? NEG_INF : x));
+      const order = v.map((_, j) => j).sort((a, b) => (v[a] > v[b] ? -1 : v[a] < v[b] ? 1 : a - b)).slice(0, w);
+      order.forEach((j, c) => { v2[r * w + c] = v[j]; i2[r * w + c] = ids[r * width + j]; });
     }
-    if (t >= rowLimits[r]) {
-      v.fill(NEG_INF);
-      v[0] = top.eos[r];
-      id[0] = eosId;
-    }
-    vals.push(v);
-    ids.push(id);
+    vals = v2;
+    ids = i2;
   }
-  return { vals, ids, attention: out.attention, state: out.state };
+  for (let r = 0; r < rows; r++) {
+    if (t >= rowLimits[r]) { // only eos remains, with its unblocked log-prob (max_len wins)
+      vals.fill(NEG_INF, r * w, (r + 1) * w);
+      vals[r * w] = top.eos[r];
+      ids[r * w] = eosId;
+    }
+  }
+  return { vals, ids, w, attention: out.attention, state: out.state };
+}
+
+/** _best_of_rows for one sentence: its K rows' w best each -> the best m, sorted. */
+function bestOfRows(beamScores, vals, ids, g, k, w, m) {
+  const cs = new Float64Array(m), cb = new Int32Array(m), ct = new Int32Array(m);
+  let size = 0;
+  for (let j = 0; j < k; j++) {
+    const base = beamScores[j], off = (g * k + j) * w;
+    for (let c = 0; c < w; c++) {
+      const sc = base + vals[off + c], tok = ids[off + c];
+      if (size === m && !before(sc, j, tok, cs[m - 1], cb[m - 1], ct[m - 1])) continue;
+      let pos = size === m ? m - 1 : size++;
+      while (pos > 0 && before(sc, j, tok, cs[pos - 1], cb[pos - 1], ct[pos - 1])) {
+        cs[pos] = cs[pos - 1]; cb[pos] = cb[pos - 1]; ct[pos] = ct[pos - 1];
+        pos--;
+      }
+      cs[pos] = sc; cb[pos] = j; ct[pos] = tok;
+    }
+  }
+  return Array.from({ length: size }, (_, i) => ({ s: cs[i], beam: cb[i], tok: ct[i] }));
 }
 
 /** The n best (value desc, index asc, -inf included) of one flat candidate row, in one pass. */
@@ -249,15 +270,7 @@ export async function beamSearch(fn, src, lengths, opts) {
     if (useTopK) {
       const out = await stepTop(fn, y, memory, state, 2 * k, t, rowLimits, eosId, minLen);
       state = out.state; attention = out.attention;
-      for (let g = 0; g < groups; g++) {
-        const cand = [];
-        for (let j = 0; j < k; j++) {
-          const v = out.vals[g * k + j], id = out.ids[g * k + j];
-          for (let c = 0; c < v.length; c++) cand.push({ s: scores[g][j] + v[c], beam: j, tok: id[c] });
-        }
-        cand.sort(byScoreBeamId);
-        top.push(cand.slice(0, Math.min(2 * k, cand.length)));
-      }
+      for (let g = 0; g < groups; g++) top.push(bestOfRows(scores[g], out.vals, out.ids, g, k, out.w, Math.min(2 * k, k * out.w)));
     } else {
       const out = await fn.step(y, memory, state);
       state = out.state; attention = out.attention;

@@ -26,9 +26,12 @@ export function takeRows(t, axis, index) {
   const rows = dims[axis];
   const out = new Float32Array(outer * index.length * inner);
   for (let o = 0; o < outer; o++) {
-    for (let j = 0; j < index.length; j++) {
+    for (let j = 0; j < index.length;) {
+      let run = 1; // consecutive source rows are copied in one block
+      while (j + run < index.length && index[j + run] === index[j] + run) run++;
       const from = (o * rows + index[j]) * inner;
-      out.set(t.data.subarray(from, from + inner), (o * index.length + j) * inner);
+      out.set(t.data.subarray(from, from + run * inner), (o * index.length + j) * inner);
+      j += run;
     }
   }
   const outDims = dims.slice();
