@@ -66,6 +66,8 @@ async function main() {
   const overrides = { strategy: values.strategy, beam_size: int("beam-size"), n_best: int("n-best"), batch_size: int("batch-size"),
     min_len: int("min-len"), no_repeat_ngram_size: int("no-repeat-ngram-size") };
   if (values["length-penalty"] !== undefined) overrides.length_penalty = Number(values["length-penalty"]);
+  // As `seqkit translate`: a --beam-size given alone picks the strategy (1: greedy, more: beam).
+  if (overrides.beam_size !== undefined && overrides.strategy === undefined) overrides.strategy = overrides.beam_size === 1 ? "greedy" : "beam";
   const where = values.input ?? "stdin";
   let bytes;
   try {
