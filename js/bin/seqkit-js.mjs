@@ -15,7 +15,7 @@ const USAGE = `usage: seqkit-js translate MODEL_DIR [-i FILE] [--strategy greedy
   --warmup N translate the first N lines once before the timed run (JIT and onnxruntime warm-up)`;
 
 function fail(message) {
-  process.stderr.write(`error: ${message}\n`);
+  process.stderr.write(`error: ${String(message).replace(/\s*\n\s*/g, " ")}\n`); // one line, always
   process.exit(1);
 }
 
@@ -95,5 +95,5 @@ async function main() {
 
 main().catch((err) => {
   if (err instanceof ModelError || err instanceof InputError) fail(err.message);
-  fail(`${err.name || "Error"}: ${String(err.message || err).split("\n")[0]}`);
+  fail(`${err.name || "Error"}: ${String(err.message || err)}`);
 });
