@@ -234,3 +234,26 @@ process.stdout.write(JSON.stringify(r.map((x) => x.tokens)));
 """
     want = load_model(one_model, threads=1).translator(strategy="beam", beam_size=3).translate(SRC_LINES)
     assert json.loads(node_eval(script)) == [w.tokens for w in want]
+
+
+
+def test_replace_unk_as_python(one_model):
+    """search.replace_unk: each unk becomes the source word its step attended to most (an unk
+    whose strongest attention is on the source eos stays unk), as seqkit.inference does."""
+    import numpy as np
+
+    from seqkit.inference import replace_unknowns
+
+    tok = load_tokenizer(one_model / "tokenizer" / "tgt")
+    words = ["zwei", "unbekannte", "wörter", "."]
+    tokens = [5, 1, 7, 1, 1, 3]
+    attention = np.random.default_rng(0).random((len(tokens) + 1, len(words) + 1))
+    attention[4, -1] = 2.0  # the third unk looks at eos
+    script = f"""
+import {{ loadModelDir }} from "./src/node.js";
+const m = await loadModelDir({json.dumps(str(one_model))}, {{ threads: 1 }});
+process.stdout.write(JSON.stringify(m.replaceUnknowns({tokens}, {json.dumps(attention.tolist())}, {json.dumps(words)})));
+"""
+    want = replace_unknowns(tokens, attention, words, tok)
+    assert "\u2047" in want and want != tok.decode(tokens)  # one unk stays, others are replaced
+    assert json.loads(node_eval(script)) == want
