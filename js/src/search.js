@@ -233,6 +233,53 @@ function blockNgrams(row, history, n) {
   }
 }
 
+/** One beam step's candidates: per sentence g, its best min(2K, K*w) continuations, sorted
+ * ({s: cumulative log-prob, beam, tok}) -- from the graph's top-k or from whole rows. */
+async function beamCandidates(fn, b, t, rowLimits) {
+  const { k, eosId, minLen, noRepeatNgramSize, useTopK } = b.opts;
+  const groups = b.sent.length;
+  const top = [];
+  if (useTopK) {
+    const out = await stepTop(fn, b.y, b.memory, b.state, 2 * k, t, rowLimits, eosId, minLen);
+    for (let g = 0; g < groups; g++) top.push(bestOfRows(b.scores[g], out.vals, out.ids, g, k, out.w, Math.min(2 * k, k * out.w)));
+    return { top, attention: out.attention, state: out.state };
+  }
+  const out = await fn.step(b.y, b.memory, b.state);
+  const vocab = fn.vocabSize;
+  for (let g = 0; g < groups; g++) {
+    const flat = new Float64Array(k * vocab);
+    for (let j = 0; j < k; j++) {
+      const r = g * k + j;
+      const row = constrainRow(out.logProbs, r * vocab, vocab, t, rowLimits[r], eosId, minLen);
+      blockNgrams(row, b.tokens[r].slice(0, t), noRepeatNgramSize);
+      for (let v = 0; v < vocab; v++) flat[j * vocab + v] = b.scores[g][j] + row[v];
+    }
+    const { idx, val } = topSorted(flat, Math.min(2 * k, k * vocab));
+    top.push(idx.map((i, c) => ({ s: val[c], beam: Math.floor(i / vocab), tok: i % vocab })));
+  }
+  return { top, attention: out.attention, state: out.state };
+}
+
+/** Sentence g after step t: eos among its first K candidates finishes hypotheses; the first K
+ * non-eos (argsort(is_eos, stable)[:K]) are its new beams; whether its search goes on. */
+function advanceSentence(b, g, cands, t, finished, lengths, limits) {
+  const { k, eosId, lengthPenalty } = b.opts;
+  for (let r = 0; r < Math.min(k, cands.length); r++) {
+    const c = cands[r];
+    if (c.tok === eosId && Number.isFinite(c.s)) {
+      const row = g * k + c.beam;
+      const factor = lengthPenaltyFactor(t + 1, lengthPenalty);
+      finished.add(b.sent[g], { tokens: b.tokens[row].slice(0, t), score: c.s / factor, logProb: c.s,
+        attention: b.attn.take(row, t + 1, lengths[b.sent[g]]) });
+    }
+  }
+  const pick = cands.filter((c) => c.tok !== eosId).concat(cands.filter((c) => c.tok === eosId)).slice(0, k);
+  const scores = pick.map((c) => (c.tok === eosId ? NEG_INF : c.s));
+  const topEos = cands[0].tok === eosId && Number.isFinite(cands[0].s);
+  return { scores, tok: pick.map((c) => c.tok), parents: pick.map((c) => g * k + c.beam),
+    keep: !beamDone(finished, b.sent[g], topEos, scores, t, limits[b.sent[g]], lengthPenalty) };
+}
+
 /**
  * Beam search over B sentences at once (seqkit.beam.beam_search): B*K rows per step, the best 2K
  * continuations of each sentence ranked by cumulative log-prob; eos among the first K finishes a
@@ -248,82 +295,33 @@ export async function beamSearch(fn, src, lengths, opts) {
   const limits = maxLen.slice();
   const steps = Math.max(...limits) + 1;
   const srcLen = Math.max(...lengths);
-  const vocab = fn.vocabSize;
-  let { memory, state } = await fn.start(src, lengths);
-  const expand = [];
-  for (let b = 0; b < batch; b++) for (let j = 0; j < k; j++) expand.push(b);
-  memory = fn.selectMemory(memory, expand);
-  state = fn.selectState(state, expand);
-  let scores = Array.from({ length: batch }, () => { const s = new Array(k).fill(NEG_INF); s[0] = 0.0; return s; });
-  let tokens = Array.from({ length: batch * k }, () => []);
-  const attnBuf = new AttnBuf(returnAttention, batch * k);
+  const start = await fn.start(src, lengths);
+  const expand = Array.from({ length: batch * k }, (_, r) => Math.floor(r / k)); // row b*K + j: beam j of b
+  const b = { // the live search: sentence of each beam group, its K scores, row histories
+    opts: { k, eosId, minLen, lengthPenalty, noRepeatNgramSize, useTopK: fn.hasTopK && noRepeatNgramSize === 0 },
+    memory: fn.selectMemory(start.memory, expand), state: fn.selectState(start.state, expand),
+    scores: Array.from({ length: batch }, () => [0.0, ...new Array(k - 1).fill(NEG_INF)]), // only beam 0 expands at t = 0
+    tokens: Array.from({ length: batch * k }, () => []), attn: new AttnBuf(returnAttention, batch * k),
+    sent: Array.from({ length: batch }, (_, i) => i), y: new Array(batch * k).fill(bosId),
+  };
   const finished = new Finished(batch, nBest);
-  let sent = Array.from({ length: batch }, (_, i) => i);
-  let y = new Array(batch * k).fill(bosId);
-  const useTopK = fn.hasTopK && noRepeatNgramSize === 0; // blocking needs whole rows
   for (let t = 0; t < steps; t++) {
-    const groups = sent.length;
-    const rowLimits = [];
-    for (const s of sent) for (let j = 0; j < k; j++) rowLimits.push(limits[s]);
-    let attention;
-    const top = []; // per group: sorted candidates {s, beam, tok}
-    if (useTopK) {
-      const out = await stepTop(fn, y, memory, state, 2 * k, t, rowLimits, eosId, minLen);
-      state = out.state; attention = out.attention;
-      for (let g = 0; g < groups; g++) top.push(bestOfRows(scores[g], out.vals, out.ids, g, k, out.w, Math.min(2 * k, k * out.w)));
-    } else {
-      const out = await fn.step(y, memory, state);
-      state = out.state; attention = out.attention;
-      for (let g = 0; g < groups; g++) {
-        const flat = new Float64Array(k * vocab);
-        for (let j = 0; j < k; j++) {
-          const r = g * k + j;
-          const row = constrainRow(out.logProbs, r * vocab, vocab, t, rowLimits[r], eosId, minLen);
-          blockNgrams(row, tokens[r].slice(0, t), noRepeatNgramSize);
-          for (let v = 0; v < vocab; v++) flat[j * vocab + v] = scores[g][j] + row[v];
-        }
-        const { idx, val } = topSorted(flat, Math.min(2 * k, k * vocab));
-        top.push(idx.map((i, c) => ({ s: val[c], beam: Math.floor(i / vocab), tok: i % vocab })));
-      }
-    }
-    attnBuf.write(t, attention, srcLen, null);
-    const newScores = [], newTok = [], parents = [], keep = [];
-    for (let g = 0; g < groups; g++) {
-      const cands = top[g];
-      for (let r = 0; r < Math.min(k, cands.length); r++) {
-        const c = cands[r];
-        if (c.tok === eosId && Number.isFinite(c.s)) {
-          const row = g * k + c.beam;
-          const factor = lengthPenaltyFactor(t + 1, lengthPenalty);
-          finished.add(sent[g], { tokens: tokens[row].slice(0, t), score: c.s / factor, logProb: c.s,
-            attention: attnBuf.take(row, t + 1, lengths[sent[g]]) });
-        }
-      }
-      // The first K non-eos candidates, in score order (argsort(is_eos, stable)[:K]), are the new beams.
-      const pick = cands.filter((c) => c.tok !== eosId).concat(cands.filter((c) => c.tok === eosId)).slice(0, k);
-      newScores.push(pick.map((c) => (c.tok === eosId ? NEG_INF : c.s)));
-      newTok.push(pick.map((c) => c.tok));
-      parents.push(pick.map((c) => g * k + c.beam));
-      const topEos = cands[0].tok === eosId && Number.isFinite(cands[0].s);
-      keep.push(!beamDone(finished, sent[g], topEos, newScores[g], t, limits[sent[g]], lengthPenalty));
-    }
-    if (!keep.some(Boolean)) break;
-    const index = [], nextY = [], keptRows = [];
-    for (let g = 0; g < groups; g++) {
-      if (!keep[g]) continue;
-      for (let j = 0; j < k; j++) {
-        index.push(parents[g][j]);
-        nextY.push(newTok[g][j]);
-        keptRows.push(g * k + j);
-      }
-    }
-    tokens = index.map((i, r) => { const h = tokens[i].slice(0, t); h[t] = nextY[r]; return h; });
-    attnBuf.select(index);
-    state = fn.selectState(state, index);
-    if (!keep.every(Boolean)) memory = fn.selectMemory(memory, keptRows);
-    scores = newScores.filter((_, g) => keep[g]);
-    sent = sent.filter((_, g) => keep[g]);
-    y = nextY;
+    const rowLimits = b.sent.flatMap((s) => new Array(k).fill(limits[s]));
+    const { top, attention, state } = await beamCandidates(fn, b, t, rowLimits);
+    b.state = state;
+    b.attn.write(t, attention, srcLen, null);
+    const next = top.map((cands, g) => advanceSentence(b, g, cands, t, finished, lengths, limits));
+    if (!next.some((n) => n.keep)) break;
+    const kept = next.map((n, g) => [n, g]).filter(([n]) => n.keep);
+    const index = kept.flatMap(([n]) => n.parents);
+    const nextY = kept.flatMap(([n]) => n.tok);
+    b.tokens = index.map((i, r) => { const h = b.tokens[i].slice(0, t); h[t] = nextY[r]; return h; });
+    b.attn.select(index);
+    b.state = fn.selectState(b.state, index);
+    if (kept.length < next.length) b.memory = fn.selectMemory(b.memory, kept.flatMap(([, g]) => Array.from({ length: k }, (_, j) => g * k + j)));
+    b.scores = kept.map(([n]) => n.scores);
+    b.sent = kept.map(([, g]) => b.sent[g]);
+    b.y = nextY;
   }
   return finished.best();
 }
