@@ -96,8 +96,8 @@ export async function greedy(fn, src, lengths, { bosId, eosId, maxLen, minLen = 
         best = 0;
         value = blocked && eosId === 0 ? -Infinity : lp[off];
         for (let v = 1; v < vocab; v++) {
-          const x = blocked && v === eosId ? -Infinity : lp[off + v];
-          if (x > value) { value = x; best = v; }
+          const x = lp[off + v];
+          if (x > value && !(blocked && v === eosId)) { value = x; best = v; }
         }
       }
       tok[i] = best;
