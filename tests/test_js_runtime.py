@@ -257,3 +257,18 @@ process.stdout.write(JSON.stringify(m.replaceUnknowns({tokens}, {json.dumps(atte
     want = replace_unknowns(tokens, attention, words, tok)
     assert "\u2047" in want and want != tok.decode(tokens)  # one unk stays, others are replaced
     assert json.loads(node_eval(script)) == want
+
+
+@pytest.mark.parametrize("overrides", [{"strategy": "greedy", "min_len": 3}, {"strategy": "beam", "beam_size": 4, "min_len": 2}])
+def test_whole_rows_decode_as_the_graph_top_k(one_model, overrides):
+    """A step function without top-k outputs (exports before step_top_k) reads whole log-prob
+    rows: the same ids as the Python runtime's top-k path."""
+    script = f"""
+import {{ loadModelDir }} from "./src/node.js";
+const m = await loadModelDir({json.dumps(str(one_model))}, {{ threads: 1 }});
+m.stepper.hasTopK = false;
+const r = await m.translate({json.dumps(LINES)}, {json.dumps(overrides)});
+process.stdout.write(JSON.stringify(r.map((x) => x.tokens)));
+"""
+    want = load_model(one_model, threads=1).translator(**overrides).translate(LINES)
+    assert json.loads(node_eval(script)) == [w.tokens for w in want]

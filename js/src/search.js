@@ -63,6 +63,19 @@ class AttnBuf {
   }
 }
 
+/** np.argmax of _constrain's row (the first maximum) without building the row: eos alone at
+ * the limit (open false), eos at -inf before min_len (blocked) -> [id, log-prob]. */
+function argmaxConstrained(lp, off, vocab, open, blocked, eosId) {
+  if (!open) return [eosId, lp[off + eosId]];
+  let best = 0;
+  let value = blocked && eosId === 0 ? -Infinity : lp[off];
+  for (let v = 1; v < vocab; v++) {
+    const x = lp[off + v];
+    if (x > value && !(blocked && v === eosId)) { value = x; best = v; }
+  }
+  return [best, value];
+}
+
 /** Argmax decoding of B sentences at once (seqkit.search.greedy); one hypothesis per sentence. */
 export async function greedy(fn, src, lengths, { bosId, eosId, maxLen, minLen = 0, returnAttention = false }) {
   const batch = src.length;
@@ -79,26 +92,23 @@ export async function greedy(fn, src, lengths, { bosId, eosId, maxLen, minLen = 
   let rows = Array.from({ length: batch }, (_, i) => i);
   let y = new Array(batch).fill(bosId);
   for (let t = 0; t < steps; t++) {
-    const out = await fn.step(y, memory, state);
+    // With the graph's TopK, the argmax is its first id (ties: lower id, as np.argmax), or the
+    // second where the first is a blocked eos: the (N, V) rows never leave onnxruntime.
+    const blocked = t < minLen;
+    const out = fn.hasTopK ? await fn.stepTopK(y, memory, state, blocked ? 2 : 1, eosId) : await fn.step(y, memory, state);
     state = out.state;
     const tok = new Array(rows.length);
     const ended = [];
     const keep = [];
-    const lp = out.logProbs;
     for (let i = 0; i < rows.length; i++) {
       const b = rows[i];
-      const off = i * vocab;
-      // np.argmax of _constrain's row (the first maximum), without building the row: eos alone
-      // at the limit, eos at -inf before min_len.
-      let best = eosId, value = lp[off + eosId];
-      if (t < limits[b]) {
-        const blocked = t < minLen;
-        best = 0;
-        value = blocked && eosId === 0 ? -Infinity : lp[off];
-        for (let v = 1; v < vocab; v++) {
-          const x = lp[off + v];
-          if (x > value && !(blocked && v === eosId)) { value = x; best = v; }
-        }
+      let best, value;
+      if (fn.hasTopK) {
+        const { logProbs: vals, ids, eos, k: w } = out.top;
+        const c = blocked && ids[i * w] === eosId ? 1 : 0;
+        [best, value] = t >= limits[b] ? [eosId, eos[i]] : [ids[i * w + c], vals[i * w + c]];
+      } else {
+        [best, value] = argmaxConstrained(out.logProbs, i * vocab, vocab, t < limits[b], blocked, eosId);
       }
       tok[i] = best;
       tokens[b][t] = best;

@@ -50,7 +50,8 @@ export class OrtStepper {
     this.memoryAxes = config.memory.map((t) => t.shape.indexOf(BATCH));
     this.stateAxes = config.state.map((t) => t.shape.indexOf(BATCH));
     this.vocabSize = config.tgt_vocab_size;
-    this.hasTopK = Boolean(config.step_top_k);
+    this.graphTopK = Boolean(config.step_top_k); // the graph's top_k/eos_id inputs must be fed
+    this.hasTopK = this.graphTopK; // search may use stepTopK (false: whole rows through step)
     this.stateOut = this.stateNames.map((_, i) => `state_out_${i}`);
     this.extraInputs = step.inputNames.filter((n) => n in EXTRA_STEP_INPUTS);
     checkGraphs(config, encoder, step, where);
@@ -73,7 +74,7 @@ export class OrtStepper {
     const feeds = { [NAMES.yPrev]: int64(ort, y, [y.length]), ...this.extraFeeds };
     this.memoryNames.forEach((n, i) => { feeds[n] = new ort.Tensor("float32", memory[i].data, memory[i].dims); });
     this.stateNames.forEach((n, i) => { feeds[n] = new ort.Tensor("float32", state[i].data, state[i].dims); });
-    if (this.hasTopK) { // graph inputs must be fed even when their outputs are not read
+    if (this.graphTopK) { // graph inputs must be fed even when their outputs are not read
       feeds[NAMES.topK] = int64(ort, [k], [1]);
       feeds[NAMES.eosId] = int64(ort, [eosId], []);
     }
