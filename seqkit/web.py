@@ -110,7 +110,7 @@ def site_files(model_dir: Path, js_root: Path | None = None) -> dict[str, Path |
     files.update({dest: root / src for dest, src in VENDOR_FILES.items()})
     files.update(SHIMS)
     files.update({f"model/{name}": model_dir / name for name in [*manifest.files, MANIFEST_FILE]})
-    title = html.escape(f"seqkit · {model_dir.resolve().name}")
+    title = html.escape(f"seqkit · {Path(os.path.abspath(model_dir)).name}")  # the name given, not a link target
     files["index.html"] = PAGE_TEMPLATE.format(title=title, style=STYLE, import_map=IMPORT_MAP).encode("utf-8")
     return files
 

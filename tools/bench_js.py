@@ -148,7 +148,7 @@ class Browser:
         """The page as a user sees it after typing ``line`` and pressing Run (beam search)."""
         from selenium.webdriver.support.ui import Select
 
-        self.driver.set_window_size(1200, 900)
+        self.driver.set_window_size(1200, 1000)
         self.threads = None
         self.open(1)
         Select(self.driver.find_element("id", "strategy")).select_by_value("beam")
