@@ -100,12 +100,12 @@ def site_files(model_dir: Path, js_root: Path | None = None) -> dict[str, Path |
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise ModelError(f"{model_dir}: no such model directory")
+    root = js_root or js_dir()  # before hashing the model: `seqkit serve` asks without the JS runtime too
     manifest = verify_manifest(model_dir)
     config = read_config(model_dir)
     if config.model_kind != "seq2seq":
         raise ModelError(f"{model_dir / 'config.json'}: a {config.task} model ({config.model_kind}); the browser "
                          "runtime translates seq2seq models (translation, summarization) only")
-    root = js_root or js_dir()
     files: dict[str, Path | bytes] = {f"seqkit/{name}": root / "src" / name for name in RUNTIME_FILES}
     files.update({dest: root / src for dest, src in VENDOR_FILES.items()})
     files.update(SHIMS)
