@@ -226,6 +226,17 @@ def export_model(run_dirs: tuple[Path, ...], model_dir: Path, opset: int | None,
                            "verification": manifest.verification}, indent=1))
 
 
+@cli.command("web")
+@click.argument("model_dir", metavar="MODEL_DIR", type=click.Path(path_type=Path))
+@click.option("-o", "--output", "site_dir", required=True, type=click.Path(path_type=Path),
+              help="The static site to create (must not exist or be empty).")
+def web_site(model_dir: Path, site_dir: Path) -> None:
+    """Write a static site that translates with MODEL_DIR in the browser (docs/web.md)."""
+    from seqkit.web import write_site
+
+    click.echo(str(write_site(model_dir, site_dir)))
+
+
 @cli.command("score")
 @click.argument("model_dir", metavar="MODEL", type=click.Path(path_type=Path))
 @click.option("--src", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,

@@ -108,6 +108,18 @@ def browser() -> Iterator[webdriver.Chrome]:
         driver.quit()
 
 
+def check_heatmap(browser, sentence: str, result) -> None:
+    """The page's heat map: one row per target token (+ eos), one column per source word (+ eos),
+    cell titles ending in the weight that seqkit.runtime computed."""
+    heads = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#attention thead th")][1:]
+    rows = browser.find_elements(By.CSS_SELECTOR, "#attention tbody tr")
+    assert heads == sentence.split() + ["</s>"]
+    assert len(rows) == len(result.tokens) + 1 == result.attention.shape[0]
+    assert all(len(r.find_elements(By.TAG_NAME, "td")) == len(heads) for r in rows)
+    first_cell = rows[0].find_element(By.TAG_NAME, "td").get_attribute("title")
+    assert first_cell.endswith(f"{result.attention[0, 0]:.3f}")
+
+
 def test_page_translates_a_typed_sentence(server, browser, model_dir, tmp_path):
     sentence = SRC_LINES[4]
     browser.get(server + "/")
@@ -124,14 +136,7 @@ def test_page_translates_a_typed_sentence(server, browser, model_dir, tmp_path):
     shown = browser.find_element(By.ID, "output").text
     result = load_model(model_dir, threads=1).translator(strategy="greedy").translate([sentence], return_attention=True)[0]
     assert shown == result.text and shown
-    # The heat map: one row per target token (+ eos), one column per source token (+ eos).
-    heads = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#attention thead th")][1:]
-    rows = browser.find_elements(By.CSS_SELECTOR, "#attention tbody tr")
-    assert heads == sentence.split() + ["</s>"]
-    assert len(rows) == len(result.tokens) + 1 == result.attention.shape[0]
-    assert all(len(r.find_elements(By.TAG_NAME, "td")) == len(heads) for r in rows)
-    first_cell = rows[0].find_element(By.TAG_NAME, "td").get_attribute("title")
-    assert first_cell.endswith(f"{result.attention[0, 0]:.3f}")
+    check_heatmap(browser, sentence, result)
     browser.save_screenshot(str(tmp_path / "page.png"))
     assert (tmp_path / "page.png").stat().st_size > 1000
 

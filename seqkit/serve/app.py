@@ -22,12 +22,13 @@ import math
 import time
 from contextlib import asynccontextmanager
 from functools import partial
+from pathlib import Path
 from typing import Any, AsyncIterator, Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -41,6 +42,7 @@ from seqkit.serve.schemas import (
     AttentionMatrix, ErrorResponse, GenerateRequest, GenerateResponse, Health, Hypothesis, ServeLimits,
     TranslateRequest, TranslateResponse, Translation,
 )
+from seqkit.web import ISOLATION_HEADERS, MEDIA_TYPES, site_files
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 413, 415, 422, 500, 503)
@@ -242,6 +244,29 @@ def _install_guards(app: FastAPI, limits: ServeLimits, allowed_hosts: Sequence[s
     _install_error_handlers(app)
 
 
+def _install_browser_site(app: FastAPI, model: Any) -> bool:
+    """``GET /browser/...``: the `seqkit web` site of the served model, so the page can offer
+    "run in this browser". Only where the JS runtime is installed (js/node_modules) and the model
+    is seq2seq; False otherwise. Only the site's own files are served, with the isolation headers
+    onnxruntime-web needs for threads."""
+    try:
+        files = site_files(model.model_dir)
+    except SeqkitError:
+        return False
+
+    @app.get("/browser/{path:path}", include_in_schema=False)
+    async def browser_site(path: str) -> Response:
+        source = files.get(path or "index.html")
+        if source is None:
+            raise StarletteHTTPException(404, f"/browser/{shorten(path)}: not part of the site")
+        media = MEDIA_TYPES.get(Path(path or "index.html").suffix, "application/octet-stream")
+        if isinstance(source, bytes):
+            return Response(source, media_type=media, headers=ISOLATION_HEADERS)
+        return FileResponse(source, media_type=media, headers=ISOLATION_HEADERS)
+
+    return True
+
+
 def create_app(model: Any, limits: ServeLimits | None = None, allowed_hosts: Sequence[str] | None = None) -> FastAPI:
     """The FastAPI app over ``model`` (a :class:`seqkit.runtime.RuntimeModel`); ``allowed_hosts``:
     the Host header names it answers (None: any)."""
@@ -260,6 +285,7 @@ def create_app(model: Any, limits: ServeLimits | None = None, allowed_hosts: Seq
                   description=f"seqkit {model.config.task} model `{model.model_dir.name}` on onnxruntime.")
     app.state.model, app.state.limits, app.state.batcher = model, limits, batcher
     _install_guards(app, limits, allowed_hosts)
+    browser = model.config.model_kind == "seq2seq" and _install_browser_site(app, model)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
@@ -273,7 +299,8 @@ def create_app(model: Any, limits: ServeLimits | None = None, allowed_hosts: Seq
     @app.get("/v1/model", summary="The exported config.json and manifest.json, and the request limits")
     async def model_info() -> dict[str, Any]:
         return {"name": model.model_dir.name, "config": model.config.model_dump(mode="json"),
-                "manifest": model.manifest.model_dump(mode="json"), "limits": limits.model_dump()}
+                "manifest": model.manifest.model_dump(mode="json"), "limits": limits.model_dump(),
+                "browser": browser}
 
     @app.post("/v1/translate", response_model=TranslateResponse, responses=ERRORS,
               summary="Translate (or summarize) a batch of texts with a seq2seq model")

@@ -3,17 +3,12 @@ styles, so it works offline). It asks ``/v1/model`` what the model is, then show
 form (seq2seq, with the attention heat map as a table) or a generate form (language model).
 
 Element ids are part of the contract with tests/test_serve_e2e.py: ``source``, ``strategy``,
-``beam``, ``run``, ``output``, ``attention``, ``error``, ``model-name``.
+``beam``, ``run``, ``output``, ``attention``, ``error``, ``model-name``, ``in-browser`` (the link to
+the same model decoding in the browser, shown when ``/v1/model`` says ``"browser": true``).
 """
 
-PAGE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>seqkit</title>
-<style>
-  body { font: 15px/1.45 system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
+# Shared with the static site of `seqkit web` (seqkit/web.py), so both pages look alike.
+STYLE = """  body { font: 15px/1.45 system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
   h1 { font-size: 1.3rem; margin-bottom: .2rem; }
   #model-name { color: #666; margin-top: 0; }
   textarea { width: 100%; box-sizing: border-box; font: inherit; padding: .5rem; }
@@ -27,11 +22,21 @@ PAGE = """<!doctype html>
   #attention tbody th { text-align: right; }
   #attention td { width: 26px; height: 22px; border: 1px solid #fff; }
   .lm-only, .s2s-only { display: none; }
-</style>
+"""
+
+PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>seqkit</title>
+<style>
+""" + STYLE + """</style>
 </head>
 <body>
 <h1>seqkit</h1>
 <p id="model-name">loading model information&hellip;</p>
+<p><a id="in-browser" href="browser/" hidden>run in this browser</a></p>
 <label for="source"><span class="s2s-only">Text to translate (one per line)</span><span class="lm-only">Prompt</span></label>
 <textarea id="source" rows="4" autofocus></textarea>
 <div class="row">
@@ -124,6 +129,7 @@ async function init() {
     if (search.strategy === "greedy") $("strategy").value = "greedy";
     if (search.beam_size) $("beam").value = search.beam_size;
     $("beam").max = info.limits.max_beam_size;
+    $("in-browser").hidden = !info.browser;
     $("run").disabled = false;
   } catch (err) {
     $("error").textContent = "cannot read /v1/model: " + err.message;
