@@ -10,7 +10,6 @@ as in the Python and HTTP APIs and the recipe's ``search.beam_size``.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -31,7 +30,7 @@ from seqkit.evaluate import (
     open_generator,
     open_step_model,
 )
-from seqkit.plot import attention_labels, plot_attention, plot_curves
+from seqkit.plot import plot_curves, plot_first_attention
 from seqkit.progress import configure_logging
 from seqkit.recipe import dump_recipe, load_recipe
 from seqkit.rundir import EMA_FILE, MODEL_FILE
@@ -41,6 +40,7 @@ from seqkit.serve import serve
 from seqkit.serve.schemas import ServeLimits
 from seqkit.tasks import entry
 from seqkit.textio import line_chunks, open_output, read_aligned, read_lines
+from seqkit.web import write_site
 
 from seqkit.cli_options import (  # noqa: F401 - STRATEGIES and search_overrides are part of seqkit.cli's API
     SAMPLING_OPTIONS,
@@ -189,7 +189,7 @@ def translate(model_dirs: tuple[Path, ...], input_path: Path | None, output_path
         for first_line, lines in chunks:
             rows = model.output_lines(lines, first_line, scores)
             if attention_plot is not None:
-                _attention_plot(lines, model.last_results, model.translator, attention_plot)
+                plot_first_attention(lines, model.last_results, model.translator, attention_plot)
             out.writelines(row + "\n" for row in rows)
             out.flush()
     # Warnings (truncated lines) were already logged to stderr by the Translator/TextClassifier, one per line.
@@ -232,8 +232,6 @@ def export_model(run_dirs: tuple[Path, ...], model_dir: Path, opset: int | None,
               help="The static site to create (must not exist or be empty).")
 def web_site(model_dir: Path, site_dir: Path) -> None:
     """Write a static site that translates with MODEL_DIR in the browser (docs/web.md)."""
-    from seqkit.web import write_site
-
     click.echo(str(write_site(model_dir, site_dir)))
 
 
@@ -321,19 +319,6 @@ def generate(model_dir: Path, prompt: str, max_tokens: int | None, temperature: 
     overrides = search_overrides(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     generator = open_generator(model_dir, overrides, which, device)
     click.echo(generator.generate(prompt, max_tokens=max_tokens))
-
-
-def _attention_plot(lines: list[str], results: list, translator: object, path: Path) -> None:
-    """The attention heat map of the first non-empty line (see seqkit.plot)."""
-    chosen = next(((line, r) for line, r in zip(lines, results) if r.src_tokens), None)
-    if chosen is None:
-        raise SeqkitError("--attention-plot: no non-empty input line to plot")
-    line, result = chosen
-    if result.attention is None:
-        raise SeqkitError("--attention-plot: this model has no attention (its decoder's attention is 'none')")
-    src, tgt = attention_labels(result, translator.src_tokenizer, translator.tgt_tokenizer)  # type: ignore[attr-defined]
-    plot_attention(result.attention, src, tgt, path, title=f"{line.strip()}\n→ {result.text}")
-    logging.getLogger("seqkit").info("attention heat map written to %s", path)
 
 
 @cli.command("serve")
