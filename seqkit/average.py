@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from seqkit import checkpoint as ckpt
 from seqkit.errors import CheckpointError
+from seqkit.rundir import fsync_dir, sha256_file
 
 log = logging.getLogger("seqkit")
 
@@ -130,7 +131,7 @@ def average_run(sources: list[Path], out_dir: Path, *, weights: str = "model.saf
         if out_dir.exists():
             out_dir.rmdir()  # empty, checked above
         os.replace(tmp, out_dir)
-        ckpt.fsync_dir(out_dir.parent)
+        fsync_dir(out_dir.parent)
     except OSError as exc:
         raise CheckpointError(f"{out_dir}: cannot write the averaged run ({exc.strerror or exc})") from None
     finally:
@@ -155,7 +156,7 @@ def _write_run(tmp: Path, out_dir: Path, source_run: Path, sources: list[Path], 
     save_file(weights, str(final / "model.safetensors"))
     state: dict[str, Any] = {"step": step, "averaged_from": [str(d.resolve()) for d in sources],
                              "weights": weights_file,
-                             "metrics": {}, "sha256": {"model.safetensors": ckpt.sha256_file(final / "model.safetensors")}}
+                             "metrics": {}, "sha256": {"model.safetensors": sha256_file(final / "model.safetensors")}}
     (final / "state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")
     for pointer in ckpt.POINTERS:
         (tmp / "checkpoints" / f"{pointer}.json").write_text(json.dumps({"checkpoint": name, "step": step,

@@ -9,11 +9,33 @@ Shapes: B = batch, S = source length, T = target length + 1.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from seqkit.errors import DataError
+
+
+# -- one example's ids, and a padded batch of them -------------------------------------------
+def encode_source(tokenizer: Any, text: str, max_len: int) -> tuple[list[int], bool]:
+    """Source ids as the model sees them: ``encode(text)[:max_len - 1] + [eos]``.
+
+    Returns (ids, truncated). Used by training (every task's adapter, the streaming cache), export and
+    :class:`seqkit.inference.Translator` alike.
+    """
+    if max_len < 1:
+        raise ValueError(f"max_len must be >= 1 (room for eos), got {max_len}")
+    ids = tokenizer.encode(text)
+    return ids[: max_len - 1] + [tokenizer.eos_id], len(ids) > max_len - 1
+
+
+def pad_batch(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ids -> (src (B, S) int64 right-padded with pad_id, lengths (B,) int64)."""
+    lengths = np.array([len(r) for r in rows], dtype=np.int64)
+    src = np.full((len(rows), int(lengths.max()) if len(rows) else 0), pad_id, dtype=np.int64)
+    for i, r in enumerate(rows):
+        src[i, : len(r)] = r
+    return src, lengths
 
 
 def _rng(seed: int, epoch: int, stream: int | None = None) -> np.random.Generator:

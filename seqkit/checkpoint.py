@@ -19,7 +19,6 @@ pointer valid. Loading re-checks the sha256 of each tensor file.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import re
@@ -32,6 +31,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from seqkit.errors import CheckpointError, shorten
+from seqkit.rundir import atomic_write_text, fsync_dir, read_json, sha256_file
 from seqkit.safepath import inside, regular_file
 
 POINTERS = ("last", "best")
@@ -39,37 +39,6 @@ POINTERS = ("last", "best")
 # (an absolute path, ``../``, /dev/zero) would make loading read outside the run directory.
 CHECKPOINT_NAME = re.compile(r"step-\d{8,}")
 TENSOR_FILES = ("model.safetensors", "optimizer.safetensors", "ema.safetensors")
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # -- optimizer state <-> (tensors, json) -------------------------------------------------------
@@ -234,7 +203,7 @@ def read_pointer(ckpt_dir: Path, pointer: str) -> str | None:
     if not path.exists():
         return None
     try:
-        name = json.loads(path.read_text(encoding="utf-8"))["checkpoint"]
+        name = read_json(path)["checkpoint"]
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{path}: unreadable checkpoint pointer ({type(exc).__name__})") from None
     if not (isinstance(name, str) and CHECKPOINT_NAME.fullmatch(name)):
@@ -300,6 +269,11 @@ def _check_state_shape(state: Any, where: Path) -> None:
             raise CheckpointError(f"{where}: sha256 may only list {', '.join(TENSOR_FILES)}, got {shorten(fname)}")
     if "model.safetensors" not in state["sha256"]:
         raise CheckpointError(f"{where}: sha256 does not list model.safetensors")
+
+
+def verify_checkpoint(path: Path) -> None:
+    """Check one checkpoint without loading it: state.json readable, the tensor files' sha256."""
+    load_checkpoint_state(path)
 
 
 def check_resume_state(state: dict[str, Any], path: Path) -> None:

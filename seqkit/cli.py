@@ -1,5 +1,6 @@
-"""The ``seqkit`` command line (click). Heavy imports happen inside commands, so
-``seqkit --help`` and ``seqkit plugins`` stay fast and work without torch.
+"""The ``seqkit`` command line (click). Everything imported here is torch-free, so ``seqkit
+--help``, ``seqkit plugins`` and the commands on exported models work without torch; ``train``,
+``export`` and ``average`` cross into torch inside the command.
 
 One spelling per concept across commands (docs/cli.md): ``-o/--output`` is always a file or
 directory the command writes; recipe values are set with ``--set``; the beam is ``--beam-size``,
@@ -9,7 +10,6 @@ as in the Python and HTTP APIs and the recipe's ``search.beam_size``.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -17,8 +17,30 @@ from typing import Any
 
 import click
 
-from seqkit import __version__
-from seqkit.errors import SeqkitError
+from seqkit import __version__, registry
+from seqkit.devices import torch_device
+from seqkit.errors import InputError, SeqkitError
+from seqkit.evaluate import (
+    LineModel,
+    evaluate_ensemble_split,
+    evaluate_files,
+    evaluate_run,
+    is_classifier,
+    is_exported,
+    open_generator,
+    open_step_model,
+)
+from seqkit.plot import plot_curves, plot_first_attention
+from seqkit.progress import configure_logging
+from seqkit.recipe import dump_recipe, load_recipe
+from seqkit.rundir import EMA_FILE, MODEL_FILE
+from seqkit.runtime.format import verify_manifest
+from seqkit.score import score_pairs
+from seqkit.serve import serve
+from seqkit.serve.schemas import ServeLimits
+from seqkit.tasks import entry
+from seqkit.textio import line_chunks, open_output, read_aligned, read_lines
+from seqkit.web import write_site
 
 from seqkit.cli_options import (  # noqa: F401 - STRATEGIES and search_overrides are part of seqkit.cli's API
     SAMPLING_OPTIONS,
@@ -38,20 +60,16 @@ from seqkit.cli_options import (  # noqa: F401 - STRATEGIES and search_overrides
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging on stderr.")
 def cli(verbose: bool) -> None:
     """seqkit: recurrent sequence-to-sequence models from recipe to torch-free runtime."""
-    from seqkit.progress import configure_logging
-
     configure_logging(verbose)
 
 
 @cli.command()
 def plugins() -> None:
     """List installed plugins: kind, name, distribution, version, status."""
-    from seqkit.registry import default_registry
-
-    registry = default_registry()
+    installed = registry.default_registry()
     rows = [("KIND", "NAME", "DISTRIBUTION", "VERSION", "STATUS")]
-    for info in registry.all():
-        error = registry.check(info)
+    for info in installed.all():
+        error = installed.check(info)
         rows.append((info.kind, info.name, info.distribution, info.version, "ok" if error is None else f"broken: {error}"))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for row in rows:
@@ -68,8 +86,6 @@ def recipe() -> None:
 @set_option
 def recipe_check(path: Path, overrides: tuple[str, ...]) -> None:
     """Validate PATH and print the resolved recipe (every default filled in)."""
-    from seqkit.recipe import dump_recipe, load_recipe
-
     click.echo(dump_recipe(load_recipe(path, list(overrides))), nl=False)
 
 
@@ -81,6 +97,7 @@ def recipe_check(path: Path, overrides: tuple[str, ...]) -> None:
                    "last checkpoint.")
 def train(recipe_path: Path, overrides: tuple[str, ...], resume: bool) -> None:
     """Train a model from RECIPE (or continue a run directory with --resume)."""
+    # The torch boundary: training needs torch (seqkit[train]); main() names the extra if it is missing.
     from seqkit.runs import train_run
 
     metrics = train_run(recipe_path, list(overrides), resume)
@@ -113,9 +130,6 @@ def evaluate(model_dirs: tuple[Path, ...], split: str, src: Path | None, refs: t
     signatures. MODEL is a run directory (its recipe's --split, or --src/--ref files) or an
     exported model (--src/--ref files). Several MODELs decode as an ensemble (as in translate);
     without --src the first one, a run directory, supplies the split."""
-    from seqkit.errors import InputError
-    from seqkit.evaluate import evaluate_ensemble_split, evaluate_files, evaluate_run, is_exported
-
     overrides = search_overrides(strategy=strategy, beam_size=beam_size)
     model_dir = model_dirs[0]
     if src is not None:
@@ -129,8 +143,6 @@ def evaluate(model_dirs: tuple[Path, ...], split: str, src: Path | None, refs: t
         result = evaluate_ensemble_split(list(model_dirs), split=split, which=which,
                                          overrides=with_implied_strategy(overrides), output=output, device=device)
     else:
-        from seqkit.devices import torch_device
-
         torch_device(device)
         result = evaluate_run(model_dir, split=split, which=which, beam_size=beam_size, strategy=strategy,
                               output=output, device=device)
@@ -165,10 +177,6 @@ def translate(model_dirs: tuple[Path, ...], input_path: Path | None, output_path
     log-probabilities averaged; run directories and exports may be mixed); the first one's
     tokenizers and search settings apply.
     """
-    from seqkit.errors import InputError
-    from seqkit.evaluate import LineModel, is_classifier
-    from seqkit.textio import line_chunks, open_output, read_lines
-
     overrides = search_overrides(**search)
     model_dir = model_dirs[0]
     if overrides and is_classifier(model_dir):
@@ -181,7 +189,7 @@ def translate(model_dirs: tuple[Path, ...], input_path: Path | None, output_path
         for first_line, lines in chunks:
             rows = model.output_lines(lines, first_line, scores)
             if attention_plot is not None:
-                _attention_plot(lines, model.last_results, model.translator, attention_plot)
+                plot_first_attention(lines, model.last_results, model.translator, attention_plot)
             out.writelines(row + "\n" for row in rows)
             out.flush()
     # Warnings (truncated lines) were already logged to stderr by the Translator/TextClassifier, one per line.
@@ -202,14 +210,14 @@ def export_model(run_dirs: tuple[Path, ...], model_dir: Path, opset: int | None,
     Several RUN_DIRs (run directories, or models already exported) of one target vocabulary
     make one ensemble directory, which translate, evaluate, serve and load_model open like a
     single model (docs/export.md, "Ensembles")."""
-    from seqkit.runtime.format import verify_manifest
-
     options = {"quantize": quantize, "which": which, **({"opset": opset} if opset else {})}
     if len(run_dirs) > 1:
+        # The torch boundary: an ensemble member given as a run directory is exported with torch.
         from seqkit.export_ensemble import export_ensemble
 
         out = export_ensemble(list(run_dirs), model_dir, **options)
     else:
+        # The torch boundary: export traces the torch model.
         from seqkit.export import export_run
 
         out = export_run(run_dirs[0], model_dir, **options)
@@ -224,8 +232,6 @@ def export_model(run_dirs: tuple[Path, ...], model_dir: Path, opset: int | None,
               help="The static site to create (must not exist or be empty).")
 def web_site(model_dir: Path, site_dir: Path) -> None:
     """Write a static site that translates with MODEL_DIR in the browser (docs/web.md)."""
-    from seqkit.web import write_site
-
     click.echo(str(write_site(model_dir, site_dir)))
 
 
@@ -249,14 +255,9 @@ def score(model_dir: Path, src: Path | None, tgt: Path, output: Path | None, fmt
     """Forced decoding: the log-probability MODEL gives each --tgt line (given its --src line),
     its token count and per-token mean; bits per character for a language model. The same
     numbers from a run directory (torch) and its export (onnxruntime)."""
-    from seqkit.errors import InputError
-    from seqkit.evaluate import open_step_model
-    from seqkit.score import score_pairs
-    from seqkit.textio import open_output, read_aligned, read_lines
-
     fn, src_tok, tgt_tok, task, search = open_step_model(model_dir, device, which)
     sources = None
-    if task == "lm":
+    if entry(task).front_end == "generator":  # a language model: the lines alone
         if src is not None:
             raise InputError("--src: a language model scores --tgt lines alone")
         targets = read_lines(tgt)
@@ -290,15 +291,14 @@ def average(sources: tuple[Path, ...], last: int | None, steps: str | None, outp
     """Average the weights of checkpoints: SOURCES are run directories or their checkpoint
     directories (RUN/checkpoints/step-N). The result is a run directory that evaluate,
     translate and export open like any other."""
+    # The torch boundary: averaging reads and writes torch tensors.
     from seqkit.average import average_run, expand_sources
-    from seqkit.ema import EMA_FILE
-    from seqkit.errors import InputError
 
     try:
         chosen = [int(s) for s in steps.split(",")] if steps else None
     except ValueError:
         raise InputError(f"--steps: expected comma-separated step numbers, got {steps[:40]!r}") from None
-    weights = EMA_FILE if ema else "model.safetensors"
+    weights = EMA_FILE if ema else MODEL_FILE
     out = average_run(expand_sources(list(sources), last=last, steps=chosen, at_least=1 if ema else 2),
                       output, weights=weights)
     click.echo(json.dumps({"run_dir": str(output), "checkpoint": out.name,
@@ -316,26 +316,9 @@ def average(sources: tuple[Path, ...], last: int | None, steps: str | None, outp
 def generate(model_dir: Path, prompt: str, max_tokens: int | None, temperature: float | None, top_k: int | None,
              top_p: float | None, seed: int | None, which: str, device: str) -> None:
     """Sample text from a language model: MODEL_DIR is a run directory (torch) or an exported model (onnxruntime)."""
-    from seqkit.evaluate import open_generator
-
     overrides = search_overrides(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     generator = open_generator(model_dir, overrides, which, device)
     click.echo(generator.generate(prompt, max_tokens=max_tokens))
-
-
-def _attention_plot(lines: list[str], results: list, translator: object, path: Path) -> None:
-    """The attention heat map of the first non-empty line (see seqkit.plot)."""
-    from seqkit.plot import attention_labels, plot_attention
-
-    chosen = next(((line, r) for line, r in zip(lines, results) if r.src_tokens), None)
-    if chosen is None:
-        raise SeqkitError("--attention-plot: no non-empty input line to plot")
-    line, result = chosen
-    if result.attention is None:
-        raise SeqkitError("--attention-plot: this model has no attention (its decoder's attention is 'none')")
-    src, tgt = attention_labels(result, translator.src_tokenizer, translator.tgt_tokenizer)  # type: ignore[attr-defined]
-    plot_attention(result.attention, src, tgt, path, title=f"{line.strip()}\n→ {result.text}")
-    logging.getLogger("seqkit").info("attention heat map written to %s", path)
 
 
 @cli.command("serve")
@@ -356,13 +339,9 @@ def serve_model(model_dir: Path, host: str, port: int, threads: int | None, max_
                 max_chars: int | None, max_queue: int | None, log_level: str, allowed_hosts: tuple[str, ...]) -> None:
     """Serve an exported MODEL_DIR over HTTP (torch-free): a demo page at /, the API under /v1,
     the OpenAPI schema at /openapi.json. See docs/serving.md."""
-    from seqkit.serve import serve
-
     given = {"max_batch": max_batch, "max_chars": max_chars, "max_queue": max_queue}
     limits = None
     if any(v is not None for v in given.values()):
-        from seqkit.serve.schemas import ServeLimits
-
         limits = ServeLimits(**{k: v for k, v in given.items() if v is not None})
     serve(model_dir, host=host, port=port, threads=threads, limits=limits, log_level=log_level,
           allowed_hosts=list(allowed_hosts) or None)
@@ -374,8 +353,6 @@ def serve_model(model_dir: Path, host: str, port: int, threads: int | None, max_
               help="PNG to write (default: RUN_DIR/curves.png).")
 def plot_run(run_dir: Path, output: Path | None) -> None:
     """Plot the loss and metric curves of RUN_DIR (from its metrics.jsonl) as one PNG."""
-    from seqkit.plot import plot_curves
-
     click.echo(str(plot_curves(run_dir, output or run_dir / "curves.png")))
 
 

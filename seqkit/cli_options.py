@@ -10,6 +10,9 @@ from typing import Any
 
 import click
 
+from seqkit.errors import InputError
+from seqkit.search import check_option
+
 STRATEGIES = ("greedy", "beam", "sample")  # SearchConfig.strategy's choices (a test keeps them equal)
 
 set_option = click.option(
@@ -69,9 +72,6 @@ def with_options(options: list[Callable[[Any], Any]]) -> Callable[[Any], Any]:
 def search_overrides(strategy: str | None = None, beam_size: int | None = None, **options: Any) -> dict[str, Any]:
     """The SearchConfig fields the user gave (None: keep the model's), each checked against its
     own constraints with its flag named; n_best against beam_size when both are given."""
-    from seqkit.errors import InputError
-    from seqkit.search import check_option
-
     given = {k: v for k, v in {"strategy": strategy, "beam_size": beam_size, **options}.items() if v is not None}
     for name, value in given.items():
         check_option(name, value, "--" + name.replace("_", "-"))

@@ -1,4 +1,5 @@
-"""Corpora: the recipe's ``data:`` section and loading one split through Hugging Face ``datasets``.
+"""Corpora: the recipe's ``data:`` section and loading one split: local files through
+:mod:`seqkit.corpus` (one read, checked line by line), hub corpora through Hugging Face ``datasets``.
 
 Formats (``data.format``):
 
@@ -13,8 +14,7 @@ Formats (``data.format``):
   local dataset directory (relative paths resolve against the recipe's directory).
 
 Any file may be gzip-compressed (``.gz``). Relative paths resolve against the recipe's directory.
-Files are checked before ``datasets`` reads them, so errors name the recipe key, the file and
-the line: missing file, invalid UTF-8, a carriage return inside a line, misaligned parallel
+Files are checked as they are read, so errors name the recipe key, the file and the line: missing file, invalid UTF-8, a carriage return inside a line, misaligned parallel
 files, an empty corpus. **An empty (or whitespace-only) line or value in a pair corpus is an
 error**, not silently dropped: it usually means the two sides are misaligned. Lines lose their
 trailing newline (``\\n`` or ``\\r\\n``) and nothing else. For classification the label is the
@@ -23,9 +23,7 @@ target string.
 
 from __future__ import annotations
 
-import gzip
-import json
-import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -33,6 +31,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from seqkit import corpus
 from seqkit.errors import DataError
 from seqkit.search import MAX_LEN
 
@@ -123,16 +122,16 @@ class Corpus:
 
 
 def load_split(cfg: DataConfig, split: str, base_dir: Path, cache_dir: Path | None = None) -> Corpus:
-    """Load ``split`` ("train", "valid" or "test") through ``datasets``.
+    """Load ``split`` ("train", "valid" or "test") into memory.
 
     ``base_dir``: the recipe file's directory (relative paths resolve against it).
-    ``cache_dir``: the ``datasets`` cache (default: the Hugging Face default, ~/.cache).
+    ``cache_dir``: the ``datasets`` cache of a hub corpus (default: the Hugging Face default, ~/.cache).
     """
     if split not in SPLITS:
         raise DataError(f"unknown split '{split}'; one of: {', '.join(SPLITS)}")
     base_dir = Path(base_dir)
     if cfg.format == "text" and split != "test" and cfg.valid is None:
-        text = _load_text(cfg.train.path, f"{SECTION}.train.path", base_dir, cache_dir)
+        text = _load_text(cfg.train.path, f"{SECTION}.train.path", base_dir)
         cut = int(len(text) * (1.0 - cfg.valid_fraction))
         part = text[:cut] if split == "train" else text[cut:]
         if not part:
@@ -143,86 +142,36 @@ def load_split(cfg: DataConfig, split: str, base_dir: Path, cache_dir: Path | No
         raise DataError(f"{SECTION}.{split}: no {split} split is configured")
     key = f"{SECTION}.{split}"
     if cfg.format == "text":
-        text = _load_text(files.path, f"{key}.path", base_dir, cache_dir)
+        text = _load_text(files.path, f"{key}.path", base_dir)
         return Corpus(None, None, text.lower() if cfg.lowercase else text, split)
-    if cfg.format == "parallel":
-        src, tgt = _load_parallel(files, key, base_dir, cache_dir)
-    elif cfg.format == "tsv":
-        src, tgt = _load_tsv(files.path, f"{key}.path", base_dir, cache_dir)
-    elif cfg.format == "jsonl":
-        src, tgt = _load_jsonl(files.path, f"{key}.path", cfg, base_dir, cache_dir)
-    else:
+    if cfg.format == "hub":
         src, tgt = _load_hub(cfg, files.hub_split, f"{key}.hub_split", base_dir, cache_dir)
+    else:
+        src, tgt = corpus.unzip(local_pairs(cfg, files, key, base_dir, whole=True))
     if cfg.lowercase:
         src, tgt = [s.lower() for s in src], [t.lower() for t in tgt]
     return Corpus(src, tgt, None, split)
 
 
-# -- checks before datasets reads a file -------------------------------------------------------
-def _resolve(name: str | None, key: str, base_dir: Path) -> Path:
-    assert name is not None  # DataConfig's validator guarantees it for the format
-    path = Path(name).expanduser()
-    path = (path if path.is_absolute() else base_dir / path).resolve()
-    if not path.is_file():
-        raise DataError(f"{key}: file not found: {path}")
-    return path
+# -- local files (seqkit.corpus) ----------------------------------------------------------------
+def local_pairs(cfg: DataConfig, files: SplitFiles, key: str, base_dir: Path, whole: bool) -> Iterator[tuple[str, str]]:
+    """The (source, target) pairs of one split in a local pair format (parallel, tsv, jsonl),
+    checked line by line; ``whole``: each file in one read (in memory), else streamed."""
+    if cfg.format == "parallel":
+        src_path = corpus.resolve(files.src, f"{key}.src", base_dir)
+        tgt_path = corpus.resolve(files.tgt, f"{key}.tgt", base_dir)
+        return corpus.parallel_pairs(src_path, tgt_path, key, whole)
+    path = corpus.resolve(files.path, f"{key}.path", base_dir)
+    if cfg.format == "tsv":
+        return corpus.tsv_pairs(path, f"{key}.path", whole)
+    return corpus.jsonl_pairs(path, f"{key}.path", cfg.src_field, cfg.tgt_field, whole)
 
 
-def _read_text(path: Path, key: str) -> str:
-    """The whole file (gunzipped) as text; DataError with the line of the first bad UTF-8 byte."""
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                raw = f.read()
-        else:
-            raw = path.read_bytes()
-    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError; a corrupt body zlib.error
-        raise DataError(f"{key}: cannot read {path}: {_read_failure(exc)}") from None
-    try:
-        return _strip_bom(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise DataError(
-            f"{key}: {path}:{line}: not valid UTF-8 (byte 0x{raw[exc.start]:02x}: {exc.reason}); "
-            "convert the file to UTF-8"
-        ) from exc
+def _load_text(name: str | None, key: str, base_dir: Path) -> str:
+    return corpus.read_text(corpus.resolve(name, key, base_dir), key)
 
 
-def _read_failure(exc: BaseException) -> str:
-    if isinstance(exc, (zlib.error, EOFError)):
-        return f"corrupt or truncated gzip data ({str(exc)[:120] or type(exc).__name__})"
-    return str(exc)[:200]
-
-
-def _strip_bom(text: str) -> str:
-    """Without a leading byte-order mark (Windows editors write one): it is not part of the first
-    word, and would otherwise enter the vocabulary as '\ufeffTwo'."""
-    return text[1:] if text.startswith("\ufeff") else text
-
-
-def _scan_lines(path: Path, key: str) -> list[str]:
-    """Lines split on ``\\n`` (a trailing ``\\r`` dropped), as datasets' text loader splits them."""
-    text = _read_text(path, key)
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()  # the final newline ends the last line; it does not start a new one
-    for number, line in enumerate(lines if "\r" in text else [], 1):
-        if "\r" in line[:-1]:
-            raise DataError(f"{key}: {path}:{number}: carriage return inside a line (it would split the line in two)")
-        if line.endswith("\r"):
-            lines[number - 1] = line[:-1]
-    if not lines:
-        raise DataError(f"{key}: corpus is empty: {path}")
-    return lines
-
-
-def _check_not_empty(lines: list[str], path: Path, key: str) -> None:
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            raise DataError(f"{key}: {path}:{number}: empty line (a pair corpus may not hold empty examples)")
-
-
-# -- loading through datasets ------------------------------------------------------------------
+# -- hub corpora, through datasets ---------------------------------------------------------------
 def _datasets() -> Any:
     """The ``datasets`` module, its progress bars off: its "Generating train split" bars (shown
     even while the *test* split loads) and cache chatter are not what the user asked for."""
@@ -233,136 +182,12 @@ def _datasets() -> Any:
     return datasets
 
 
-def _hf_load(builder: str, path: Path, key: str, cache_dir: Path | None, **kwargs: Any) -> Any:
-    datasets = _datasets()
-    try:
-        return datasets.load_dataset(
-            builder, data_files=[str(path)], split="train", cache_dir=_cache(cache_dir), **kwargs
-        )
-    except Exception as exc:  # noqa: BLE001 - any loader failure is reported with the file
-        raise DataError(f"{key}: {path}: datasets could not load it as {builder}: {type(exc).__name__}: {exc}") from exc
-
-
 def _cache(cache_dir: Path | None) -> str | None:
     return None if cache_dir is None else str(cache_dir)
 
 
 def _column(ds: Any, name: str) -> list[Any]:
     return ds.select_columns([name])[:][name]
-
-
-def _hf_lines(path: Path, key: str, cache_dir: Path | None, expected: int) -> list[str]:
-    lines = _column(_hf_load("text", path, key, cache_dir), "text")
-    if lines:
-        lines[0] = _strip_bom(lines[0])
-    if len(lines) != expected:  # cannot happen after _scan_lines; guards a datasets change
-        raise DataError(f"{key}: {path}: datasets read {len(lines)} lines, expected {expected}")
-    return lines
-
-
-def _load_text(name: str | None, key: str, base_dir: Path, cache_dir: Path | None) -> str:
-    path = _resolve(name, key, base_dir)
-    if not _read_text(path, key):
-        raise DataError(f"{key}: corpus is empty: {path}")
-    ds = _hf_load("text", path, key, cache_dir, sample_by="document", keep_linebreaks=True)
-    return _strip_bom("".join(_column(ds, "text")))
-
-
-def _load_parallel(files: SplitFiles, key: str, base_dir: Path, cache_dir: Path | None) -> tuple[list[str], list[str]]:
-    src_path = _resolve(files.src, f"{key}.src", base_dir)
-    tgt_path = _resolve(files.tgt, f"{key}.tgt", base_dir)
-    src_scan = _scan_lines(src_path, f"{key}.src")
-    tgt_scan = _scan_lines(tgt_path, f"{key}.tgt")
-    if len(src_scan) != len(tgt_scan):
-        raise DataError(
-            f"{key}: parallel files are misaligned: {src_path} has {len(src_scan)} lines, "
-            f"{tgt_path} has {len(tgt_scan)} lines"
-        )
-    _check_not_empty(src_scan, src_path, f"{key}.src")
-    _check_not_empty(tgt_scan, tgt_path, f"{key}.tgt")
-    src = _hf_lines(src_path, f"{key}.src", cache_dir, len(src_scan))
-    return src, _hf_lines(tgt_path, f"{key}.tgt", cache_dir, len(tgt_scan))
-
-
-def _load_tsv(name: str | None, key: str, base_dir: Path, cache_dir: Path | None) -> tuple[list[str], list[str]]:
-    import csv
-
-    from datasets import Features, Value
-
-    path = _resolve(name, key, base_dir)
-    lines = _scan_lines(path, key)
-    for number, line in enumerate(lines, 1):
-        fields = line.split("\t")
-        if len(fields) < 2:
-            raise DataError(f"{key}: {path}:{number}: expected 2 tab-separated columns (source, target), found 1")
-        for column, value in enumerate(fields[:2]):
-            if not value.strip():
-                raise DataError(f"{key}: {path}:{number}: empty column {column} (a pair corpus may not hold empty examples)")
-    ds = _hf_load(
-        "csv", path, key, cache_dir,
-        delimiter="\t", header=None, column_names=["src", "tgt"], usecols=[0, 1],
-        # Quotes are text (sentences contain them); "NA"/"null" are text, not missing values.
-        quoting=csv.QUOTE_NONE, keep_default_na=False, na_filter=False,
-        features=Features({"src": Value("string"), "tgt": Value("string")}),
-    )
-    src, tgt = _column(ds, "src"), _column(ds, "tgt")
-    if src:
-        src[0] = _strip_bom(src[0])
-    if len(src) != len(lines):
-        raise DataError(f"{key}: {path}: datasets read {len(src)} rows, expected {len(lines)}")
-    return src, tgt
-
-
-def _load_jsonl(
-    name: str | None, key: str, cfg: DataConfig, base_dir: Path, cache_dir: Path | None
-) -> tuple[list[str], list[str]]:
-    path = _resolve(name, key, base_dir)
-    lines = _scan_lines(path, key)
-    first_type: dict[str, type] = {}
-    for number, line in enumerate(lines, 1):
-        where = f"{key}: {path}:{number}"
-        record = parse_jsonl_line(line, where)
-        for field in (cfg.src_field, cfg.tgt_field):
-            jsonl_field(record, field, where, first_type)
-    ds = _hf_load("json", path, key, cache_dir)
-    src = _field_values(ds, cfg.src_field, f"{key}: {path}")
-    return src, _field_values(ds, cfg.tgt_field, f"{key}: {path}")
-
-
-def parse_jsonl_line(line: str, where: str) -> Any:
-    """One JSONL record; DataError naming ``where`` (file:line) for any line json cannot take."""
-    try:
-        return json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{where}: invalid JSON: {exc.msg} (column {exc.colno})") from None
-    except RecursionError:
-        raise DataError(f"{where}: invalid JSON: nested too deeply") from None
-    except ValueError as exc:  # e.g. an integer over Python's 4300-digit limit
-        raise DataError(f"{where}: invalid JSON: {str(exc)[:120]}") from None
-
-
-def jsonl_field(record: Any, field: str, where: str, first_type: dict[str, type]) -> str:
-    """Field ``field`` (dotted) of one JSONL record as text. It must be a non-empty string or
-    an integer, of the same type on every line (``first_type`` remembers the first line's)."""
-    value = _lookup(record, field, where)
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise DataError(f"{where}: '{field}' must be a string or an integer, got {type(value).__name__}")
-    if first_type.setdefault(field, type(value)) is not type(value):
-        earlier = first_type[field].__name__
-        raise DataError(f"{where}: '{field}' is {type(value).__name__} here but {earlier} on earlier lines")
-    if isinstance(value, str) and not value.strip():
-        raise DataError(f"{where}: empty '{field}' (a pair corpus may not hold empty examples)")
-    return value if isinstance(value, str) else str(value)
-
-
-def _lookup(record: Any, dotted: str, where: str) -> Any:
-    value = record
-    for part in dotted.split("."):
-        if not isinstance(value, dict) or part not in value:
-            keys = sorted(value) if isinstance(value, dict) else []
-            raise DataError(f"{where}: no field '{dotted}' (keys: {', '.join(map(str, keys)) or 'none'})")
-        value = value[part]
-    return value
 
 
 def _field_values(ds: Any, dotted: str, where: str) -> list[str]:
@@ -373,7 +198,7 @@ def _field_values(ds: Any, dotted: str, where: str) -> list[str]:
     values = _column(ds, top)
     out = []
     for row, value in enumerate(values):
-        value = _lookup(value, ".".join(rest), f"{where}: row {row}") if rest else value
+        value = corpus.lookup(value, ".".join(rest), f"{where}: row {row}") if rest else value
         if isinstance(value, bool) or not isinstance(value, (str, int)):
             kind = type(value).__name__
             raise DataError(f"{where}: row {row}: '{dotted}' must be a string or an integer, got {kind}")

@@ -17,7 +17,7 @@ than ranks; a rank without a batch runs a zero-weighted forward/backward so that
 joins the gradient all-reduce. The data position (epoch, batch index) counts batches of the
 single-process order, so a run may be resumed with a different number of processes.
 
-Language models (:class:`seqkit.lm.LMTask`) shard differently: a task with a ``shard(rank,
+Language models (:class:`seqkit.tasks.lm.LMTask`) shard differently: a task with a ``shard(rank,
 world)`` method splits each batch itself (there: the streams, ``train.batch_size`` per rank,
 ``batch_size * world_size`` in all), and every rank works through the same batch indices, so the
 hidden state carried across chunks stays on one rank.
@@ -39,9 +39,8 @@ import inspect
 import logging
 import os
 import socket
-import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -231,7 +230,12 @@ def local_part(group: Sequence[T], rank: int, world: int) -> list[T]:
 
 
 class DDPTraining:
-    """The DDP-specific half of :class:`seqkit.train.Trainer` (one instance per process)."""
+    """The Trainer's step hook under torchrun (one instance per process; the protocol is
+    :class:`seqkit.train.LocalSteps`'s): the forward through DistributedDataParallel, this
+    rank's part of each step, one gradient all-reduce per step, the totals and the stop flags
+    shared."""
+
+    distributed = True
 
     def __init__(self, ctx: DistContext, model: torch.nn.Module, task: Any):
         from torch.nn.parallel import DistributedDataParallel
@@ -262,48 +266,33 @@ class DDPTraining:
         """Batches of the shared order that one global step consumes."""
         return accumulate if self.task_shards else accumulate * self.ctx.world_size
 
-    @contextlib.contextmanager
-    def _wrapped(self) -> Iterator[None]:
-        """The task's forward goes through DDP (gradient hooks) during a training step only."""
-        raw, self.task.model = self.task.model, self.ddp
-        try:
-            yield
-        finally:
-            self.task.model = raw
+    @property
+    def model(self) -> torch.nn.Module:
+        """The training forward runs through the DDP wrapper (its hooks all-reduce the gradients)."""
+        return self.ddp
 
-    def train_step(self, trainer: Any, group: list[Any]) -> dict[str, float]:
-        """One global optimizer step over ``group`` (``span`` batches of the shared order)."""
-        start = time.perf_counter()
-        lr = trainer._start_step()
+    def local_work(self, group: list[Any]) -> list[tuple[Any, float]]:
+        """(batch, loss weight) pairs this rank runs of ``group`` (``span`` batches of the shared
+        order). A rank with no batch still joins the all-reduce, with a zero-weighted copy of batch 0."""
         if self.task_shards:
             local, weight = group, 1.0 / len(group)
         else:
             local, weight = local_part(group, self.ctx.rank, self.ctx.world_size), self.ctx.world_size / len(group)
-        # A rank with no batch still joins the all-reduce, with a zero-weighted copy of batch 0.
-        work = [(b, weight) for b in local] or [(group[0], 0.0)]
-        nll, tokens, bad = 0.0, 0, False
-        with self._wrapped():
-            for i, (batch, w) in enumerate(work):
-                sync = i == len(work) - 1  # all-reduce once, on the last backward of the step
-                with contextlib.nullcontext() if sync else self.ddp.no_sync():
-                    with trainer._autocast():
-                        loss_sum, ntokens, nll_sum = self.task.loss(batch)
-                    loss = loss_sum / max(ntokens, 1) * w
-                    bad = bad or not bool(torch.isfinite(loss))
-                    trainer._backward(loss)
-                if w > 0:
-                    nll += float(nll_sum.detach())
-                    tokens += int(ntokens)
+        return [(b, weight) for b in local] or [(group[0], 0.0)]
+
+    def backward_context(self, last: bool) -> contextlib.AbstractContextManager[Any]:
+        """All-reduce the gradients once, on the last backward of the step."""
+        return contextlib.nullcontext() if last else self.ddp.no_sync()
+
+    def reduce(self, nll: float, tokens: int, bad: bool) -> tuple[float, int, bool]:
+        """The step's totals summed over the ranks; bad if any rank saw a non-finite loss, so
+        every rank skips the step together."""
         totals = torch.tensor([nll, tokens, float(bad)], dtype=torch.float64, device=self.ctx.device)
         dist.all_reduce(totals)
-        if totals[2].item() > 0:  # every rank skips the step together
-            trainer.optimizer.zero_grad(set_to_none=True)
-            return trainer._bad_step(start)
-        return trainer._apply_gradients(start, lr, float(totals[0]), int(totals[1]))
+        return float(totals[0]), int(totals[1]), totals[2].item() > 0
 
-    def sync_stop(self, trainer: Any) -> None:
+    def share_stop(self, interrupted: bool, elapsed: float) -> tuple[bool, float]:
         """Share what only one rank may know: an interrupt, and the wall clock for max_time."""
-        flags = torch.tensor([float(trainer._interrupted), trainer.elapsed], dtype=torch.float64, device=self.ctx.device)
+        flags = torch.tensor([float(interrupted), elapsed], dtype=torch.float64, device=self.ctx.device)
         dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-        trainer._interrupted = bool(flags[0].item())
-        trainer.set_elapsed(float(flags[1].item()))
+        return bool(flags[0].item()), float(flags[1].item())

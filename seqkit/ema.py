@@ -19,10 +19,10 @@ from safetensors.torch import load_file
 
 from seqkit.checkpoint import model_tensors
 from seqkit.errors import CheckpointError
+from seqkit.rundir import EMA_FILE
 
 log = logging.getLogger("seqkit")
 
-EMA_FILE = "ema.safetensors"
 
 
 class WeightEMA:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from seqkit.errors import InputError
+from seqkit.inference import Translator
 from seqkit.search import StepFunction
 
 
@@ -69,8 +70,6 @@ def check_same_vocabulary(names: Sequence[str], translators: Sequence[Any]) -> N
 
 def ensemble_translator(names: Sequence[str], translators: Sequence[Any]) -> Any:
     """One Translator decoding with every member: the first one's tokenizers and search settings."""
-    from seqkit.inference import Translator
-
     check_same_vocabulary(names, translators)
     first = translators[0]
     return Translator(EnsembleStepper([t.fn for t in translators]), first.src_tokenizer, first.tgt_tokenizer,

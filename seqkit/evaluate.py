@@ -1,5 +1,8 @@
-"""Evaluation and translation front ends shared by the CLI: a run directory decodes with
-torch, an exported model directory with onnxruntime, through the same Translator."""
+"""Evaluation and the front ends the CLI decodes with: a run directory decodes with torch, an
+exported model directory with onnxruntime, through the same Translator, Generator or
+TextClassifier. Torch-free: a run directory is opened through :mod:`seqkit.runs` (the torch
+boundary), an exported model through :mod:`seqkit.runtime`; the run's task (seqkit.tasks)
+supplies its front end and its evaluation."""
 
 from __future__ import annotations
 
@@ -8,8 +11,25 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from seqkit import metrics as M
+from seqkit.data import load_split
+from seqkit.ensemble import ensemble_translator
 from seqkit.errors import CheckpointError, InputError
 from seqkit.inference import Candidate
+from seqkit.recipe import load_recipe
+from seqkit.rundir import CACHE_DIR, METRICS_FILE, RECIPE_FILE
+from seqkit.runtime import load_model
+from seqkit.runtime.format import CONFIG_FILE, ENSEMBLE_FILE, is_ensemble
+from seqkit.tasks import TASKS, FrontEnd, entry, load_task
+from seqkit.textio import open_output, read_aligned
+
+# What each command says when the model's front end is not the one it needs.
+_WRONG_FRONT_END = {
+    "translator": "{dir}: a {task} model cannot translate; use `seqkit generate`",
+    "generator": "{dir}: a {task} model does not generate from a prompt; use `seqkit translate`",
+}
 
 
 def is_exported(path: Path) -> bool:
@@ -19,14 +39,10 @@ def is_exported(path: Path) -> bool:
 def model_task(model_dir: Path) -> str | None:
     """The task of an exported model (config.json) or a run (recipe.yaml); None if unreadable.
     Reads one small file; opening the model still checks it (and its manifest) in full."""
-    import yaml
-
-    from seqkit.runtime.format import CONFIG_FILE, ENSEMBLE_FILE, is_ensemble
-
     if is_exported(model_dir) and is_ensemble(model_dir):
         path = model_dir / ENSEMBLE_FILE
     else:
-        path = model_dir / (CONFIG_FILE if is_exported(model_dir) else "recipe.yaml")
+        path = model_dir / (CONFIG_FILE if is_exported(model_dir) else RECIPE_FILE)
     try:
         text = path.read_text(encoding="utf-8")
         tree = json.loads(text) if is_exported(model_dir) else yaml.safe_load(text)
@@ -36,72 +52,52 @@ def model_task(model_dir: Path) -> str | None:
     return task if isinstance(task, str) else None
 
 
+def front_end_of(model_dir: Path) -> FrontEnd | None:
+    """What the model in ``model_dir`` answers (seqkit.tasks.TaskEntry.front_end); None if unknown."""
+    task = model_task(model_dir) if model_dir.is_dir() else None
+    return TASKS[task].front_end if task in TASKS else None
+
+
 def is_classifier(model_dir: Path) -> bool:
     """True for an exported classifier or a classification run."""
-    return model_dir.is_dir() and model_task(model_dir) == "classification"
+    return front_end_of(model_dir) == "classifier"
 
 
-def open_classifier(model_dir: Path, *, batch_size: int | None = None, device: str = "cpu",
-                    which: str = "best") -> Any:
-    """A TextClassifier over an exported classifier (onnxruntime) or a classification run
-    (torch, its best checkpoint)."""
+def _open_run(model_dir: Path, which: str, device: str) -> Any:
+    # The torch boundary: a run directory decodes with torch, an exported model without it.
+    from seqkit.runs import load_run
+
+    return load_run(model_dir, which, device)
+
+
+def open_front_end(model_dir: Path, want: FrontEnd, options: dict[str, Any], *, device: str = "cpu",
+                   which: str = "best") -> Any:
+    """A Translator, Generator or TextClassifier (``want``) over an exported model (onnxruntime)
+    or a run directory (torch, its ``which`` checkpoint). ``options``: search overrides, and
+    batch_size."""
+    if not model_dir.is_dir():
+        raise CheckpointError(f"{model_dir}: no such model or run directory")
     if is_exported(model_dir):
-        from seqkit.runtime import load_model
-
-        return load_model(model_dir, device=device).classifier(batch_size)
-    from seqkit.classify import load_classifier_run, text_classifier
-    from seqkit.devices import torch_device
-
-    torch_device(device)
-    run, labels = load_classifier_run(model_dir, which, device)
-    return text_classifier(run, labels, batch_size)
+        model = load_model(model_dir, device=device)
+        if want == "classifier":
+            return model.classifier(options.get("batch_size"))
+        return model.translator(**options) if want == "translator" else model.generator(**options)
+    task = model_task(model_dir)
+    if task in TASKS and entry(task).front_end != want and want in _WRONG_FRONT_END:
+        raise CheckpointError(_WRONG_FRONT_END[want].format(dir=model_dir, task=task))
+    run = _open_run(model_dir, which, device)
+    return load_task(run.recipe.task).front_end(run, options)
 
 
 def open_translator(model_dir: Path, search_overrides: dict[str, Any], device: str = "cpu",
                     which: str = "best") -> Any:
     """A Translator over an exported model (onnxruntime) or a run directory (torch)."""
-    if not model_dir.is_dir():
-        raise CheckpointError(f"{model_dir}: no such model or run directory")
-    if is_exported(model_dir):
-        from seqkit.runtime import load_model
-
-        return load_model(model_dir, device=device).translator(**search_overrides)
-    from seqkit.devices import torch_device
-    from seqkit.inference import Translator
-    from seqkit.models import TorchStepper
-    from seqkit.runs import load_run
-
-    dev = torch_device(device)
-    run = load_run(model_dir, which, str(dev))
-    if run.recipe.task not in ("translation", "summarization"):
-        raise CheckpointError(f"{model_dir}: a {run.recipe.task} model cannot translate; use `seqkit generate`")
-    search = run.recipe.search.with_overrides(**search_overrides)
-    return Translator(TorchStepper(run.model, dev), run.src_tok, run.tgt_tok, search)
+    return open_front_end(model_dir, "translator", search_overrides, device=device, which=which)
 
 
 def open_generator(model_dir: Path, overrides: dict[str, Any], which: str, device: str) -> Any:
     """A Generator over an exported language model (onnxruntime) or a run directory (torch)."""
-    if not model_dir.is_dir():
-        raise CheckpointError(f"{model_dir}: no such model or run directory")
-    if is_exported(model_dir):
-        from seqkit.runtime import load_model
-
-        return load_model(model_dir, device=device).generator(**overrides)
-    from seqkit.classify import is_classification_run
-    from seqkit.devices import torch_device
-    from seqkit.inference import Generator
-    from seqkit.models import TorchStepper
-    from seqkit.runs import load_run
-
-    dev = torch_device(device)
-    if is_classification_run(model_dir):
-        raise CheckpointError(f"{model_dir}: a classification model does not generate from a prompt; "
-                              "use `seqkit translate`")
-    run = load_run(model_dir, which, str(dev))
-    if run.recipe.task != "lm":
-        raise CheckpointError(f"{model_dir}: a {run.recipe.task} model does not generate from a prompt; use `seqkit translate`")
-    search = run.recipe.search.with_overrides(**overrides)
-    return Generator(TorchStepper(run.model, dev), run.tgt_tok, search)
+    return open_front_end(model_dir, "generator", overrides, device=device, which=which)
 
 
 def open_step_model(model_dir: Path, device: str = "cpu", which: str = "best") -> tuple[Any, Any, Any, str, Any]:
@@ -113,17 +109,10 @@ def open_step_model(model_dir: Path, device: str = "cpu", which: str = "best") -
         raise InputError(f"{model_dir}: a classification model has no output sequence to score; "
                          "use `seqkit evaluate` (accuracy) or `seqkit translate --scores` (probabilities)")
     if is_exported(model_dir):
-        from seqkit.runtime import load_model
-
         model = load_model(model_dir, device=device)
         return model.stepper, model.src_tokenizer, model.tgt_tokenizer, model.config.task, model.search_config()
-    from seqkit.devices import torch_device
-    from seqkit.models import TorchStepper
-    from seqkit.runs import load_run
-
-    dev = torch_device(device)
-    run = load_run(model_dir, which, str(dev))
-    return TorchStepper(run.model, dev), run.src_tok, run.tgt_tok, run.recipe.task, run.recipe.search
+    run = _open_run(model_dir, which, device)
+    return run.stepper(), run.src_tok, run.tgt_tok, run.recipe.task, run.recipe.search
 
 
 class LineModel:
@@ -147,8 +136,6 @@ class LineModel:
         if len(members) > 1:  # an ensemble (seqkit.ensemble): seq2seq members only
             if any(is_classifier(m) for m in members):
                 raise InputError("an ensemble decodes seq2seq models; a classification model cannot be a member")
-            from seqkit.ensemble import ensemble_translator
-
             self.translator = ensemble_translator([str(m) for m in members],
                                                   [open_translator(m, given, device=device, which=which)
                                                    for m in members])
@@ -159,7 +146,8 @@ class LineModel:
                 raise InputError("--attention-plot: a classification model has no source x target attention")
             if overrides:
                 raise InputError(f"search options ({', '.join(overrides)}) do not apply to a classification model")
-            self.classifier = open_classifier(model_dir, batch_size=batch_size, device=device, which=which)
+            self.classifier = open_front_end(model_dir, "classifier", {"batch_size": batch_size} if batch_size else {},
+                                             device=device, which=which)
         else:
             self.translator = open_translator(model_dir, given, device=device, which=which)
             self.n_best = self.translator.config.n_best
@@ -191,79 +179,33 @@ class LineModel:
 
 def evaluate_run(run_dir: Path, *, split: str, which: str, beam_size: int | None, strategy: str | None,
                  output: Path | None, device: str) -> dict[str, Any]:
-    """Decode a split with the run's search settings and score it.
-
-    Summarization also scores the lead baseline (:func:`lead_baseline`) on the same split, as
-    ``lead_rouge1/2/L``; classification reports accuracy and macro-F1 instead of decoding.
-    """
-    import torch
-
-    from seqkit import metrics as M
-    from seqkit.classify import evaluate_classifier, is_classification_run
-    from seqkit.data import load_split
-    from seqkit.runs import load_run
-    from seqkit.tasks import translate_lines
-
-    if is_classification_run(run_dir):
-        return evaluate_classifier(run_dir, split=split, which=which, output=output, device=device)
-    run = load_run(run_dir, which, device)
+    """Score the run on its recipe's ``split`` with the task's evaluation (a seq2seq model
+    decodes with the run's search settings; see each task module). Appends an ``evaluate``
+    event to the run's metrics.jsonl and returns it."""
+    run = _open_run(run_dir, which, device)
     recipe = run.recipe
-    if getattr(recipe.data, split) is None and recipe.task != "lm":
+    if getattr(recipe.data, split) is None and entry(recipe.task).needs_valid:
         raise CheckpointError(f"{run_dir}: the recipe has no data.{split} split")
-    corpus = load_split(recipe.data, split, recipe.base_dir, cache_dir=run_dir / "cache")
-    if recipe.task == "lm":
-        from seqkit.lm import evaluate_lm
-
-        return evaluate_lm(run, corpus)
-    strategy = strategy or ("beam" if (beam_size or recipe.search.beam_size) > 1 else "greedy")
-    start = time.perf_counter()
-    hyps = translate_lines(run.model, run.src_tok, run.tgt_tok, recipe, corpus.src, strategy=strategy,
-                           device=torch.device(device), beam_size=beam_size)
-    seconds = time.perf_counter() - start
-    if output is not None:
-        output.write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
-    result: dict[str, Any] = {"split": split, "checkpoint": run.checkpoint.name, "sentences": len(hyps),
-                              "strategy": strategy, "beam_size": beam_size or recipe.search.beam_size,
-                              "decode_seconds": round(seconds, 2)}
-    if recipe.task == "summarization":
-        result.update(M.rouge(hyps, corpus.tgt))
-        train = load_split(recipe.data, "train", recipe.base_dir, cache_dir=run_dir / "cache")
-        n_words = lead_words(train.tgt)
-        lead = M.rouge(lead_baseline(corpus.src, n_words), corpus.tgt)
-        result.update({"lead_words": n_words, **{f"lead_{k}": v for k, v in lead.items()}})
-    else:
-        bleu, chrf = M.bleu(hyps, corpus.tgt), M.chrf(hyps, corpus.tgt)
-        result.update({"bleu": round(bleu.score, 2), "bleu_signature": str(bleu.signature),
-                       "chrf": round(chrf.score, 2), "chrf_signature": str(chrf.signature)})
-    with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
+    corpus = load_split(recipe.data, split, recipe.base_dir, cache_dir=run_dir / CACHE_DIR)
+    result = load_task(recipe.task).evaluate(run, corpus, strategy=strategy, beam_size=beam_size, output=output)
+    with open(run_dir / METRICS_FILE, "a", encoding="utf-8") as fh:
         fh.write(json.dumps({"event": "evaluate", **result}) + "\n")
     return result
-
-
-def lead_words(references: list[str]) -> int:
-    """N for the lead baseline: the mean number of words of the (training) references, rounded."""
-    return max(1, round(sum(len(r.split()) for r in references) / max(len(references), 1)))
-
-
-def lead_baseline(sources: list[str], n_words: int) -> list[str]:
-    """The first ``n_words`` whitespace-separated words of each source (the "lead-N" summary)."""
-    return [" ".join(s.split()[:n_words]) for s in sources]
 
 
 def evaluate_files(model_dir: Path | list[Path], src: Path, refs: list[Path], *, overrides: dict[str, Any],
                    device: str, output: Path | None, which: str = "best") -> dict[str, Any]:
     """Any model (a run directory, or an export in fp32 or int8; several: an ensemble) on any
     files: the task's metrics with their signatures. Several ``refs`` give multi-reference BLEU/chrF."""
-    from seqkit.textio import read_aligned
-
     members = list(model_dir) if isinstance(model_dir, (list, tuple)) else [model_dir]
     task = ensemble_task(members)
-    if task == "lm":
+    about = TASKS.get(task)
+    if about is not None and about.file_metrics is None:
         raise InputError(f"{members[0]}: a language model is scored on text, not on --src/--ref pairs: "
                          "use `seqkit evaluate RUN_DIR --split test` (loss, bits per character)")
     if not refs:
         raise InputError("--src needs at least one --ref file: one reference line per source line")
-    if len(refs) > 1 and task != "translation":
+    if len(refs) > 1 and not (about is not None and about.multi_reference):
         raise InputError(f"--ref given {len(refs)} times: several references are for BLEU/chrF (translation) only")
     sources, references = read_aligned(src, refs, "a reference file holds one line per source line")
     head = {"model": str(members[0]) if len(members) == 1 else [str(m) for m in members], "src": str(src),
@@ -289,17 +231,14 @@ def ensemble_task(members: list[Path]) -> str:
 def evaluate_ensemble_split(members: list[Path], *, split: str, which: str, overrides: dict[str, Any],
                             output: Path | None, device: str) -> dict[str, Any]:
     """Several models as an ensemble on the first one's (a run directory's) recipe split."""
-    from seqkit.data import load_split
-    from seqkit.recipe import load_recipe
-
     task = ensemble_task(members)
-    if task not in ("translation", "summarization"):
+    if task not in TASKS or entry(task).front_end != "translator":
         raise InputError(f"an ensemble decodes translation and summarization models, not {task}")
     run = members[0]
-    recipe = load_recipe(run / "recipe.yaml", [f"run_dir={run}"])
+    recipe = load_recipe(run / RECIPE_FILE, [f"run_dir={run}"])
     if getattr(recipe.data, split) is None:
         raise CheckpointError(f"{run}: the recipe has no data.{split} split")
-    corpus = load_split(recipe.data, split, recipe.base_dir, cache_dir=run / "cache")
+    corpus = load_split(recipe.data, split, recipe.base_dir, cache_dir=run / CACHE_DIR)
     head = {"model": [str(m) for m in members], "split": split}
     return _decode_and_score(members, task, corpus.src, [corpus.tgt], head, overrides=overrides, device=device,
                              output=output, which=which)
@@ -308,10 +247,11 @@ def evaluate_ensemble_split(members: list[Path], *, split: str, which: str, over
 def _decode_and_score(members: list[Path], task: str, sources: list[str], references: list[list[str]],
                       head: dict[str, Any], *, overrides: dict[str, Any], device: str, output: Path | None,
                       which: str) -> dict[str, Any]:
-    from seqkit import metrics as M
-    from seqkit.textio import open_output
-
-    model = LineModel(members, {**overrides, "n_best": 1} if task != "classification" else overrides,
+    """Decode ``sources`` with the model (or ensemble) and score the lines with the task's
+    metric set (seqkit.tasks.TaskEntry.file_metrics)."""
+    about = TASKS.get(task)
+    classifies = about is not None and about.front_end == "classifier"
+    model = LineModel(members, overrides if classifies else {**overrides, "n_best": 1},
                       batch_size=None, device=device, which=which)
     start = time.perf_counter()
     hyps = model.texts(sources)
@@ -319,14 +259,8 @@ def _decode_and_score(members: list[Path], task: str, sources: list[str], refere
     if model.translator is not None:
         cfg = model.translator.config
         result.update(strategy=cfg.strategy, beam_size=cfg.beam_size)
-    if task == "classification":
-        result.update(accuracy=M.accuracy(hyps, references[0]), macro_f1=M.macro_f1(hyps, references[0]))
-    elif task == "summarization":
-        result.update(M.rouge(hyps, references[0]))
-    else:
-        bleu, chrf = M.bleu(hyps, references), M.chrf(hyps, references)
-        result.update(bleu=round(bleu.score, 2), bleu_signature=bleu.signature, chrf=round(chrf.score, 2),
-                      chrf_signature=chrf.signature)
+    if about is not None and about.file_metrics is not None:
+        result.update(M.file_metrics(about.file_metrics, hyps, references))
     if output is not None:
         with open_output(output) as out:
             out.writelines(h + "\n" for h in hyps)

@@ -1,7 +1,8 @@
 """Export a classification run to ``classifier.onnx`` and prove the export right.
 
-Called by :func:`seqkit.export.export_run` for ``task: classification`` (after it checked the
-options and the output directory). The directory written (see :mod:`seqkit.runtime.format`)::
+The classification task's export (:mod:`seqkit.tasks.classification`), called by
+:func:`seqkit.export.export_run` (which checks the options and seals and publishes the
+directory). The directory written (see :mod:`seqkit.runtime.format`)::
 
     classifier.onnx       (src (B, S) int64, src_lengths (B,) int64) -> probs (B, C) float32
     tokenizer/src/        the run's text tokenizer
@@ -22,16 +23,22 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from seqkit.batching import pad_batch
 from seqkit.errors import ModelError
-from seqkit.inference import pad_batch
+from seqkit.export_trace import probe_batch, trace_graph
+from seqkit.export_verify import Diffs, sample_inputs
+from seqkit.graph_edits import quantize_graphs
 from seqkit.models import Classifier
+from seqkit.runtime import OrtClassifier
 from seqkit.runtime import format as fmt
+from seqkit.runtime.stepper import open_session, session_options
+from seqkit.tasks.common import to_device
 
 log = logging.getLogger("seqkit")
 
@@ -68,39 +75,40 @@ def build_classifier_config(run: Any, labels: list[str], opset: int, quantize: s
     )
 
 
-def export_classifier(run_dir: Path, out: Path, *, opset: int, quantize: str | None, which: str,
-                      check_sentences: list[str] | None) -> Path:
-    """Export the ``which`` checkpoint of a classification run to ``out`` (options already
-    checked by :func:`seqkit.export.export_run`); returns ``out``. Raises ModelError, leaving
-    nothing at ``out``, when export or verification fails."""
-    from seqkit import export as ex
-    from seqkit.classify import load_classifier_run
-    from seqkit.export_verify import sample_inputs
+def export_classifier(run: Any, out: Path, *, opset: int, quantize: str | None,
+                      check_sentences: list[str] | None) -> dict[str, Any]:
+    """Write a classification run's graph, tokenizer and config.json into ``out`` and verify
+    them; returns the verification report (manifest.json). ModelError when verification fails."""
+    model, labels, pad_id = run.model.float().eval(), run.labels, run.src_tok.pad_id
+    config = build_classifier_config(run, labels, opset, quantize)
+    probe = probe_batch(*_PROBE, run.src_tok.vocab_size, pad_id)
+    trace_graph(_ClassifierGraph(model), probe, out / fmt.CLASSIFIER_FILE, fmt.classifier_io(), opset)
+    run.src_tok.save(out / fmt.TOKENIZER_DIR / "src")
+    (out / fmt.CONFIG_FILE).write_text(config.model_dump_json(indent=1) + "\n", encoding="utf-8")
+    samples = sample_inputs(run, check_sentences)
+    report = {"checkpoint": run.checkpoint.name, "samples": samples.description,
+              "fp32": verify_classifier(model, labels, out, samples.ids, pad_id=pad_id, strict=True)}
+    if quantize:
+        quantize_graphs(config, out)
+        report["int8"] = verify_classifier(model, labels, out, samples.ids, pad_id=pad_id, strict=False)
+    return report
 
-    run, labels = load_classifier_run(run_dir, which, "cpu")
-    model = run.model.float().eval()
-    with ex.staging_dir(out) as tmp:
-        config = build_classifier_config(run, labels, opset, quantize)
-        probe = ex.probe_batch(*_PROBE, run.src_tok.vocab_size, run.src_tok.pad_id)
-        ex._export_graph(_ClassifierGraph(model), probe, tmp / fmt.CLASSIFIER_FILE, fmt.classifier_io(), opset)
-        run.src_tok.save(tmp / fmt.TOKENIZER_DIR / "src")
-        (tmp / fmt.CONFIG_FILE).write_text(config.model_dump_json(indent=1) + "\n", encoding="utf-8")
-        samples = sample_inputs(run, check_sentences)
-        report = {"checkpoint": run.checkpoint.name, "samples": samples.description,
-                  "fp32": verify_classifier(model, labels, tmp, samples.ids, pad_id=run.src_tok.pad_id, strict=True)}
-        if quantize:
-            ex.quantize_graphs(config, tmp)
-            report["int8"] = verify_classifier(model, labels, tmp, samples.ids, pad_id=run.src_tok.pad_id, strict=False)
-        ex.seal_and_publish(tmp, out, opset=opset, quantize=quantize, report=report)
-    log.info("exported %s (%s) to %s", run.checkpoint, quantize or "fp32", out)
-    return out
+
+def torch_probs_fn(model: torch.nn.Module, device: torch.device) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """A :data:`seqkit.inference.ProbsFunction` over the torch classifier (put in eval mode):
+    (src (B, S) int64, lengths (B,) int64) -> softmax probabilities (B, C) float32."""
+    model.eval()
+
+    def probs(src: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            src_t, lengths_t = to_device(src, device), torch.from_numpy(lengths)  # lengths stay on CPU
+            return torch.softmax(model(src_t, lengths_t).float(), dim=-1).cpu().numpy()
+
+    return probs
 
 
 def ort_probs(model_dir: Path) -> Any:
     """An :class:`seqkit.runtime.OrtClassifier` over ``model_dir``'s graph (one thread)."""
-    from seqkit.runtime import OrtClassifier
-    from seqkit.runtime.stepper import open_session, session_options
-
     try:
         return OrtClassifier(open_session(model_dir / fmt.CLASSIFIER_FILE, session_options(1)))
     except Exception as exc:  # noqa: BLE001 - onnxruntime's own exception types
@@ -112,9 +120,6 @@ def verify_classifier(model: Classifier, labels: list[str], model_dir: Path, row
     """Compare torch and onnxruntime ``probs`` on ``rows`` (source ids, eos included) in one
     padded batch. strict: ModelError on a difference beyond tolerance or a different argmax.
     Returns the report stored in manifest.json."""
-    from seqkit.classify import torch_probs_fn
-    from seqkit.export_verify import Diffs
-
     src, lengths = pad_batch(rows, pad_id)
     want = torch_probs_fn(model, torch.device("cpu"))(src, lengths)
     got = ort_probs(model_dir)(src, lengths)

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from seqkit.batching import encode_source, pad_batch
+from seqkit.data import load_split
 from seqkit.errors import ModelError, SeqkitError
-from seqkit.inference import encode_source, pad_batch
 from seqkit.models import LanguageModel, Seq2Seq, TorchStepper
 from seqkit.runtime import format as fmt
 from seqkit.runtime.stepper import OrtStepper
@@ -57,8 +58,6 @@ def sample_inputs(run: Any, check_sentences: list[str] | None) -> Samples:
 
 def _valid_texts(run: Any) -> list[str]:
     import datasets
-
-    from seqkit.data import load_split
 
     datasets.disable_progress_bars()
     try:

@@ -4,7 +4,7 @@
 language models, :class:`TextClassifier` classifiers. Each works unchanged over torch and
 onnxruntime.
 
-Source encoding is shared with training through :func:`encode_source`: the tokenizer's ids,
+Source encoding is shared with training through :func:`seqkit.batching.encode_source`: the tokenizer's ids,
 cut to ``max_len - 1``, then eos. The trainer calls the same function, so the model sees at
 inference exactly the layout it was trained on.
 
@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from pydantic import ValidationError
 
+from seqkit.batching import encode_source, pad_batch
 from seqkit.beam import beam_search
 from seqkit.errors import InputError, ModelError, shorten
 from seqkit.search import Hypothesis, SearchConfig, StepFunction, greedy, sample
@@ -60,17 +61,6 @@ def as_lines(lines: Any) -> tuple[list[str], bool]:
         raise TypeError(f"expected a str or a list of str, got {type(lines).__name__}") from None
 
 
-def encode_source(tokenizer: Any, text: str, max_len: int) -> tuple[list[int], bool]:
-    """Source ids as the model sees them: ``encode(text)[:max_len - 1] + [eos]``.
-
-    Returns (ids, truncated). Used by both the trainer and :class:`Translator`.
-    """
-    if max_len < 1:
-        raise ValueError(f"max_len must be >= 1 (room for eos), got {max_len}")
-    ids = tokenizer.encode(text)
-    return ids[: max_len - 1] + [tokenizer.eos_id], len(ids) > max_len - 1
-
-
 def encode_lines(lines: Sequence[str], tokenizer: Any, max_src_len: int,
                  first_line: int = 1) -> list[tuple[int, list[int], list[str]]]:
     """(line index, source ids, warnings) for every non-empty line after :func:`clean_text`,
@@ -90,15 +80,6 @@ def encode_lines(lines: Sequence[str], tokenizer: Any, max_src_len: int,
         todo.append((i, ids, warnings))
     todo.sort(key=lambda item: -len(item[1]))
     return todo
-
-
-def pad_batch(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of ids -> (src (B, S) int64 right-padded with pad_id, lengths (B,) int64)."""
-    lengths = np.array([len(r) for r in rows], dtype=np.int64)
-    src = np.full((len(rows), int(lengths.max()) if len(rows) else 0), pad_id, dtype=np.int64)
-    for i, r in enumerate(rows):
-        src[i, : len(r)] = r
-    return src, lengths
 
 
 class Candidate(NamedTuple):

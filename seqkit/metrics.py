@@ -16,11 +16,8 @@ from typing import Hashable, Sequence
 
 from seqkit.errors import DataError
 
-# What ``text_metrics`` computes per task; TASK_METRICS in seqkit.recipe selects on one of them.
-TASK_TEXT_METRICS: dict[str, tuple[str, ...]] = {
-    "translation": ("bleu", "chrf"),
-    "summarization": ("rouge1", "rouge2", "rougeL"),
-}
+# The metric sets of `seqkit evaluate --src/--ref` (file_metrics), as seqkit.tasks.TaskEntry names them.
+FILE_METRICS = ("bleu_chrf", "rouge", "accuracy")
 
 
 @dataclass(frozen=True)
@@ -86,13 +83,18 @@ def rouge(hyps: Sequence[str], refs: Sequence[str]) -> dict[str, float]:
     return {key: 100.0 * total / n for key, total in totals.items()}
 
 
-def text_metrics(task: str, hyps: Sequence[str], refs: Sequence[str]) -> dict[str, float]:
-    """The corpus metrics of a text-generation task (see TASK_TEXT_METRICS), by name."""
-    if task not in TASK_TEXT_METRICS:
-        raise ValueError(f"no text metrics for task '{task}'; known: {sorted(TASK_TEXT_METRICS)}")
-    if task == "summarization":
-        return rouge(hyps, refs)
-    return {"bleu": bleu(hyps, refs).score, "chrf": chrf(hyps, refs).score}
+def file_metrics(kind: str, hyps: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float | str]:
+    """The metric set ``kind`` (one of FILE_METRICS) of ``hyps`` against reference streams (one
+    per --ref file; only bleu_chrf reads more than the first), with sacrebleu's signatures."""
+    if kind == "accuracy":
+        return {"accuracy": accuracy(hyps, references[0]), "macro_f1": macro_f1(hyps, references[0])}
+    if kind == "rouge":
+        return dict(rouge(hyps, references[0]))
+    if kind == "bleu_chrf":
+        b, c = bleu(hyps, references), chrf(hyps, references)
+        return {"bleu": round(b.score, 2), "bleu_signature": b.signature, "chrf": round(c.score, 2),
+                "chrf_signature": c.signature}
+    raise ValueError(f"unknown metric set '{kind}'; known: {', '.join(FILE_METRICS)}")
 
 
 def perplexity(nll_per_token: float) -> float:

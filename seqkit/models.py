@@ -14,62 +14,35 @@ What ONNX export traces, with flat tuples of tensors:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
-from seqkit.contracts import MAX_PARAMETERS
+from seqkit.checkpoint import load_model_tensors, model_tensors
 from seqkit.errors import PluginError, SeqkitError
+from seqkit.model_config import HeadConfig, ModelConfig
 from seqkit.registry import build_plugin, validate_spec
-from seqkit.search import MAX_LEN, TopK
+from seqkit.rundir import atomic_write_bytes
+from seqkit.search import TopK
 
 State = tuple[Tensor, ...]
-SEQ2SEQ_TASKS = ("translation", "summarization")
-MODEL_TASKS = (*SEQ2SEQ_TASKS, "lm", "classification")
+MODEL_KINDS = ("seq2seq", "lm", "classifier")  # what seqkit.tasks.TaskEntry.model names
 
 
-class HeadConfig(BaseModel):
-    """``model.head``: how a classifier turns the encoder output into class logits."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    # mean / max: over the encoder outputs of the real (unpadded) positions; last: the top
-    # layer's final hidden state (both directions when bidirectional).
-    pooling: Literal["mean", "max", "last"] = "mean"
-    dropout: float = Field(0.3, ge=0.0, lt=1.0)  # on the pooled vector, before the linear layer
-
-
-class ModelConfig(BaseModel):
-    """The recipe's ``model:`` section. Plugin options are validated by each plugin's Config."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    # Plugin specs {"type": <name>, ...options}; see `seqkit plugins` for the names.
-    encoder: dict[str, Any] = Field(default_factory=lambda: {"type": "lstm"})  # unused by task lm
-    decoder: dict[str, Any] = Field(default_factory=lambda: {"type": "lstm"})  # unused by classification
-    head: HeadConfig = Field(default_factory=HeadConfig)  # classification only
-    # One embedding matrix for source and target; only meaningful with a shared vocabulary
-    # (tokenizer.shared) and equal embedding_dim in encoder and decoder.
-    share_embeddings: bool = False
-    # Longest source/output, in tokens, the model serves at inference (export and runtime
-    # truncate to it).
-    max_len: int = Field(256, ge=1, le=MAX_LEN)
-
-
-def validate_model_config(cfg: ModelConfig, task: str) -> None:
-    """Resolve every plugin spec and check sizes, so a bad recipe fails when it is loaded.
+def validate_model_specs(cfg: ModelConfig, kind: str) -> None:
+    """Resolve every plugin spec the ``kind`` of model uses, so a bad recipe fails when it is
+    loaded (:func:`seqkit.tasks.common.check_model` then checks the sizes).
 
     Raises PluginError whose message starts with the dotted recipe path (``model.decoder``,
     ``model.decoder.attention.type``, ...).
     """
-    _check_task(task)
-    if task == "classification":
+    _check_kind(kind)
+    if kind == "classifier":
         validate_spec("encoder", cfg.encoder, "model.encoder")
-    elif task == "lm":
+    elif kind == "lm":
         attention = cfg.decoder.get("attention")
         if attention is not None and (not isinstance(attention, dict) or attention.get("type") != "none"):
             raise PluginError(
@@ -80,39 +53,25 @@ def validate_model_config(cfg: ModelConfig, task: str) -> None:
         validate_spec("encoder", cfg.encoder, "model.encoder")
         if "attention" in cfg.decoder:
             validate_spec("attention", cfg.decoder["attention"], "model.decoder.attention")
-    if task != "classification":
+    if kind != "classifier":
         validate_spec("decoder", cfg.decoder, "model.decoder")
-    # Size constraints (luong-dot, bridge: copy, share_embeddings) only show when the modules
-    # are built; on the meta device that costs no memory and no time.
-    try:
-        with torch.device("meta"):
-            model = build_model(cfg, task, 8, 8, 0)
-    except SeqkitError:
-        raise
-    except Exception:  # noqa: BLE001 - a plugin that cannot build on meta fails at the real build
-        return
-    # With an 8-token vocabulary this undercounts embeddings and the output layer, which the
-    # recipe cannot size yet (the tokenizer is trained later); the recurrent layers dominate.
-    n_params = sum(p.numel() for p in model.parameters())
-    if n_params > MAX_PARAMETERS:
-        raise PluginError(f"model: {n_params:.3g} parameters before the vocabulary is counted (limit "
-                          f"{MAX_PARAMETERS:.0e}); reduce model.encoder/decoder hidden_size or num_layers")
 
 
-def build_model(cfg: ModelConfig, task: str, src_vocab: int | None, tgt_vocab: int,
+def build_model(cfg: ModelConfig, kind: str, src_vocab: int | None, tgt_vocab: int,
                 pad_id: int) -> Seq2Seq | LanguageModel | Classifier:
-    """Seq2Seq for translation/summarization, LanguageModel (decoder only) for lm, Classifier
-    for classification (there ``tgt_vocab`` is the number of classes)."""
-    _check_task(task)
-    if task == "lm":
+    """Seq2Seq (``kind`` seq2seq), LanguageModel (decoder only, lm) or Classifier (classifier;
+    there ``tgt_vocab`` is the number of classes). seqkit builds its models through
+    :func:`seqkit.tasks.common.new_model`, the one caller."""
+    _check_kind(kind)
+    if kind == "lm":
         cls, dec_config = validate_spec("decoder", cfg.decoder, "model.decoder")
         if "attention" in type(dec_config).model_fields:  # the stored config says what runs
             dec_config = dec_config.model_copy(update={"attention": {"type": "none"}})
         return LanguageModel(cls(dec_config, tgt_vocab, pad_id, None))
     if src_vocab is None:
-        raise ValueError(f"task {task!r} needs a source vocabulary size")
+        raise ValueError(f"a {kind} model needs a source vocabulary size")
     encoder = build_plugin("encoder", cfg.encoder, "model.encoder", src_vocab, pad_id)
-    if task == "classification":
+    if kind == "classifier":
         return Classifier(encoder, cfg.head, tgt_vocab)
     decoder = build_plugin("decoder", cfg.decoder, "model.decoder", tgt_vocab, pad_id, encoder)
     if cfg.share_embeddings:
@@ -120,9 +79,9 @@ def build_model(cfg: ModelConfig, task: str, src_vocab: int | None, tgt_vocab: i
     return Seq2Seq(encoder, decoder)
 
 
-def _check_task(task: str) -> None:
-    if task not in MODEL_TASKS:
-        raise PluginError(f"task: seqkit.models has no model for task '{task}'; tasks: {', '.join(MODEL_TASKS)}")
+def _check_kind(kind: str) -> None:
+    if kind not in MODEL_KINDS:
+        raise PluginError(f"seqkit.models has no model of kind '{kind}'; kinds: {', '.join(MODEL_KINDS)}")
 
 
 def _share_embeddings(encoder: nn.Module, decoder: nn.Module) -> None:
@@ -310,8 +269,6 @@ def top_k_lower_id(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
 # -- weights ----------------------------------------------------------------------------------
 def save_weights(model: nn.Module, path: str | Path) -> None:
     """Write the model's weights to a safetensors file, atomically; tied weights stored once."""
-    from seqkit.checkpoint import atomic_write_bytes, model_tensors
-
     atomic_write_bytes(Path(path), safetensors_bytes(model_tensors(model)))
 
 
@@ -321,6 +278,4 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     A file that does not match the model raises CheckpointError naming the file and the first
     unexpected, missing or mis-shaped tensor.
     """
-    from seqkit.checkpoint import load_model_tensors
-
     load_model_tensors(model, Path(path))

@@ -1,38 +1,17 @@
-"""Optimizers and learning-rate schedules, as ``train.optimizer`` and ``train.schedule`` configure them."""
+"""Optimizers and learning-rate schedules, as ``train.optimizer`` and ``train.schedule``
+(:mod:`seqkit.train_config`) configure them."""
 
 from __future__ import annotations
 
 import logging
 import math
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+
+from seqkit.train_config import OptimizerConfig, ScheduleConfig
 
 log = logging.getLogger("seqkit")
-
-
-class OptimizerConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    type: Literal["adam", "adamw", "sgd"] = "adam"
-    # Bounded so that a typo (weight_decay 1e308, betas [2, 5]) fails at load, not as a torch traceback.
-    lr: float = Field(1e-3, gt=0, le=100, allow_inf_nan=False)
-    weight_decay: float = Field(0.0, ge=0, le=1)
-    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
-    momentum: float = Field(0.0, ge=0, lt=1)  # sgd only
-
-
-class ScheduleConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    # constant: lr (after linear warmup); inverse_sqrt: lr * sqrt(warmup / step) after warmup;
-    # plateau: multiply by `factor` when the validation metric has not improved `patience` times.
-    type: Literal["constant", "inverse_sqrt", "plateau"] = "constant"
-    warmup_steps: int = Field(0, ge=0, le=10**9)
-    factor: float = Field(0.5, gt=0, lt=1)
-    patience: int = Field(2, ge=1)
-    min_lr: float = Field(1e-6, ge=0, allow_inf_nan=False)
 
 
 class LRSchedule:

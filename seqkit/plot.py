@@ -8,6 +8,7 @@ matplotlib nor torch, so the server uses them too.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any, Sequence
@@ -147,3 +148,17 @@ def plot_curves(run_dir: Path, path: Path) -> Path:
         return _save(fig, path)
     finally:
         plt.close(fig)
+
+
+def plot_first_attention(lines: list[str], results: list, translator: Any, path: Path) -> None:
+    """``seqkit translate --attention-plot``: the heat map of the first non-empty line of
+    ``lines`` (its TranslationResult in ``results``) as a PNG at ``path``."""
+    chosen = next(((line, r) for line, r in zip(lines, results) if r.src_tokens), None)
+    if chosen is None:
+        raise SeqkitError("--attention-plot: no non-empty input line to plot")
+    line, result = chosen
+    if result.attention is None:
+        raise SeqkitError("--attention-plot: this model has no attention (its decoder's attention is 'none')")
+    src, tgt = attention_labels(result, translator.src_tokenizer, translator.tgt_tokenizer)
+    plot_attention(result.attention, src, tgt, path, title=f"{line.strip()}\n→ {result.text}")
+    logging.getLogger("seqkit").info("attention heat map written to %s", path)

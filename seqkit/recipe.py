@@ -6,82 +6,58 @@ misspelled override key fails exactly like a misspelled key in the file.
 
 Each section's model and defaults live with the component that uses it: ``DataConfig`` in
 :mod:`seqkit.data`, ``TokenizerSection`` in :mod:`seqkit.tokenizers`, ``ModelConfig`` in
-:mod:`seqkit.models`, ``TrainConfig`` in :mod:`seqkit.train`, ``SearchConfig`` in
-:mod:`seqkit.search`.
+:mod:`seqkit.model_config`, ``TrainConfig`` in :mod:`seqkit.train_config`, ``SearchConfig`` in
+:mod:`seqkit.search`. All of them are torch-free, and a recipe is validated once, into typed
+sections: ``Recipe.model`` is a ``ModelConfig``, ``Recipe.train`` a ``TrainConfig``.
 """
 
 from __future__ import annotations
 
 import copy
-import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from seqkit.data import STREAMING_KEYS, DataConfig
 from seqkit import yamlsafe
 from seqkit.errors import PluginError, RecipeError, shorten
+from seqkit.model_config import ModelConfig
 from seqkit.registry import format_validation_error, validate_spec
 from seqkit.search import SearchConfig
+from seqkit.tasks import check_task_name, entry
 from seqkit.tokenizers import TokenizerSection
-
-Task = Literal["translation", "summarization", "lm", "classification"]
-
-# The metric each task selects checkpoints on, and whether higher is better.
-TASK_METRICS: dict[str, tuple[str, bool]] = {
-    "translation": ("bleu", True),
-    "summarization": ("rouge2", True),
-    "lm": ("loss", False),
-    "classification": ("accuracy", True),
-}
-
-
-def _train_config_cls() -> type[BaseModel]:
-    from seqkit.train import TrainConfig  # torch-importing; only needed once a recipe is loaded
-
-    return TrainConfig
-
-
-def _model_config_cls() -> type[BaseModel]:
-    from seqkit.models import ModelConfig
-
-    return ModelConfig
-
+from seqkit.train_config import TrainConfig
 
 class Recipe(BaseModel):
     """A whole run: task, data, tokenizer, model, training and search settings."""
 
     model_config = ConfigDict(extra="forbid")
 
-    task: Task
+    task: str  # a name in seqkit.tasks.TASKS
     description: str = ""
     # Where the run writes; relative paths resolve against the current directory.
     run_dir: str
     seed: int = Field(1, ge=0, lt=2**32)  # numpy's global seed takes 32 bits
     data: DataConfig
     tokenizer: TokenizerSection = Field(default_factory=TokenizerSection)
-    model: dict[str, Any] = Field(default_factory=dict)
-    train: dict[str, Any] = Field(default_factory=dict)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
 
     # Set by load_recipe: the directory relative data paths resolve against.
     base_dir: Path = Field(default=Path("."), exclude=True)
 
-    @property
-    def model_cfg(self) -> Any:
-        return _model_config_cls().model_validate(self.model)
-
-    @property
-    def train_cfg(self) -> Any:
-        return _train_config_cls().model_validate(self.train)
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task(cls, value: Any) -> str:
+        return check_task_name(value)
 
     def resolved(self) -> dict[str, Any]:
         """The recipe with every default filled in, as plain data (what recipe.yaml stores)."""
-        out = self.model_dump(mode="json", exclude={"base_dir", "model", "train"})
-        out["model"] = self.model_cfg.model_dump(mode="json")
-        out["train"] = self.train_cfg.model_dump(mode="json")
+        out = self.model_dump(mode="json", exclude={"base_dir"})
+        out["model"], out["train"] = out.pop("model"), out.pop("train")  # recipe.yaml's order: they come last
         # Data paths are stored absolute so the run directory reproduces from anywhere.
         out["data"] = _absolute_data_paths(out["data"], self.base_dir)
         return out
@@ -187,10 +163,8 @@ def validate_recipe(tree: dict[str, Any], *, source: str, base_dir: Path) -> Rec
         recipe = Recipe.model_validate({**tree, "base_dir": base_dir})
     except ValidationError as exc:
         raise RecipeError(_prefixed(source, format_validation_error(exc, "", Recipe))) from None
-    if recipe.task != "lm" and recipe.data.valid is None:  # train refuses it; so does `recipe check`
+    if entry(recipe.task).needs_valid and recipe.data.valid is None:  # train refuses it; so does `recipe check`
         raise RecipeError(_prefixed(source, f"data.valid: a validation split is required for {recipe.task} recipes"))
-    _validate_section(source, "model", recipe.model, _model_config_cls())
-    _validate_section(source, "train", recipe.train, _train_config_cls())
     try:
         _validate_plugins(recipe)
     except PluginError as exc:
@@ -198,22 +172,16 @@ def validate_recipe(tree: dict[str, Any], *, source: str, base_dir: Path) -> Rec
     return recipe
 
 
-def _validate_section(source: str, name: str, data: dict[str, Any], model: type[BaseModel]) -> None:
-    try:
-        model.model_validate(data)
-    except ValidationError as exc:
-        raise RecipeError(_prefixed(source, format_validation_error(exc, name, model))) from None
-
-
 def _validate_plugins(recipe: Recipe) -> None:
-    from seqkit.models import validate_model_config
+    # The torch boundary: plugins are torch modules; the recipe's sections are read without torch.
+    from seqkit.tasks.common import check_model
 
     tok = recipe.tokenizer
     validate_spec("tokenizer", tok.source, "tokenizer.source")
     if not tok.shared and tok.target is not None:
         validate_spec("tokenizer", tok.target, "tokenizer.target")
-    validate_model_config(recipe.model_cfg, recipe.task)
-    if recipe.model_cfg.decoder.get("copy_source") is True and not tok.shared:
+    check_model(recipe.model, entry(recipe.task).model)
+    if recipe.model.decoder.get("copy_source") is True and not tok.shared:
         # Copying adds attention mass to the target id of each source token: the ids must agree.
         raise PluginError("model.decoder.copy_source: copying source tokens needs one vocabulary for source "
                           "and target; set tokenizer.shared: true")
@@ -225,11 +193,6 @@ def _prefixed(source: str, message: str, most: int = 3) -> str:
     shown = "; ".join(problems[:most])
     more = f" (and {len(problems) - most} more problems)" if len(problems) > most else ""
     return f"{source}: {shown}{more}"
-
-
-def suggest(name: str, choices: list[str]) -> str:
-    guess = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
-    return f"; did you mean '{guess[0]}'?" if guess else ""
 
 
 def dump_recipe(recipe: Recipe) -> str:

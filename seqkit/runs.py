@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import platform
 import random
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,25 +17,38 @@ from typing import Any
 import numpy as np
 import torch
 
+from seqkit import __version__
 from seqkit import checkpoint as ckpt
+from seqkit import distributed
+from seqkit.data import Corpus, load_split
+from seqkit.devices import torch_device
 from seqkit.errors import CheckpointError, SeqkitError
-from seqkit.recipe import TASK_METRICS, Recipe, dump_recipe, load_recipe
+from seqkit.models import TorchStepper
+from seqkit.recipe import Recipe, dump_recipe, load_recipe
+from seqkit.rundir import (
+    CACHE_DIR,
+    METRICS_FILE,
+    MODEL_FILE,
+    RECIPE_FILE,
+    TRAIN_LOG,
+    atomic_write_text,
+    is_run_dir,
+    sha256_file,
+)
 from seqkit.runlock import lock_run_dir
+from seqkit.streaming import StreamingData
+from seqkit.tasks import TASKS, entry, load_task
+from seqkit.tasks.common import log_model, new_model
+from seqkit.train import Trainer, check_run_dir_writable, pick_device
 
 log = logging.getLogger("seqkit")
 
-RECIPE_FILE = "recipe.yaml"
-METRICS_FILE = "metrics.jsonl"
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def is_run_dir(path: Path) -> bool:
-    return (path / RECIPE_FILE).is_file()
 
 
 def open_recipe_for_training(path: Path, overrides: list[str], resume: bool) -> Recipe:
@@ -63,69 +76,50 @@ def _reopen(run_dir: Path, overrides: list[str]) -> Recipe:
 
 
 def write_recipe(recipe: Recipe, run_dir: Path) -> None:
-    ckpt.atomic_write_text(run_dir / RECIPE_FILE, dump_recipe(recipe))
+    atomic_write_text(run_dir / RECIPE_FILE, dump_recipe(recipe))
 
 
-def prepare_tokenizers(recipe: Recipe, run_dir: Path, train: Any, resume: bool) -> tuple[Any, Any]:
-    from seqkit.tokenizers import build_tokenizers, load_tokenizers, save_tokenizers
+class InMemoryData:
+    """The training data of a run held in memory: the train and valid splits, read now (for a
+    task that needs no validation split, valid is cut from the training text when absent)."""
 
-    tok_dir = run_dir / "tokenizer"
-    if resume or (tok_dir / "tgt" / "tokenizer.json").exists():
-        return load_tokenizers(tok_dir)
-    if recipe.task == "lm":
-        texts_src, texts_tgt = None, [train.text]
-    else:
-        texts_src, texts_tgt = train.src, train.tgt
-    log.info("training tokenizers")
-    workdir = run_dir / "tokenizer.work"
-    src, tgt = build_tokenizers(recipe.tokenizer, texts_src, texts_tgt, workdir)
-    save_tokenizers(tok_dir, src, tgt)
-    shutil.rmtree(workdir, ignore_errors=True)
-    return load_tokenizers(tok_dir)
+    streaming = False
+
+    def __init__(self, recipe: Recipe, run_dir: Path):
+        cache = run_dir / CACHE_DIR
+        self.train = load_split(recipe.data, "train", recipe.base_dir, cache_dir=cache)
+        has_valid = recipe.data.valid is not None or not entry(recipe.task).needs_valid
+        self.valid = load_split(recipe.data, "valid", recipe.base_dir, cache_dir=cache) if has_valid else None
+
+    def tokenizer_corpus(self) -> Corpus:
+        """What the tokenizers learn from: the whole training split."""
+        return self.train
+
+
+def training_data(recipe: Recipe, run_dir: Path) -> InMemoryData | StreamingData:
+    """The data source the recipe asks for: in memory, or streamed from disk (data.streaming)."""
+    if not recipe.data.streaming:
+        return InMemoryData(recipe, run_dir)
+    if not entry(recipe.task).streams:
+        streamed = " and ".join(name for name, e in TASKS.items() if e.streams)
+        raise SeqkitError(f"data.streaming: implemented for {streamed}, not task '{recipe.task}'")
+    return StreamingData(recipe, run_dir)
 
 
 def build_task(recipe: Recipe, run_dir: Path, resume: bool, device: torch.device) -> Any:
-    from seqkit.data import load_split
-    from seqkit.models import build_model
-
-    if recipe.data.streaming:  # the training split stays on disk (seqkit/streaming.py)
-        from seqkit.streaming import build_streaming_task
-
-        return build_streaming_task(recipe, run_dir, resume, device)
-    cache = run_dir / "cache"
-    train = load_split(recipe.data, "train", recipe.base_dir, cache_dir=cache)
-    valid = load_split(recipe.data, "valid", recipe.base_dir, cache_dir=cache) if _has_valid(recipe) else None
-    if recipe.task == "classification":  # text tokenizer only, plus labels.json
-        from seqkit.classify import build_classify_task
-
-        return build_classify_task(recipe, run_dir, resume, device, train, valid)
-    src_tok, tgt_tok = prepare_tokenizers(recipe, run_dir, train, resume)
-    model = build_model(recipe.model_cfg, recipe.task, src_tok.vocab_size if src_tok else None,
-                        tgt_tok.vocab_size, tgt_tok.pad_id).to(device)
-    n_params = sum(p.numel() for p in model.parameters())
-    log.info("model: %s, %.2fM parameters", type(model).__name__, n_params / 1e6)
-    if recipe.task == "lm":
-        from seqkit.lm import LMTask
-
-        return LMTask(recipe, model, tgt_tok, train, valid, device)
-    if valid is None:
-        raise SeqkitError("data.valid: a validation split is required for translation/summarization recipes")
-    from seqkit.tasks import Seq2SeqTask
-
-    return Seq2SeqTask(recipe, model, src_tok, tgt_tok, train, valid, device)
-
-
-def _has_valid(recipe: Recipe) -> bool:
-    return recipe.data.valid is not None or recipe.task == "lm"
+    """The Trainer's adapter for the recipe's task: data, tokenizers (and labels), model."""
+    task = load_task(recipe.task)
+    data = training_data(recipe, run_dir)
+    vocab = task.prepare_vocab(recipe, run_dir, data, resume)
+    model = new_model(recipe.model, entry(recipe.task).model, vocab.sizes, device)
+    log_model(model, vocab.describe())
+    return task.trainable(recipe, model, vocab, data, device)
 
 
 def train_run(recipe_path: Path, overrides: list[str], resume: bool) -> dict[str, Any]:
     """``seqkit train``: everything between a recipe and a trained run directory."""
-    from seqkit import distributed
-    from seqkit.train import check_run_dir_writable, pick_device
-
     recipe = open_recipe_for_training(recipe_path, overrides, resume)
-    cfg = recipe.train_cfg
+    cfg = recipe.train
     run_dir = Path(recipe.run_dir)
     dist = distributed.setup(cfg.device)  # None unless torchrun started several processes
     lock = None
@@ -159,15 +153,12 @@ def train_run(recipe_path: Path, overrides: list[str], resume: bool) -> dict[str
 
 
 def _fit(recipe: Recipe, run_dir: Path, resume: bool, device: torch.device, dist: Any, is_main: bool) -> dict[str, Any]:
-    from seqkit import distributed
-    from seqkit.train import Trainer
-
     if is_main and not resume:
         write_recipe(recipe, run_dir)
     # Ranks > 0 build after rank 0 and read its tokenizer (and labels) as a resume would.
     task = distributed.main_first(dist, lambda first: build_task(recipe, run_dir, resume or not first, device), run_dir)
     distributed.seed_rank(dist, recipe.seed)
-    trainer = Trainer(task, recipe.train_cfg, run_dir, seed=recipe.seed, metric=TASK_METRICS[recipe.task], dist=dist)
+    trainer = Trainer(task, recipe.train, run_dir, seed=recipe.seed, metric=entry(recipe.task).metric, dist=dist)
     try:
         if resume:
             trainer.resume()
@@ -199,16 +190,12 @@ def trim_metrics(run_dir: Path, step: int) -> None:
             continue
         if isinstance(event, dict) and isinstance(event.get("step"), int) and event["step"] <= step:
             kept.append(line + "\n")
-    ckpt.atomic_write_text(path, "".join(kept))
+    atomic_write_text(path, "".join(kept))
 
 
 def _log_environment(recipe: Recipe, run_dir: Path, device: torch.device) -> None:
     """What train.log needs to reproduce the run: versions, device, threads, the recipe's hash."""
-    import platform
-
-    from seqkit import __version__
-
-    digest = ckpt.sha256_file(run_dir / RECIPE_FILE)
+    digest = sha256_file(run_dir / RECIPE_FILE)
     log.info("seqkit %s, torch %s, python %s, %s; device %s, %d torch threads", __version__, torch.__version__,
              platform.python_version(), platform.platform(terse=True), device, torch.get_num_threads())
     log.info("recipe %s (sha256 %s)%s", run_dir / RECIPE_FILE, digest[:16],
@@ -216,7 +203,7 @@ def _log_environment(recipe: Recipe, run_dir: Path, device: torch.device) -> Non
 
 
 def _attach_log_file(run_dir: Path) -> None:
-    handler = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
+    handler = logging.FileHandler(run_dir / TRAIN_LOG, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logging.getLogger("seqkit").addHandler(handler)
 
@@ -225,30 +212,30 @@ def _attach_log_file(run_dir: Path) -> None:
 class LoadedRun:
     run_dir: Path
     recipe: Recipe
-    src_tok: Any
-    tgt_tok: Any
+    src_tok: Any  # None for a language model
+    tgt_tok: Any  # None for a classifier
     model: torch.nn.Module
     device: torch.device
     checkpoint: Path
+    labels: list[str] | None = None  # a classifier's, in class-id order
+
+    def stepper(self) -> TorchStepper:
+        """The search step function over the model (seq2seq and language models)."""
+        return TorchStepper(self.model, self.device)
 
 
 def load_run(run_dir: Path, which: str = "best", device: str = "cpu") -> LoadedRun:
     """Reopen a trained run for evaluation, translation or export (model in eval mode)."""
-    from seqkit.models import build_model
-    from seqkit.tokenizers import load_tokenizers
-    from seqkit.devices import torch_device
-
     dev = torch_device(device)  # a bad name fails before anything is loaded
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir}: no such run directory")
     if not is_run_dir(run_dir):
         raise CheckpointError(f"{run_dir}: not a run directory ({RECIPE_FILE} missing)")
     recipe = _reopen(run_dir, [])
-    src_tok, tgt_tok = load_tokenizers(run_dir / "tokenizer")
+    vocab = load_task(recipe.task).open_vocab(run_dir)
     path = ckpt.resolve_checkpoint(run_dir, which)
-    ckpt.load_checkpoint_state(path)  # verifies sha256 of the tensor files
-    model = build_model(recipe.model_cfg, recipe.task, src_tok.vocab_size if src_tok else None,
-                        tgt_tok.vocab_size, tgt_tok.pad_id)
-    ckpt.load_model_tensors(model, path / "model.safetensors")
+    ckpt.verify_checkpoint(path)  # the sha256 of the tensor files
+    model = new_model(recipe.model, entry(recipe.task).model, vocab.sizes, "cpu")
+    ckpt.load_model_tensors(model, path / MODEL_FILE)
     model.to(dev).eval()
-    return LoadedRun(run_dir, recipe, src_tok, tgt_tok, model, dev, path)
+    return LoadedRun(run_dir, recipe, vocab.src_tok, vocab.tgt_tok, model, dev, path, vocab.labels)

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from seqkit.inference import clean_text, default_start_ids, encode_source, pad_batch
+from seqkit.batching import encode_source, pad_batch
+from seqkit.inference import clean_text, default_start_ids
 from seqkit.search import StepFunction
 
 

@@ -1,7 +1,7 @@
 """Training corpora larger than memory (``data.streaming: true``; docs/scaling.md).
 
-The training split is read line by line (never whole), checked as :mod:`seqkit.data` checks it
-(errors name the recipe key, the file and the line), tokenized once and written through
+The training split is read line by line (never whole) by the reader the in-memory path uses
+(:mod:`seqkit.corpus`: the same checks, errors naming the recipe key, the file and the line), tokenized once and written through
 ``datasets``' Arrow writer into a cache directory keyed by the data files and the tokenizer
 files. Training memory-maps that Arrow file (``datasets.Dataset.from_file``) and reads it through
 a bounded shuffle buffer:
@@ -22,22 +22,21 @@ validation and test splits are loaded in memory by :func:`seqkit.data.load_split
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import logging
 import os
 import shutil
 import time
-import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, overload
 
 import numpy as np
 
-from seqkit.batching import bucket_batches
-from seqkit.data import SECTION, Corpus, DataConfig, _read_failure, _resolve, jsonl_field, parse_jsonl_line
+from seqkit.batching import bucket_batches, encode_source
+from seqkit.corpus import resolve
+from seqkit.data import SECTION, STREAMING_FORMATS, Corpus, DataConfig, load_split, local_pairs
 from seqkit.errors import DataError, SeqkitError
 
 log = logging.getLogger("seqkit")
@@ -48,96 +47,12 @@ WRITER_BATCH = 10_000  # pairs per Arrow record batch (what the writer holds in 
 TOKENIZE_PASSES = [0]  # tokenization passes run in this process (tests read it)
 
 
-# -- reading the training split line by line ---------------------------------------------------
-def _open(path: Path) -> IO[bytes]:
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
-
-
-BOM = b"\xef\xbb\xbf"  # UTF-8 byte-order mark
-
-
-def _lines(path: Path, key: str) -> Iterator[tuple[int, str]]:
-    """(line number, text) without the newline; DataError naming key, file and line."""
-    number = 0
-    try:
-        with _open(path) as fh:
-            for number, raw in enumerate(fh, 1):
-                if raw.endswith(b"\n"):
-                    raw = raw[:-1]
-                if raw.endswith(b"\r"):
-                    raw = raw[:-1]
-                if number == 1 and raw.startswith(BOM):  # an editor's byte-order mark is not text
-                    raw = raw[len(BOM):]
-                if b"\r" in raw:
-                    raise DataError(f"{key}: {path}:{number}: carriage return inside a line (it would split the line in two)")
-                try:
-                    yield number, raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise DataError(
-                        f"{key}: {path}:{number}: not valid UTF-8 (byte 0x{raw[exc.start]:02x}: {exc.reason}); "
-                        "convert the file to UTF-8"
-                    ) from exc
-    except (OSError, EOFError, zlib.error) as exc:  # zlib.error: a gz file with a corrupt body
-        raise DataError(f"{key}: cannot read {path} (after line {number}): {_read_failure(exc)}") from None
-    if number == 0:
-        raise DataError(f"{key}: corpus is empty: {path}")
-
-
-def _nonempty(text: str, where: str, what: str = "line") -> str:
-    if not text.strip():
-        raise DataError(f"{where}: empty {what} (a pair corpus may not hold empty examples)")
-    return text
-
-
-def _parallel(cfg: DataConfig, base_dir: Path) -> Iterator[tuple[str, str]]:
-    key = f"{SECTION}.train"
-    src_path = _resolve(cfg.train.src, f"{key}.src", base_dir)
-    tgt_path = _resolve(cfg.train.tgt, f"{key}.tgt", base_dir)
-    src_lines, tgt_lines = _lines(src_path, f"{key}.src"), _lines(tgt_path, f"{key}.tgt")
-    n = 0
-    while True:
-        a, b = next(src_lines, None), next(tgt_lines, None)
-        if a is None or b is None:
-            break
-        n += 1
-        yield _nonempty(a[1], f"{key}.src: {src_path}:{n}"), _nonempty(b[1], f"{key}.tgt: {tgt_path}:{n}")
-    if a is not None or b is not None:
-        n_src = n + (a is not None) + sum(1 for _ in src_lines)
-        n_tgt = n + (b is not None) + sum(1 for _ in tgt_lines)
-        raise DataError(
-            f"{key}: parallel files are misaligned: {src_path} has {n_src} lines, {tgt_path} has {n_tgt} lines"
-        )
-
-
-def _tsv(cfg: DataConfig, base_dir: Path) -> Iterator[tuple[str, str]]:
-    key = f"{SECTION}.train.path"
-    path = _resolve(cfg.train.path, key, base_dir)
-    for number, line in _lines(path, key):
-        fields = line.split("\t")
-        if len(fields) < 2:
-            raise DataError(f"{key}: {path}:{number}: expected 2 tab-separated columns (source, target), found 1")
-        for column in (0, 1):
-            _nonempty(fields[column], f"{key}: {path}:{number}", f"column {column}")
-        yield fields[0], fields[1]
-
-
-def _jsonl(cfg: DataConfig, base_dir: Path) -> Iterator[tuple[str, str]]:
-    key = f"{SECTION}.train.path"
-    path = _resolve(cfg.train.path, key, base_dir)
-    first_type: dict[str, type] = {}
-    for number, line in _lines(path, key):
-        where = f"{key}: {path}:{number}"
-        record = parse_jsonl_line(line, where)
-        yield (jsonl_field(record, cfg.src_field, where, first_type),
-               jsonl_field(record, cfg.tgt_field, where, first_type))
-
-
+# -- reading the training split line by line -----------------------------------------------------
 def read_pairs(cfg: DataConfig, base_dir: Path) -> Iterator[tuple[str, str]]:
     """The training split's (source, target) pairs, one at a time, checked as they are read."""
-    readers = {"parallel": _parallel, "tsv": _tsv, "jsonl": _jsonl}
-    if cfg.format not in readers:
-        raise DataError(f"{SECTION}.format: streaming reads {', '.join(readers)}, not '{cfg.format}'")
-    for src, tgt in readers[cfg.format](cfg, Path(base_dir)):
+    if cfg.format not in STREAMING_FORMATS:
+        raise DataError(f"{SECTION}.format: streaming reads {', '.join(STREAMING_FORMATS)}, not '{cfg.format}'")
+    for src, tgt in local_pairs(cfg, cfg.train, f"{SECTION}.train", Path(base_dir), whole=False):
         yield (src.lower(), tgt.lower()) if cfg.lowercase else (src, tgt)
 
 
@@ -156,7 +71,7 @@ def sample_split(cfg: DataConfig, base_dir: Path) -> Corpus:
 def _train_files(cfg: DataConfig, base_dir: Path) -> list[Path]:
     files = cfg.train
     names = [files.src, files.tgt] if cfg.format == "parallel" else [files.path]
-    return [_resolve(name, f"{SECTION}.train", base_dir) for name in names]
+    return [resolve(name, f"{SECTION}.train", base_dir) for name in names]
 
 
 def cache_key(cfg: DataConfig, base_dir: Path, tokenizer_dir: Path) -> str:
@@ -183,8 +98,6 @@ def _features() -> Any:
 def _tokenize(cfg: DataConfig, base_dir: Path, src_tok: Any, tgt_tok: Any, path: Path) -> dict[str, Any]:
     """Write the encoded training pairs to ``path``; the same drops as the in-memory path."""
     from datasets.arrow_writer import ArrowWriter
-
-    from seqkit.inference import encode_source
 
     TOKENIZE_PASSES[0] += 1
     start, read, dropped, kept = time.perf_counter(), 0, 0, 0
@@ -324,53 +237,30 @@ class ArrowStream:
         return rows.column("src").to_pylist(), rows.column("tgt").to_pylist()
 
 
-# -- the task ------------------------------------------------------------------------------------
-def _seq2seq_task_cls() -> type:
-    from seqkit.tasks import Seq2SeqTask
+# -- the data source ----------------------------------------------------------------------------
+class StreamingData:
+    """``data.streaming``: the training split stays on disk (a tokenized Arrow cache); the
+    validation split is read into memory now. A task that streams trains from :meth:`stream`."""
 
-    class StreamingSeq2SeqTask(Seq2SeqTask):
-        """:class:`seqkit.tasks.Seq2SeqTask` whose training pairs stay in the Arrow file."""
+    streaming = True
+    train = None  # never in memory
 
-        def __init__(self, recipe: Any, model: Any, src_tok: Any, tgt_tok: Any, stream: ArrowStream,
-                     valid: Corpus, device: Any):
-            self.recipe, self.model, self.device = recipe, model, device
-            self.src_tok, self.tgt_tok, self.valid = src_tok, tgt_tok, valid
-            self.train_cfg = recipe.train_cfg
-            self.stream = stream
-            self._epoch_batches: tuple[int, StreamBatches] | None = None
+    def __init__(self, recipe: Any, run_dir: Path):
+        cfg = recipe.data
+        if cfg.valid is None:
+            raise SeqkitError(f"{SECTION}.valid: a validation split is required for translation/summarization recipes")
+        self.recipe, self.run_dir = recipe, run_dir
+        self.valid = load_split(cfg, "valid", recipe.base_dir, cache_dir=run_dir / "cache")
 
-        def batches(self, epoch: int, seed: int) -> StreamBatches:  # type: ignore[override]
-            if self._epoch_batches is None or self._epoch_batches[0] != epoch:
-                self._epoch_batches = (epoch, StreamBatches(self.stream, epoch, seed))
-            return self._epoch_batches[1]
+    def tokenizer_corpus(self) -> Corpus:
+        """What the tokenizers learn from: the first ``data.tokenizer_sample`` pairs."""
+        return sample_split(self.recipe.data, self.recipe.base_dir)
 
-        def loss(self, index: np.ndarray) -> Any:
-            src, tgt = self.stream.rows(index)
-            return self._loss_on(self._tensors(src, tgt), self.train_cfg.label_smoothing)
-
-    return StreamingSeq2SeqTask
-
-
-def build_streaming_task(recipe: Any, run_dir: Path, resume: bool, device: Any) -> Any:
-    """``runs.build_task`` for ``data.streaming: true`` (translation and summarization)."""
-    from seqkit.data import load_split
-    from seqkit.models import build_model
-    from seqkit.runs import prepare_tokenizers
-
-    if recipe.task not in ("translation", "summarization"):
-        raise SeqkitError(f"{SECTION}.streaming: implemented for translation and summarization, not task '{recipe.task}'")
-    cfg = recipe.data
-    if cfg.valid is None:
-        raise SeqkitError(f"{SECTION}.valid: a validation split is required for translation/summarization recipes")
-    valid = load_split(cfg, "valid", recipe.base_dir, cache_dir=run_dir / "cache")
-    have_tokenizer = resume or (run_dir / "tokenizer" / "tgt" / "tokenizer.json").exists()
-    sample = None if have_tokenizer else sample_split(cfg, recipe.base_dir)
-    src_tok, tgt_tok = prepare_tokenizers(recipe, run_dir, sample, resume)
-    del sample
-    cache = prepare_cache(cfg, recipe.base_dir, run_dir, src_tok, tgt_tok)
-    stream = ArrowStream(cache, cfg.shuffle_buffer, recipe.train_cfg.batch_tokens)
-    log.info("streaming: %d training examples in %d buffers of up to %d", stream.size, len(stream.counts),
-             cfg.shuffle_buffer)
-    model = build_model(recipe.model_cfg, recipe.task, src_tok.vocab_size, tgt_tok.vocab_size, tgt_tok.pad_id).to(device)
-    log.info("model: %s, %.2fM parameters", type(model).__name__, sum(p.numel() for p in model.parameters()) / 1e6)
-    return _seq2seq_task_cls()(recipe, model, src_tok, tgt_tok, stream, valid, device)
+    def stream(self, src_tok: Any, tgt_tok: Any) -> ArrowStream:
+        """The training pairs tokenized into the Arrow cache (on a cache miss), memory-mapped."""
+        recipe, cfg = self.recipe, self.recipe.data
+        cache = prepare_cache(cfg, recipe.base_dir, self.run_dir, src_tok, tgt_tok)
+        stream = ArrowStream(cache, cfg.shuffle_buffer, recipe.train.batch_tokens)
+        log.info("streaming: %d training examples in %d buffers of up to %d", stream.size, len(stream.counts),
+                 cfg.shuffle_buffer)
+        return stream

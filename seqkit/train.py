@@ -8,83 +8,26 @@ DDP step and the rank-0-only writing (docs/scaling.md).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import re
 import signal
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from seqkit import checkpoint as ckpt
 from seqkit import distributed
-from seqkit.devices import DEVICE_HELP, DEVICE_PATTERN, torch_device
+from seqkit.devices import torch_device
 from seqkit.ema import EMA_FILE, WeightEMA
 from seqkit.errors import CheckpointError, SeqkitError
-from seqkit.optim import LRSchedule, OptimizerConfig, ScheduleConfig, build_optimizer
+from seqkit.optim import LRSchedule, build_optimizer
 from seqkit.progress import Progress
+from seqkit.train_config import TrainConfig
 
 log = logging.getLogger("seqkit")
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
-
-
-def parse_duration(value: Any) -> float | None:
-    """``90``/``90s`` -> 90.0, ``15m`` -> 900.0, ``1.5h`` -> 5400.0 seconds."""
-    if value is None or isinstance(value, (int, float)):
-        return None if value is None else float(value)
-    match = _DURATION.match(str(value))
-    if not match:
-        raise ValueError(f"expected a duration like 90s, 15m or 2h, got {value!r}")
-    return float(match.group(1)) * {"s": 1, "m": 60, "h": 3600, None: 1}[match.group(2)]
-
-
-class TrainConfig(BaseModel):
-    """The recipe's ``train:`` section; every default lives here."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
-    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
-    batch_tokens: int = Field(4096, gt=0, le=10**8)  # padded tokens per batch (seq2seq)
-    batch_size: int = Field(64, gt=0, le=10**6)  # streams per batch (language model)
-    bptt: int = Field(128, gt=0, le=10**6)  # truncated-BPTT length (language model)
-    accumulate: int = Field(1, ge=1, le=10**6)  # batches per optimizer step
-    clip_grad_norm: float | None = Field(1.0, gt=0, allow_inf_nan=False)
-    label_smoothing: float = Field(0.1, ge=0, lt=1)
-    max_steps: int | None = Field(None, gt=0)
-    max_epochs: int | None = Field(30, gt=0)
-    max_time: float | None = Field(None, gt=0, allow_inf_nan=False)  # seconds; YAML accepts 90s / 15m / 2h
-    valid_every: int = Field(1000, gt=0)  # optimizer steps between validations
-    save_every: int | None = Field(None, gt=0)  # steps between checkpoints besides validations (none: only those)
-    valid_metric_max_sentences: int | None = Field(None, gt=0)  # decode only the first N for the metric
-    valid_strategy: Literal["greedy", "beam"] = "greedy"  # decoding used for the validation metric
-    early_stopping: int | None = Field(None, gt=0)  # validations without improvement before stopping
-    # Most recent checkpoints kept besides best: enough for `seqkit average --last 5` (docs/cli.md).
-    keep_checkpoints: int = Field(5, ge=1)
-    ema: float | None = Field(None, gt=0, lt=1)  # decay of a moving average of the weights, saved beside them
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: Literal["none", "bf16", "fp16"] = "none"  # autocast: bf16 on GPU or a CPU with native bf16; fp16 GPU only
-    num_threads: int | None = Field(None, gt=0, le=1024)  # torch intra-op threads on CPU (10^6 segfaults torch)
-    log_every: int = Field(50, gt=0)
-    max_bad_steps: int = Field(5, ge=1)  # consecutive non-finite losses before aborting
-    progress: bool = True
-
-    @field_validator("max_time", mode="before")
-    @classmethod
-    def _duration(cls, value: Any) -> float | None:
-        return parse_duration(value)
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, value: str) -> str:
-        if not DEVICE_PATTERN.fullmatch(value):
-            raise ValueError(f"expected {DEVICE_HELP}, got {value!r}")
-        return value
 
 
 def pick_device(name: str) -> torch.device:
@@ -113,7 +56,8 @@ def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
 
 
 class Trainer:
-    """Runs ``task`` (a :class:`seqkit.tasks.Task`) for ``cfg`` and writes into ``run_dir``."""
+    """Runs ``task`` (a task's adapter, :meth:`seqkit.tasks.Task.trainable`) for ``cfg`` and
+    writes into ``run_dir``."""
 
     def __init__(self, task: Any, cfg: TrainConfig, run_dir: Path, *, seed: int, metric: tuple[str, bool],
                  dist: distributed.DistContext | None = None):
@@ -137,7 +81,9 @@ class Trainer:
         self._writer = None
         self.dist = dist  # None: one process; else torchrun rank (see seqkit.distributed)
         self.is_main = dist is None or dist.is_main  # only rank 0 writes into run_dir
-        self._ddp = distributed.DDPTraining(dist, self.model, task) if dist is not None else None
+        # The step hook: where the forward runs, and what crosses processes (seqkit.distributed).
+        self.steps: LocalSteps | distributed.DDPTraining = (
+            distributed.DDPTraining(dist, self.model, task) if dist is not None else LocalSteps(self.model))
         self._ema = WeightEMA(self.model, cfg.ema) if cfg.ema else None
 
     # -- resume ------------------------------------------------------------------------------
@@ -229,7 +175,7 @@ class Trainer:
             with progress.above_bar():
                 reason, last_metrics = self._loop(progress)
                 log.info("stopping: %s", reason)
-                if self._ddp is not None and self._interrupted:
+                if self.steps.distributed and self._interrupted:
                     # torchrun SIGKILLs its workers 30 s after forwarding Ctrl-C: save, skip validation.
                     last_metrics = {"step": self.step, "interrupted": True}
                     self.save(last_metrics)
@@ -245,7 +191,7 @@ class Trainer:
 
     def _loop(self, progress: Progress) -> tuple[str, dict[str, Any]]:
         """Steps, logging and validations until a budget ends the run: (why it stopped, last metrics)."""
-        span = self.cfg.accumulate if self._ddp is None else self._ddp.span(self.cfg.accumulate)
+        span = self.steps.span(self.cfg.accumulate)
         last_metrics: dict[str, Any] = {}
         reason = self._done()
         while reason is None:
@@ -253,7 +199,7 @@ class Trainer:
             while self.batch_in_epoch < len(batches) and reason is None:
                 group = batches[self.batch_in_epoch : self.batch_in_epoch + span]
                 before = self.step
-                stats = self._train_step(group) if self._ddp is None else self._ddp.train_step(self, group)
+                stats = self._train_step(group)
                 self._tick()
                 self.batch_in_epoch += len(group)
                 progress.update(self, stats, len(batches))
@@ -267,8 +213,8 @@ class Trainer:
                 else:
                     if stepped and self.cfg.save_every and self.step % self.cfg.save_every == 0:
                         self.save({"step": self.step})  # a checkpoint for averaging, no validation
-                    if self._ddp is not None:
-                        self._ddp.sync_stop(self)
+                    if self.steps.distributed:
+                        self._share_stop()
                 reason = self._done()
             if self.batch_in_epoch >= len(batches):
                 self.epoch, self.batch_in_epoch = self.epoch + 1, 0
@@ -278,8 +224,7 @@ class Trainer:
 
     def close(self) -> None:
         """Free the DDP wrapper before the process group is destroyed (see distributed.teardown)."""
-        if self._ddp is not None:
-            self._ddp.close()
+        self.steps.close()
 
     def _tick(self) -> None:
         start, base = self._clock
@@ -297,23 +242,34 @@ class Trainer:
         self._interrupted = True
         log.warning("interrupt: finishing this step, saving a checkpoint, then exiting (Ctrl-C again to abort)")
 
+    def _share_stop(self) -> None:
+        """Under DDP: every rank takes the interrupt any rank saw, and the slowest rank's clock."""
+        self._interrupted, elapsed = self.steps.share_stop(self._interrupted, self.elapsed)
+        self.set_elapsed(elapsed)
+
     def _train_step(self, group: list[Any]) -> dict[str, float]:
+        """One optimizer step over ``group`` (``steps.span`` batches of the epoch's order): the
+        batches this process runs, each backward in the hook's context, the totals reduced by it."""
         start = time.perf_counter()
         lr = self._start_step()
-        total_loss, total_tokens = 0.0, 0
-        for batch in group:
-            with self._autocast():
-                loss_sum, ntokens, nll_sum = self.task.loss(batch)
-            loss = loss_sum / max(ntokens, 1) / len(group)
-            if not torch.isfinite(loss):
-                self.optimizer.zero_grad(set_to_none=True)
-                return self._bad_step(start)
-            self._backward(loss)
-            total_loss += float(nll_sum.detach())
-            total_tokens += int(ntokens)
+        work = self.steps.local_work(group)
+        total_loss, total_tokens, bad = 0.0, 0, False
+        for i, (batch, weight) in enumerate(work):
+            with self.steps.backward_context(last=i == len(work) - 1):
+                with self._autocast():
+                    loss_sum, ntokens, nll_sum = self.task.loss(batch, self.steps.model)
+                loss = loss_sum / max(ntokens, 1) * weight
+                bad = bad or not bool(torch.isfinite(loss))
+                self._backward(loss)
+            if weight > 0:
+                total_loss += float(nll_sum.detach())
+                total_tokens += int(ntokens)
+        total_loss, total_tokens, bad = self.steps.reduce(total_loss, total_tokens, bad)
+        if bad:  # a non-finite loss anywhere: the step is skipped (on every rank)
+            self.optimizer.zero_grad(set_to_none=True)
+            return self._bad_step(start)
         return self._apply_gradients(start, lr, total_loss, total_tokens)
 
-    # The three parts of a step that single-process and DDP steps share.
     def _start_step(self) -> float:
         self.model.train()
         lr = self.schedule.lr(self.step)
@@ -392,13 +348,46 @@ class Trainer:
         self.schedule.observe(score, self.higher_is_better)
         if self._clock is not None:  # the checkpoint's clock includes this validation (resume and max_time)
             self._tick()
-            if self._ddp is not None:  # every rank is here: save the shared clock that decides max_time
-                self._ddp.sync_stop(self)
+            if self.steps.distributed:  # every rank is here: save the shared clock that decides max_time
+                self._share_stop()
         self._log_event({"split": "valid", **metrics})
         summary = " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float))
         log.info("step %d valid: %s%s", self.step, summary, " (best)" if improved else "")
         self.save(metrics, is_best=improved)
         return metrics
+
+
+class LocalSteps:
+    """The Trainer's step hook in one process; :class:`seqkit.distributed.DDPTraining` is the
+    other. A hook says where the training forward runs (``model``), how many batches of the
+    epoch's order one step takes (``span``), which of them run here and with what weight
+    (``local_work``), the context each backward runs in (``backward_context``: DDP all-reduces
+    the gradients on the last one only), and how the step's totals combine across processes
+    (``reduce``, ``share_stop``)."""
+
+    distributed = False
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+
+    def span(self, accumulate: int) -> int:
+        return accumulate
+
+    def local_work(self, group: list[Any]) -> list[tuple[Any, float]]:
+        """(batch, loss weight) pairs: every batch here, the mean over the group."""
+        return [(batch, 1.0 / len(group)) for batch in group]
+
+    def backward_context(self, last: bool) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    def reduce(self, nll: float, tokens: int, bad: bool) -> tuple[float, int, bool]:
+        return nll, tokens, bad
+
+    def share_stop(self, interrupted: bool, elapsed: float) -> tuple[bool, float]:
+        return interrupted, elapsed
+
+    def close(self) -> None:
+        """Nothing to free in one process."""
 
 
 def check_run_dir_writable(run_dir: Path) -> None:

@@ -10,20 +10,14 @@ import pytest
 import torch
 import yaml
 
-from seqkit.classify import (
-    build_labels,
-    classify_lines,
-    is_classification_run,
-    label_ids,
-    load_classifier_run,
-    load_labels,
-    save_labels,
-)
 from seqkit.errors import CheckpointError, DataError, PluginError, RecipeError
-from seqkit.evaluate import evaluate_run
-from seqkit.models import Classifier, ModelConfig, build_model, validate_model_config
+from seqkit.evaluate import evaluate_run, is_classifier
+from seqkit.model_config import ModelConfig
+from seqkit.models import Classifier, build_model
 from seqkit.recipe import load_recipe
-from seqkit.runs import train_run
+from seqkit.runs import load_run, train_run
+from seqkit.tasks.classification import build_labels, classify_lines, label_ids, load_labels, save_labels
+from seqkit.tasks.common import check_model
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD, BAD = ["great", "lovely", "superb", "fine"], ["awful", "poor", "broken", "dull"]
@@ -95,9 +89,9 @@ def test_evaluate_reports_accuracy_and_macro_f1(trained, tmp_path):
 
 
 def test_classify_lines(trained):
-    run, labels = load_classifier_run(trained)
-    assert is_classification_run(trained) and run.tgt_tok is None and not run.model.training
-    (label_a, p_a), (label_b, _) = classify_lines(run, labels, ["the food was superb", "the movie was awful"])
+    run = load_run(trained)
+    assert is_classifier(trained) and run.tgt_tok is None and not run.model.training
+    (label_a, p_a), (label_b, _) = classify_lines(run, ["the food was superb", "the movie was awful"])
     assert (label_a, label_b) == ("pos", "neg") and 0.5 < p_a <= 1.0
 
 
@@ -135,7 +129,7 @@ def test_classifier_pooling_ignores_padding(pooling):
     torch.manual_seed(0)
     cfg = ModelConfig(encoder={"type": "lstm", "embedding_dim": 8, "hidden_size": 6, "num_layers": 2},
                       head={"pooling": pooling})
-    model = build_model(cfg, "classification", 20, 3, 0).eval()
+    model = build_model(cfg, "classifier", 20, 3, 0).eval()
     assert isinstance(model, Classifier)
     src = torch.tensor([[5, 6, 7, 3], [8, 9, 3, 0]])
     logits = model(src, torch.tensor([4, 3]))
@@ -145,9 +139,9 @@ def test_classifier_pooling_ignores_padding(pooling):
 
 
 def test_validate_model_config_for_classification():
-    validate_model_config(ModelConfig(encoder={"type": "gru"}), "classification")
+    check_model(ModelConfig(encoder={"type": "gru"}), "classifier")
     with pytest.raises(PluginError, match=r"^model\.encoder"):
-        validate_model_config(ModelConfig(encoder={"type": "gruu"}), "classification")
+        check_model(ModelConfig(encoder={"type": "gruu"}), "classifier")
     with pytest.raises(Exception, match="pooling"):
         ModelConfig(head={"pooling": "median"})
 
@@ -155,6 +149,6 @@ def test_validate_model_config_for_classification():
 def test_shipped_classify_recipe():
     recipe = load_recipe(ROOT / "recipes" / "classify.yaml")
     assert recipe.task == "classification" and recipe.data.format == "tsv"
-    assert recipe.model_cfg.head.pooling in ("mean", "max", "last")
+    assert recipe.model.head.pooling in ("mean", "max", "last")
     with pytest.raises(RecipeError, match=r"model\.head\.pooling"):
         load_recipe(ROOT / "recipes" / "classify.yaml", ["model.head.pooling=avg"])

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import yaml
 
-from seqkit import checkpoint as ckpt
+from seqkit.rundir import sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,7 +73,7 @@ def test_train_evaluate_translate_round_trip(tiny_recipe):
     run_dir = tiny_recipe.parent / "run"
     log = (run_dir / "train.log").read_text(encoding="utf-8")
     assert "INFO seqkit 0.1.0, torch " in log and "torch threads" in log
-    assert f"(sha256 {ckpt.sha256_file(run_dir / 'recipe.yaml')[:16]})" in log
+    assert f"(sha256 {sha256_file(run_dir / 'recipe.yaml')[:16]})" in log
     assert "INFO step 10 train: loss " in log and "step 20 valid:" in log
     ev = seqkit("evaluate", str(run_dir), "--split", "test", "--beam-size", "2")
     assert ev.returncode == 0, ev.stderr[-2000:]

@@ -25,7 +25,8 @@ from seqkit.evaluate import evaluate_run
 from seqkit.models import build_model
 from seqkit.recipe import load_recipe
 from seqkit.runs import build_task, load_run, seed_everything, train_run
-from seqkit.tasks import to_device
+from seqkit.tasks import entry
+from seqkit.tasks.common import to_device
 from seqkit.train import Trainer, pick_device
 from test_devices import on_device  # tests/ is on sys.path (no __init__.py)
 
@@ -65,7 +66,7 @@ def test_fp16_trains_through_a_grad_scaler(tiny_recipe):
     run_dir = tiny_recipe.parent / "fp16"
     run_dir.mkdir()
     task = build_task(recipe, run_dir, resume=False, device=CUDA)
-    trainer = Trainer(task, recipe.train_cfg, run_dir, seed=recipe.seed, metric=("loss", False))
+    trainer = Trainer(task, recipe.train, run_dir, seed=recipe.seed, metric=("loss", False))
     assert isinstance(trainer.scaler, torch.amp.GradScaler)
     before = [p.detach().clone() for p in task.model.parameters()]
     stats = [trainer._train_step([index]) for index in task.batches(0, recipe.seed)[:10]]
@@ -82,7 +83,7 @@ def lstm_model(tiny_recipe, input_feeding: bool = False):
                                        "model.encoder.num_layers=2", "model.decoder.num_layers=2",
                                        f"model.decoder.input_feeding={str(input_feeding).lower()}"])
     torch.manual_seed(0)
-    return build_model(recipe.model_cfg, recipe.task, 14, 14, 0).eval()
+    return build_model(recipe.model, entry(recipe.task).model, 14, 14, 0).eval()
 
 
 def batch(device: torch.device):

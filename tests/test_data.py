@@ -34,7 +34,7 @@ def test_parallel_plain_and_gz_relative_to_base_dir(tmp_path, cache):
     write(tmp_path / "a.en.gz", "A dog .\nTwo cats")
     corpus = load_split(parallel("a.de", "a.en.gz"), "train", tmp_path, cache_dir=cache)
     assert corpus == Corpus(["Ein Hund .  ", "Zwei Katzen"], ["A dog .", "Two cats"], None, "train")
-    assert cache.is_dir()  # the datasets cache went where it was told
+    assert not cache.exists()  # local files are read once, by seqkit.corpus; datasets (and its cache) only for hub corpora
 
 
 def test_lowercase(tmp_path, cache):
@@ -215,3 +215,20 @@ def test_unknown_or_unconfigured_split(tmp_path, cache):
         load_split(cfg, "dev", tmp_path, cache_dir=cache)
     with pytest.raises(DataError, match="data.valid: no valid split is configured"):
         load_split(cfg, "valid", tmp_path, cache_dir=cache)
+
+
+def test_local_files_are_read_without_datasets(tmp_path, monkeypatch):
+    """Local corpora are read once by seqkit.corpus (the reader streaming uses too); datasets
+    serves hub corpora only."""
+    import seqkit.data as data
+
+    monkeypatch.setattr(data, "_datasets", lambda: pytest.fail("datasets used for a local file"))
+    write(tmp_path / "a.tsv", "ein hund\ta dog\nzwei\ttwo\n")
+    write(tmp_path / "a.jsonl", '{"src": "ein", "tgt": 1}\n{"src": "zwei", "tgt": 2}\n')
+    write(tmp_path / "a.txt", "to be\r\nor not\n")
+    tsv = load_split(DataConfig(format="tsv", train={"path": "a.tsv"}), "train", tmp_path)
+    jsonl = load_split(DataConfig(format="jsonl", train={"path": "a.jsonl"}), "train", tmp_path)
+    text = load_split(DataConfig(format="text", train={"path": "a.txt"}, valid={"path": "a.txt"}), "train", tmp_path)
+    assert (tsv.src, tsv.tgt) == (["ein hund", "zwei"], ["a dog", "two"])
+    assert (jsonl.src, jsonl.tgt) == (["ein", "zwei"], ["1", "2"])
+    assert text.text == "to be\nor not\n"  # universal newlines, as datasets' text loader read it

@@ -210,13 +210,13 @@ def case_stream_carriage_return(tmp: Path) -> None:
 
 
 def case_one_label(tmp: Path) -> None:
-    from seqkit.classify import build_labels
+    from seqkit.tasks.classification import build_labels
 
     build_labels(["1", "1", "1"])
 
 
 def case_unseen_label(tmp: Path) -> None:
-    from seqkit.classify import label_ids
+    from seqkit.tasks.classification import label_ids
 
     label_ids(["0", "1", "2"], ["0", "1"], "valid")
 

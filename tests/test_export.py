@@ -24,6 +24,7 @@ from seqkit.models import TorchStepper
 from seqkit.runs import load_run
 from seqkit.runtime import load_model
 from seqkit.runtime import format as fmt
+from seqkit.tasks import entry
 
 SRC_LINES = [
     "ein mann fährt fahrrad .", "zwei hunde spielen im schnee .", "eine frau liest ein buch .",
@@ -85,7 +86,7 @@ def make_run(root: Path, *, enc: str = "lstm", dec: str = "lstm", attention: str
     src, tgt = build_tokenizers(loaded.tokenizer, src_texts, tgt_texts, root / "tok.work")
     save_tokenizers(run_dir / "tokenizer", src, tgt)
     torch.manual_seed(seed)
-    model = build_model(loaded.model_cfg, task, src.vocab_size if src else None, tgt.vocab_size, tgt.pad_id)
+    model = build_model(loaded.model, entry(task).model, src.vocab_size if src else None, tgt.vocab_size, tgt.pad_id)
     save_checkpoint(run_dir / "checkpoints", 1, model, None, {"metrics": {}}, pointers=("last", "best"))
     return run_dir
 
@@ -159,8 +160,8 @@ def test_top_k_outputs_are_the_top_of_the_full_rows(exported):
     greedy through it equal the whole-row path. An export without the top-k outputs (the format
     before step_top_k) loads as a plain OrtStepper and decodes the same."""
     from seqkit.beam import beam_search
-    from seqkit.export import export_graphs, open_stepper
-    from seqkit.inference import pad_batch
+    from seqkit.export_seq2seq import open_stepper, trace_graphs
+    from seqkit.batching import pad_batch
     from seqkit.search import TopKStepFunction, greedy, top_k_rows
 
     _, run_dir, model_dir = exported
@@ -170,7 +171,7 @@ def test_top_k_outputs_are_the_top_of_the_full_rows(exported):
     old_dir = model_dir.parent / "without-top-k"
     old_dir.mkdir(exist_ok=True)
     old_config = config.model_copy(update={"step_top_k": False})
-    export_graphs(run.model.float().eval(), old_config, old_dir)
+    trace_graphs(run.model.float().eval(), old_config, old_dir)
     old_fn = open_stepper(old_config, old_dir)
     assert isinstance(ort_fn, TopKStepFunction) and isinstance(torch_fn, TopKStepFunction)
     assert not isinstance(old_fn, TopKStepFunction)

@@ -19,7 +19,8 @@ import yaml
 from click.testing import CliRunner
 from test_classify import toy_tsv  # tests/ is on sys.path (no __init__.py)
 
-from seqkit.classify import load_classifier_run, text_classifier
+from seqkit.runs import load_run
+from seqkit.tasks.classification import text_classifier
 from seqkit.cli import cli
 from seqkit.errors import CheckpointError, ModelError
 from seqkit.export import export_run
@@ -34,7 +35,7 @@ def make_classifier_run(root: Path, *, enc: str = "gru", pooling: str = "max", l
                         bidirectional: bool = True, seed: int = 0) -> Path:
     """A classification run directory holding a randomly initialized tiny model as its best checkpoint."""
     from seqkit.checkpoint import save_checkpoint
-    from seqkit.classify import build_labels, prepare_text_tokenizer, save_labels
+    from seqkit.tasks.classification import build_labels, prepare_text_tokenizer, save_labels
     from seqkit.data import load_split
     from seqkit.models import build_model
     from seqkit.recipe import load_recipe
@@ -60,7 +61,7 @@ def make_classifier_run(root: Path, *, enc: str = "gru", pooling: str = "max", l
     save_labels(run_dir, labels)
     tokenizer = prepare_text_tokenizer(recipe, run_dir, train.src, resume=False)
     torch.manual_seed(seed)
-    model = build_model(recipe.model_cfg, "classification", tokenizer.vocab_size, len(labels), tokenizer.pad_id)
+    model = build_model(recipe.model, "classifier", tokenizer.vocab_size, len(labels), tokenizer.pad_id)
     with torch.no_grad():
         model.output.weight.mul_(20.0)  # random weights give probabilities near 0.5; spread them
     save_checkpoint(run_dir / "checkpoints", 1, model, None, {"metrics": {}}, pointers=("last", "best"))
@@ -115,7 +116,8 @@ def test_export_writes_the_documented_directory(exported):
 
 def test_runtime_labels_and_probabilities_match_torch(exported):
     run_dir, model_dir = exported
-    run, labels = load_classifier_run(run_dir)
+    run = load_run(run_dir)
+    labels = run.labels
     lines = LINES + ["", " ".join(["superb"] * 20)]  # an empty line and one beyond max_src_len
     want = text_classifier(run, labels).classify(lines)
     model = load_model(model_dir, threads=1)

@@ -62,9 +62,9 @@ def test_the_gpu_recipe_is_valid_and_larger_than_the_cpu_one():
     gpu = load_recipe(ROOT / "recipes" / "translate-gpu.yaml")
     cpu = load_recipe(ROOT / "recipes" / "translate.yaml")
     assert gpu.data == cpu.data and gpu.tokenizer == cpu.tokenizer  # same data, same tokenizer
-    assert gpu.train_cfg.device == "cuda" and gpu.train_cfg.amp == "bf16" and gpu.train_cfg.max_time <= 300
-    assert gpu.train_cfg.batch_tokens > cpu.train_cfg.batch_tokens
-    assert gpu.model_cfg.encoder["hidden_size"] > cpu.model_cfg.encoder["hidden_size"]
+    assert gpu.train.device == "cuda" and gpu.train.amp == "bf16" and gpu.train.max_time <= 300
+    assert gpu.train.batch_tokens > cpu.train.batch_tokens
+    assert gpu.model.encoder["hidden_size"] > cpu.model.encoder["hidden_size"]
 
 
 def test_steps_past_the_budget_are_reported_not_run_and_the_json_is_written(tmp_path, monkeypatch):

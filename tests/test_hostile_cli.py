@@ -20,6 +20,7 @@ from test_hostile_runtime import reseal
 from seqkit import checkpoint as ckpt
 from seqkit.errors import RecipeError
 from seqkit.recipe import load_recipe
+from seqkit.rundir import sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 TRANSLATE = ROOT / "recipes" / "translate.yaml"
@@ -117,7 +118,7 @@ def test_nan_weights_are_named(tmp_path):
     tensors[name] = tensors[name] * float("nan")
     save_file(tensors, str(path / "model.safetensors"))
     meta = json.loads((path / "state.json").read_text())
-    meta["sha256"]["model.safetensors"] = ckpt.sha256_file(path / "model.safetensors")
+    meta["sha256"]["model.safetensors"] = sha256_file(path / "model.safetensors")
     (path / "state.json").write_text(json.dumps(meta))
     line = one_error_line(seqkit("translate", run_dir, stdin=b"a b\n"))
     assert "NaN or infinite" in line and name in line

@@ -23,10 +23,10 @@ from seqkit.data import DataConfig
 from seqkit.errors import RecipeError
 from seqkit.nn.decoders import RNNDecoder
 from seqkit.nn.encoders import RNNEncoder
-from seqkit.optim import OptimizerConfig, ScheduleConfig
+from seqkit.train_config import OptimizerConfig, ScheduleConfig
 from seqkit.recipe import load_recipe
 from seqkit.search import SearchConfig
-from seqkit.train import TrainConfig
+from seqkit.train_config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TRANSLATE = ROOT / "recipes" / "translate.yaml"

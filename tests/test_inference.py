@@ -8,14 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from seqkit.batching import encode_source, pad_batch
 from seqkit.errors import InputError
 from seqkit.inference import (
     Generator,
     Translator,
     clean_text,
     default_start_ids,
-    encode_source,
-    pad_batch,
 )
 from seqkit.search import SearchConfig
 from seqkit.tokenizers.char import CharTokenizer

@@ -12,8 +12,9 @@ import yaml
 
 from seqkit.data import load_split
 from seqkit.errors import DataError
+from seqkit.evaluate import evaluate_run
 from seqkit.inference import Generator
-from seqkit.lm import LMTask, evaluate_lm, lm_metrics, stream_nll
+from seqkit.tasks.lm import LMTask, evaluate_lm, lm_metrics, stream_nll
 from seqkit.models import TorchStepper
 from seqkit.recipe import load_recipe
 from seqkit.runs import build_task, load_run, train_run
@@ -70,7 +71,9 @@ def test_lm_trains_and_validation_loss_decreases(trained_lm):
 def test_evaluate_lm_reports_bits_per_char(trained_lm):
     run = load_run(trained_lm, "best")
     corpus = load_split(run.recipe.data, "valid", run.recipe.base_dir)
-    result = evaluate_lm(run, corpus)
+    assert evaluate_lm(run, corpus)["loss"] > 0
+    result = evaluate_run(trained_lm, split="valid", which="best", beam_size=None, strategy=None, output=None,
+                          device="cpu")  # evaluate_lm, and the event appended to metrics.jsonl
     assert result["split"] == "valid" and result["chars"] == len(corpus.text)
     assert result["bits_per_char"] == pytest.approx(result["loss"] / math.log(2))
     best = min(valid_events(trained_lm), key=lambda e: e["loss"])
@@ -163,5 +166,5 @@ def test_text_too_short_for_the_streams_is_a_data_error(tmp_path):
 def test_shipped_charlm_recipe():
     recipe = load_recipe(ROOT / "recipes" / "charlm.yaml")
     assert recipe.task == "lm" and recipe.tokenizer.source["type"] == "char"
-    assert recipe.train_cfg.max_time == 30 * 60 and recipe.train_cfg.label_smoothing == 0.0
+    assert recipe.train.max_time == 30 * 60 and recipe.train.label_smoothing == 0.0
     assert recipe.search.strategy == "sample"

@@ -16,7 +16,7 @@ from seqkit.metrics import (
     macro_f1,
     perplexity,
     rouge,
-    text_metrics,
+    file_metrics,
 )
 
 REFS = ["the cat is on the mat", "there is a dog in the garden"]
@@ -49,11 +49,12 @@ def test_rouge_hand_computed():
     assert both["rouge2"] == pytest.approx((40.0 + 100.0) / 2)
 
 
-def test_text_metrics_per_task():
-    assert set(text_metrics("translation", REFS, REFS)) == {"bleu", "chrf"}
-    assert text_metrics("summarization", REFS, REFS) == pytest.approx({"rouge1": 100.0, "rouge2": 100.0, "rougeL": 100.0})
-    with pytest.raises(ValueError, match="lm"):
-        text_metrics("lm", REFS, REFS)
+def test_file_metrics_per_set():
+    assert set(file_metrics("bleu_chrf", REFS, [REFS])) == {"bleu", "bleu_signature", "chrf", "chrf_signature"}
+    assert file_metrics("rouge", REFS, [REFS]) == pytest.approx({"rouge1": 100.0, "rouge2": 100.0, "rougeL": 100.0})
+    assert file_metrics("accuracy", ["a", "b"], [["a", "c"]]) == {"accuracy": 0.5, "macro_f1": pytest.approx(1 / 3)}
+    with pytest.raises(ValueError, match="perplexity"):
+        file_metrics("perplexity", REFS, [REFS])
 
 
 def test_length_mismatch_is_a_data_error():

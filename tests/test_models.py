@@ -8,17 +8,17 @@ import pytest
 import torch
 
 from seqkit.errors import CheckpointError, PluginError
+from seqkit.model_config import ModelConfig
 from seqkit.models import (
     LanguageModel,
-    ModelConfig,
     Seq2Seq,
     TorchStepper,
     build_model,
     load_weights,
     save_weights,
-    validate_model_config,
 )
 from seqkit.nn.attention import NoAttention
+from seqkit.tasks.common import check_model
 
 VOCAB, PAD, BOS, EOS = 10, 0, 2, 3
 
@@ -48,7 +48,7 @@ def source_batch():
 # -- building and validation ------------------------------------------------------------------
 def test_build_seq2seq_and_forward():
     torch.manual_seed(0)
-    model = build_model(tiny_config(), "translation", VOCAB, VOCAB + 3, PAD)
+    model = build_model(tiny_config(), "seq2seq", VOCAB, VOCAB + 3, PAD)
     assert isinstance(model, Seq2Seq)
     src, lengths = source_batch()
     logits = model(src, lengths, torch.tensor([[BOS, 4, 5], [BOS, 6, 0]]))
@@ -65,36 +65,36 @@ def test_build_language_model_forces_no_attention():
 
 def test_default_config_builds():
     cfg = ModelConfig()
-    validate_model_config(cfg, "translation")
-    model = build_model(cfg, "summarization", 50, 60, PAD)
+    check_model(cfg, "seq2seq")
+    model = build_model(cfg, "seq2seq", 50, 60, PAD)
     assert model.decoder.config.hidden_size == 512 and model.encoder.output_size == 512
 
 
 @pytest.mark.parametrize(
-    "cfg,task,pattern",
+    "cfg,kind,pattern",
     [
-        (ModelConfig(decoder={"type": "lstm", "attention": {"type": "luong-genral"}}), "translation",
+        (ModelConfig(decoder={"type": "lstm", "attention": {"type": "luong-genral"}}), "seq2seq",
          r"^model\.decoder\.attention\.type: unknown attention 'luong-genral'; did you mean 'luong-general'"),
-        (ModelConfig(decoder={"type": "lstmm"}), "translation", r"^model\.decoder\.type: unknown decoder 'lstmm'"),
-        (ModelConfig(encoder={"type": "gru", "hiden_size": 3}), "translation",
+        (ModelConfig(decoder={"type": "lstmm"}), "seq2seq", r"^model\.decoder\.type: unknown decoder 'lstmm'"),
+        (ModelConfig(encoder={"type": "gru", "hiden_size": 3}), "seq2seq",
          r"^model\.encoder\.hiden_size: unknown key; did you mean 'hidden_size'"),
-        (ModelConfig(decoder={"type": "gru", "attention": {"type": "bahdanau", "size": 3}}), "translation",
+        (ModelConfig(decoder={"type": "gru", "attention": {"type": "bahdanau", "size": 3}}), "seq2seq",
          r"^model\.decoder\.attention\.size: unknown key"),
-        (ModelConfig(decoder={"type": "gru", "hidden_size": 300, "attention": {"type": "luong-dot"}}), "translation",
+        (ModelConfig(decoder={"type": "gru", "hidden_size": 300, "attention": {"type": "luong-dot"}}), "seq2seq",
          r"^model\.decoder\.attention: luong-dot .*\(300\).*\(512"),
-        (ModelConfig(decoder={"type": "gru", "hidden_size": 300, "bridge": "copy"}), "translation",
+        (ModelConfig(decoder={"type": "gru", "hidden_size": 300, "bridge": "copy"}), "seq2seq",
          r"^model\.decoder\.bridge: 'copy'"),
         (ModelConfig(decoder={"type": "gru", "attention": {"type": "bahdanau"}}), "lm",
          r"^model\.decoder\.attention: a language model has no source"),
-        (ModelConfig(encoder={"type": "gru", "embedding_dim": 64}, share_embeddings=True), "translation",
+        (ModelConfig(encoder={"type": "gru", "embedding_dim": 64}, share_embeddings=True), "seq2seq",
          r"^model\.share_embeddings: source embedding .* differ"),
-        (ModelConfig(), "parsing", r"^task: "),
-        (ModelConfig(encoder={"type": "lstmm"}), "classification", r"^model\.encoder"),
+        (ModelConfig(), "parsing", r"^seqkit.models has no model of kind 'parsing'; kinds: seq2seq, lm, classifier"),
+        (ModelConfig(encoder={"type": "lstmm"}), "classifier", r"^model\.encoder"),
     ],
 )
-def test_validate_model_config_errors(cfg, task, pattern):
+def test_check_model_errors(cfg, kind, pattern):
     with pytest.raises(PluginError, match=pattern):
-        validate_model_config(cfg, task)
+        check_model(cfg, kind)
 
 
 def test_model_config_rejects_unknown_keys():
@@ -104,7 +104,7 @@ def test_model_config_rejects_unknown_keys():
 
 def test_share_embeddings():
     cfg = tiny_config(share_embeddings=True)
-    model = build_model(cfg, "translation", VOCAB, VOCAB, PAD)
+    model = build_model(cfg, "seq2seq", VOCAB, VOCAB, PAD)
     assert model.encoder.embedding.weight is model.decoder.embedding.weight
     assert model.decoder.output.weight is model.decoder.embedding.weight
 
@@ -129,11 +129,11 @@ def test_language_model_carries_state_across_chunks(dec):
 def test_save_load_round_trip(tmp_path):
     torch.manual_seed(0)
     cfg = tiny_config(share_embeddings=True, dropout=0.1)
-    model = build_model(cfg, "translation", VOCAB, VOCAB, PAD).eval()
+    model = build_model(cfg, "seq2seq", VOCAB, VOCAB, PAD).eval()
     path = tmp_path / "model.safetensors"
     save_weights(model, path)
     torch.manual_seed(1)
-    other = build_model(cfg, "translation", VOCAB, VOCAB, PAD).eval()
+    other = build_model(cfg, "seq2seq", VOCAB, VOCAB, PAD).eval()
     src, lengths = source_batch()
     tgt = torch.tensor([[BOS, 4, 5], [BOS, 6, 7]])
     assert not torch.allclose(other(src, lengths, tgt), model(src, lengths, tgt))
@@ -144,11 +144,11 @@ def test_save_load_round_trip(tmp_path):
 
 def test_load_mismatching_weights_names_file_and_tensor(tmp_path):
     path = tmp_path / "model.safetensors"
-    save_weights(build_model(tiny_config(), "translation", VOCAB, VOCAB, PAD), path)
-    bigger = build_model(tiny_config(), "translation", VOCAB + 1, VOCAB, PAD)
+    save_weights(build_model(tiny_config(), "seq2seq", VOCAB, VOCAB, PAD), path)
+    bigger = build_model(tiny_config(), "seq2seq", VOCAB + 1, VOCAB, PAD)
     with pytest.raises(CheckpointError, match=r"model\.safetensors.*'encoder\.embedding\.weight'.*\(10, 16\)"):
         load_weights(bigger, path)
-    other_cell = build_model(tiny_config(enc="lstm"), "translation", VOCAB, VOCAB, PAD)
+    other_cell = build_model(tiny_config(enc="lstm"), "seq2seq", VOCAB, VOCAB, PAD)
     with pytest.raises(CheckpointError, match=r"model\.safetensors"):
         load_weights(other_cell, path)
     with pytest.raises(CheckpointError, match="missing.safetensors"):
@@ -159,7 +159,7 @@ def test_load_mismatching_weights_names_file_and_tensor(tmp_path):
 @pytest.mark.parametrize("attention,input_feeding", [("luong-general", False), ("bahdanau", True), ("none", False)])
 def test_torch_stepper(attention, input_feeding):
     torch.manual_seed(0)
-    model = build_model(tiny_config("lstm", "lstm", attention, input_feeding), "translation", VOCAB, VOCAB, PAD).eval()
+    model = build_model(tiny_config("lstm", "lstm", attention, input_feeding), "seq2seq", VOCAB, VOCAB, PAD).eval()
     stepper = TorchStepper(model, torch.device("cpu"))
     src = np.array([[4, 5, 6, 7], [8, 9, 0, 0]], dtype=np.int64)
     memory, state = stepper.start(src, np.array([4, 2], dtype=np.int64))
@@ -216,7 +216,7 @@ class _Step(torch.nn.Module):
 def test_encode_and_step_export_to_onnx(tmp_path, enc, dec, attention, input_feeding):
     ort = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
-    model = build_model(tiny_config(enc, dec, attention, input_feeding, dropout=0.1), "translation", VOCAB, VOCAB, PAD).eval()
+    model = build_model(tiny_config(enc, dec, attention, input_feeding, dropout=0.1), "seq2seq", VOCAB, VOCAB, PAD).eval()
     src, lengths = source_batch()
     with torch.no_grad():
         memory, state = model.encode(src, lengths)
@@ -271,7 +271,7 @@ def train_reverse(cfg, max_steps):
     """Adam on fresh batches until a held-out batch's loss (eval mode) is < 0.05; that loss."""
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
-    model = build_model(cfg, "translation", VOCAB, VOCAB, PAD)
+    model = build_model(cfg, "seq2seq", VOCAB, VOCAB, PAD)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
 
     def loss_of(batch):

@@ -65,7 +65,7 @@ def test_seqkit_plugins_lists_the_examples_with_distribution_and_version(example
 
 def test_recipe_naming_plugins_trains_exports_and_runtime_matches_torch(example_plugins, tiny_recipe, tmp_path):
     from seqkit.runs import load_run, train_run
-    from seqkit.tasks import translate_lines
+    from seqkit.tasks.seq2seq import translate_lines
 
     run_dir = tmp_path / "run-plugins"
     overrides = [CONV, BYTES, f"run_dir={run_dir}", "train.max_steps=12", "train.valid_every=6",
@@ -133,7 +133,7 @@ def test_broken_plugin_is_listed_as_broken_and_others_still_work(with_broken_plu
     assert (dist, version) == ("seqkit-wavenet", "0.3.1")
     assert status.startswith("broken: ") and "ImportError: No module named 'torchaudio'" in status
     assert all(rows[key][-1] == "ok" for key in rows if key != ("encoder", "wavenet"))
-    assert load_recipe(tiny_recipe).model["encoder"]["type"] == "gru"  # recipes not naming it load
+    assert load_recipe(tiny_recipe).model.encoder["type"] == "gru"  # recipes not naming it load
     with pytest.raises(RecipeError) as err:
         load_recipe(tiny_recipe, ["model.encoder={type: wavenet}"])
     message = str(err.value)

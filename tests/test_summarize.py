@@ -13,7 +13,8 @@ import yaml
 
 from seqkit import metrics as M
 from seqkit.data import load_split
-from seqkit.evaluate import evaluate_run, lead_baseline, lead_words
+from seqkit.evaluate import evaluate_run
+from seqkit.tasks.seq2seq import lead_baseline, lead_words
 from seqkit.recipe import load_recipe
 from seqkit.runs import train_run
 

@@ -16,10 +16,12 @@ import torch
 
 from seqkit import checkpoint as ckpt
 from seqkit.errors import CheckpointError, SeqkitError
-from seqkit.optim import LRSchedule, ScheduleConfig
+from seqkit.optim import LRSchedule
+from seqkit.train_config import ScheduleConfig
 from seqkit.recipe import load_recipe
 from seqkit.runs import build_task, load_run, train_run
-from seqkit.train import Trainer, parse_duration
+from seqkit.train import Trainer
+from seqkit.train_config import parse_duration
 
 
 def train_losses(run_dir: Path) -> dict[int, float]:
@@ -94,7 +96,7 @@ def test_unwritable_run_dir_fails_before_training(tiny_recipe, tmp_path):
 
 
 def test_non_finite_loss_is_skipped_then_aborts(tiny_recipe, monkeypatch):
-    from seqkit import tasks
+    from seqkit.tasks import seq2seq as tasks
 
     real = tasks.smoothed_loss
     monkeypatch.setattr(tasks, "smoothed_loss", lambda *a: tuple(x * float("nan") for x in real(*a)))
@@ -214,7 +216,7 @@ def test_bf16_training_on_cpu_learns(tiny_recipe):
 
 
 def test_to_device_on_cpu_shares_the_array_and_accepts_strided_input():
-    from seqkit.tasks import to_device
+    from seqkit.tasks.common import to_device
 
     batch = np.arange(12, dtype=np.int64).reshape(3, 4)
     tensor = to_device(batch, torch.device("cpu"))
@@ -232,7 +234,7 @@ def test_fp16_overflow_lowers_the_grad_scale_instead_of_aborting(tiny_recipe):
     run_dir = tiny_recipe.parent / "run"
     run_dir.mkdir()
     task = build_task(recipe, run_dir, resume=False, device=torch.device("cpu"))
-    trainer = Trainer(task, recipe.train_cfg, run_dir, seed=recipe.seed, metric=("loss", False))
+    trainer = Trainer(task, recipe.train, run_dir, seed=recipe.seed, metric=("loss", False))
     trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
     overflow = [True]
     weight = next(task.model.parameters())

@@ -66,7 +66,7 @@ def seqkit_contender(recipe_path: Path, overrides: list[str], workdir: Path, dev
     if tokenizer_from is not None and not (workdir / "tokenizer").exists():
         shutil.copytree(tokenizer_from, workdir / "tokenizer")  # same data, same tokenizer: skip retraining
     task = build_task(recipe, workdir, resume=False, device=device)
-    trainer = Trainer(task, recipe.train_cfg, workdir, seed=recipe.seed, metric=("loss", False))
+    trainer = Trainer(task, recipe.train, workdir, seed=recipe.seed, metric=("loss", False))
     return recipe, task, trainer
 
 
@@ -116,7 +116,7 @@ def measure_memory(args: argparse.Namespace, amps: list[str], tokenizer: Path) -
 
 
 def bare_contenders(recipe, task, device: torch.device) -> dict:
-    enc, dec = recipe.model_cfg.encoder, recipe.model_cfg.decoder
+    enc, dec = recipe.model.encoder, recipe.model.decoder
     contenders = {}
     for name, stepwise in (("bare stepwise (input feeding)", True), ("bare fused (no input feeding)", False)):
         torch.manual_seed(recipe.seed)
@@ -151,7 +151,7 @@ def unbucketed_batches(task, recipe) -> list:
     """Batches under the recipe's token budget, filled in random order rather than by length."""
     cost = np.maximum(task.src_len, task.tgt_len + 1)
     order = np.random.default_rng(recipe.seed).permutation(len(cost))
-    return [order[a:b] for a, b in _pack(cost[order], recipe.train_cfg.batch_tokens, len(cost))]
+    return [order[a:b] for a, b in _pack(cost[order], recipe.train.batch_tokens, len(cost))]
 
 
 def on_batches(go, batches: list):
@@ -275,7 +275,7 @@ def report(args, recipe, device, rates, waste, bench_rss, peaks, warmup, packing
     print(f"# bench_train {date.today()} {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads, device {device}, torch {torch.__version__}")
     print(f"recipe {args.recipe}, {args.batches} batches x {args.rounds} rounds, "
-          f"batch_tokens {recipe.train_cfg.batch_tokens}, padding waste {waste['bucketed']:.1%} "
+          f"batch_tokens {recipe.train.batch_tokens}, padding waste {waste['bucketed']:.1%} "
           f"(unbucketed: {waste['unbucketed']:.1%}), "
           f"peak RSS of this process (all contenders) {bench_rss:.2f} GiB\n")
     print("| contender | target tok/s | vs bare stepwise | vs bare fused |")

@@ -43,6 +43,7 @@ from seqkit.runtime.stepper import (
     session_options,
 )
 from seqkit.search import SearchConfig, resolve_search
+from seqkit.tokenizers import load_tokenizer, load_tokenizers
 
 __all__ = ["OrtClassifier", "OrtStepper", "RuntimeModel", "load_model"]
 
@@ -119,8 +120,6 @@ def load_model(model_dir: str | Path, *, threads: int | None = None, sequential:
     an unknown device, or cuda where that provider is missing, is a SeqkitError.
     Raises ModelError naming the file for a missing, modified or unlisted file.
     """
-    from seqkit.tokenizers import load_tokenizer, load_tokenizers
-
     providers = ort_providers(device)
     root = Path(model_dir)
     if not root.is_dir():

@@ -1,7 +1,7 @@
 """classifier.onnx as a :data:`seqkit.inference.ProbsFunction`, in numpy. Imports no torch.
 
 :class:`OrtClassifier` is to an exported classifier what
-:func:`seqkit.classify.torch_probs_fn` is to a torch one, so :class:`seqkit.inference.TextClassifier`
+:func:`seqkit.export_classifier.torch_probs_fn` is to a torch one, so :class:`seqkit.inference.TextClassifier`
 labels lines the same way on either backend.
 """
 

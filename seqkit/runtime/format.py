@@ -30,7 +30,6 @@ int64 and ``eos_id`` () int64 and returns ``top_log_probs`` (B, k) float32 and `
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -38,7 +37,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from seqkit.errors import ModelError
+from seqkit.rundir import sha256_file
 from seqkit.safepath import inside, regular_file
+from seqkit.tasks import check_task_name
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -113,7 +114,7 @@ class ExportConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     format_version: int = FORMAT_VERSION
-    task: Literal["translation", "summarization", "lm", "classification"]
+    task: str  # a name in seqkit.tasks.TASKS
     model_kind: Literal["seq2seq", "lm", "classifier"]
     special_ids: SpecialIds  # of the target tokenizer (what search uses); classifier: the source one
     src_pad_id: int | None  # padding of the source batch; None for a language model
@@ -131,6 +132,11 @@ class ExportConfig(BaseModel):
     step_top_k: bool = False
     # Classifier only: label strings in class-id order (index = column of ``probs``).
     labels: list[str] | None = None
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _known_task(cls, value: Any) -> str:
+        return check_task_name(value)
 
     @field_validator("format_version")
     @classmethod
@@ -268,15 +274,6 @@ def model_files(model_dir: Path) -> list[str]:
             if rel != MANIFEST_FILE:
                 found.append(rel)
     return sorted(found)
-
-
-def sha256_file(path: Path) -> str:
-    """Same digest as seqkit.checkpoint.sha256_file, without importing torch."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def hash_files(model_dir: Path) -> dict[str, str]:

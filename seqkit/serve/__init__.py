@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from seqkit.errors import SeqkitError
+from seqkit.runtime import load_model
+from seqkit.runtime.format import MANIFEST_FILE
 
 __all__ = ["serve"]
 
@@ -25,13 +27,10 @@ def serve(model_dir: Path, *, host: str = "127.0.0.1", port: int = 8000, threads
     try:
         import uvicorn
 
-        from seqkit.serve.app import create_app
+        from seqkit.serve.app import create_app  # the serve extra (FastAPI), optional
     except ImportError as exc:
         raise SeqkitError(f"`seqkit serve` needs the serve extra ({exc.name} is missing): "
                           "pip install 'seqkit[serve]'") from None
-    from seqkit.runtime import load_model
-    from seqkit.runtime.format import MANIFEST_FILE
-
     model_dir = Path(model_dir)
     if model_dir.is_dir() and not (model_dir / MANIFEST_FILE).is_file():
         raise SeqkitError(f"{model_dir}: not an exported model (no {MANIFEST_FILE}); the server runs without "

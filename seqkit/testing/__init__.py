@@ -48,8 +48,8 @@ _MODEL_CHECKS = ("check_attention", "check_decoder", "check_encoder")
 
 
 def __getattr__(name: str) -> Any:
-    # The model checks need torch; import them only when asked for (PEP 562).
     if name in _MODEL_CHECKS:
+        # The torch boundary: the model checks need torch, the tokenizer check does not (PEP 562).
         from seqkit.testing import models
 
         return getattr(models, name)

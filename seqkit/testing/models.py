@@ -13,7 +13,7 @@ import torch
 from pydantic import BaseModel
 
 from seqkit.contracts import EncoderOutput
-from seqkit.models import run_encoder
+from seqkit.models import LanguageModel, Seq2Seq, run_encoder
 from seqkit.registry import default_registry
 from seqkit.testing._common import build_config, fail, label_of
 from seqkit.testing._tensors import (
@@ -136,8 +136,6 @@ def check_encoder(cls: type, config: Config = None, *, vocab_size: int = SRC_VOC
             _check_step_parity(f"{label} under the built-in {name} decoder", dec, _targets(src.size(0), TGT_VOCAB),
                                memory, state, TGT_VOCAB, src.size(1))
     if onnx:
-        from seqkit.models import Seq2Seq
-
         model = Seq2Seq(enc, _builtin("decoder", "lstm", SMALL_DECODER, TGT_VOCAB, pad_id, enc))
         check_export_parity(f"{label} (+ lstm decoder)", model, vocab_size, TGT_VOCAB, pad_id)
     return enc
@@ -208,8 +206,6 @@ def check_decoder(cls: type, config: Config = None, *, vocab_size: int = TGT_VOC
         _check_reorder(label, dec, y_in[:, 0], memory, state)
         lm = _check_language_model(label, cls, cfg, vocab_size, pad_id, y_in) if language_model else None
     if onnx:
-        from seqkit.models import LanguageModel, Seq2Seq
-
         check_export_parity(label, Seq2Seq(encoder, dec), SRC_VOCAB, vocab_size, pad_id)
         if lm is not None:
             check_export_parity(f"{label} as a language model", LanguageModel(lm), vocab_size, vocab_size, pad_id)

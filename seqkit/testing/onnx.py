@@ -1,9 +1,9 @@
-"""ONNX parity: export through :mod:`seqkit.export` itself, decode in onnxruntime, compare.
+"""ONNX parity: export through :mod:`seqkit.export_seq2seq` itself, decode in onnxruntime, compare.
 
 ``check_export_parity`` describes the model's memory and state tensors as ``seqkit export`` does
-(:func:`seqkit.export.tensor_specs`: batch and source-length axes found by probing two sizes;
-float32; batch where ``state_batch_dims`` says), writes the very graphs it writes
-(:func:`seqkit.export.export_graphs`) and opens them with the runtime's
+(:func:`seqkit.export_seq2seq.tensor_specs`: batch and source-length axes found by probing two sizes;
+float32; batch where ``state_batch_dims`` says), traces the very graphs it writes
+(:func:`seqkit.export_seq2seq.trace_graphs`) and opens them with the runtime's
 :class:`~seqkit.runtime.stepper.OrtStepper`. Then the torch stepper and the onnxruntime stepper
 start from a batch of other size and source length than the traces and take greedy steps, with a
 beam-style reordering of rows in between; every memory, state, log-prob and attention tensor
@@ -26,6 +26,9 @@ from torch import nn
 
 from seqkit.contracts import BOS_ID, EOS_ID, UNK_ID
 from seqkit.errors import ModelError
+from seqkit.export_seq2seq import open_stepper, tensor_specs, trace_graphs
+from seqkit.models import LanguageModel, TorchStepper
+from seqkit.runtime import format as fmt
 from seqkit.testing._common import fail
 from seqkit.testing._tensors import LENGTHS, ONNX_ATOL, OTHER_LENGTHS, assert_close, source_batch
 
@@ -35,11 +38,7 @@ REORDER = np.array([3, 0, 0, 2])  # after the first step: rows kept as beam sear
 
 
 def _export_config(model: nn.Module, src_vocab: int, tgt_vocab: int, pad_id: int) -> Any:
-    from seqkit import export as ex
-    from seqkit.models import LanguageModel
-    from seqkit.runtime import format as fmt
-
-    memory, state = ex.tensor_specs(model, src_vocab, pad_id)
+    memory, state = tensor_specs(model, src_vocab, pad_id)
     lm = isinstance(model, LanguageModel)
     has_attention = False
     if not lm:
@@ -58,15 +57,12 @@ def _export_config(model: nn.Module, src_vocab: int, tgt_vocab: int, pad_id: int
 
 def check_export_parity(label: str, model: nn.Module, src_vocab: int, tgt_vocab: int, pad_id: int) -> None:
     """``model``: a :class:`seqkit.models.Seq2Seq` or :class:`~seqkit.models.LanguageModel`."""
-    from seqkit import export as ex
-    from seqkit.models import TorchStepper
-
     model.eval()
     with tempfile.TemporaryDirectory() as tmp:
         try:
             config = _export_config(model, src_vocab, tgt_vocab, pad_id)
-            ex.export_graphs(model, config, Path(tmp))
-            ort_fn = ex.open_stepper(config, Path(tmp))
+            trace_graphs(model, config, Path(tmp))
+            ort_fn = open_stepper(config, Path(tmp))
         except ModelError as exc:
             fail(label, f"seqkit export fails: {exc}")
     names = [t.name for t in config.memory], [t.name for t in config.state]

@@ -6,7 +6,6 @@ Imports no torch: the torch-free runtime loads tokenizers.
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -15,6 +14,7 @@ from pydantic import ValidationError
 
 from seqkit.contracts import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from seqkit.errors import ModelError
+from seqkit.rundir import atomic_write_text, read_json
 
 TOKENIZER_FILE = "tokenizer.json"
 # Index == id: the order fixes pad=0, unk=1, bos=2, eos=3.
@@ -24,16 +24,11 @@ UNK_MARK = "\u2047"  # ⁇
 
 
 def write_tokenizer_json(directory: Path, payload: dict[str, Any]) -> None:
-    """Write ``directory/tokenizer.json`` atomically (temp file, fsync, rename)."""
+    """Write ``directory/tokenizer.json`` atomically (seqkit.rundir: temp file, fsync, rename,
+    directory fsync)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    target = directory / TOKENIZER_FILE
-    tmp = directory / (TOKENIZER_FILE + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(payload, f, ensure_ascii=False, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, target)
+    atomic_write_text(directory / TOKENIZER_FILE, json.dumps(payload, ensure_ascii=False, indent=1))
 
 
 def read_tokenizer_json(directory: Path, expected_type: str | None = None) -> dict[str, Any]:
@@ -42,7 +37,7 @@ def read_tokenizer_json(directory: Path, expected_type: str | None = None) -> di
     if not path.is_file():
         raise ModelError(f"tokenizer file not found: {path}")
     try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
+        payload = read_json(path)
     except (UnicodeDecodeError, RecursionError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise ModelError(f"{path}: not a valid tokenizer.json: {str(exc)[:200]}") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("type"), str):

@@ -11,7 +11,7 @@ from seqkit.nn.copy import EPS, CopyGenerator
 from seqkit.nn.decoders import DecoderConfig, GRUDecoder, LSTMDecoder
 from seqkit.nn.encoders import EncoderConfig, LSTMEncoder
 from seqkit.recipe import load_recipe
-from seqkit.tasks import smoothed_loss
+from seqkit.loss import smoothed_loss
 from seqkit.testing import check_decoder
 
 from test_decoders import assert_parity, inputs, make  # tests/nn/ is on sys.path (no __init__.py)

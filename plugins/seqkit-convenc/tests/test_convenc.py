@@ -9,7 +9,8 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from seqkit.models import ModelConfig, build_model
+from seqkit.model_config import ModelConfig
+from seqkit.models import build_model
 from seqkit.registry import default_registry
 from seqkit.testing import check_encoder
 from seqkit_convenc.encoder import ConvEncoder, ConvEncoderConfig
@@ -53,7 +54,7 @@ def test_every_decoder_attention_and_bridge_builds_and_runs(decoder, attention, 
                  "bridge": bridge},
     )
     torch.manual_seed(0)
-    model = build_model(cfg, "translation", VOCAB, VOCAB, PAD).eval()
+    model = build_model(cfg, "seq2seq", VOCAB, VOCAB, PAD).eval()
     src, lengths = torch.tensor([[4, 5, 6, 7], [8, 9, 0, 0]]), torch.tensor([4, 2])
     with torch.no_grad():
         logits = model(src, lengths, torch.tensor([[BOS, 4, 5], [BOS, 6, 7]]))
@@ -115,7 +116,7 @@ def test_learns_to_reverse_a_short_sequence():
         decoder={"type": "gru", "embedding_dim": 16, "hidden_size": 32, "num_layers": 1, "dropout": 0.0,
                  "embedding_dropout": 0.0, "attention": {"type": "luong-general"}},
     )
-    model = build_model(cfg, "translation", VOCAB, VOCAB, PAD)
+    model = build_model(cfg, "seq2seq", VOCAB, VOCAB, PAD)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     gen = torch.Generator().manual_seed(1)
     losses = []

@@ -27,9 +27,9 @@ character with a character tokenizer). Validation runs over the whole validation
 
 from __future__ import annotations
 
-import json
 import logging
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,8 +37,13 @@ import torch
 
 from seqkit.batching import lm_stream_batches
 from seqkit.errors import DataError
+from seqkit.export_seq2seq import export_seq2seq
+from seqkit.inference import Generator
 from seqkit.loss import smoothed_loss
-from seqkit.tasks import to_device
+from seqkit.models import TorchStepper
+from seqkit.rundir import TOKENIZER_DIR
+from seqkit.tasks.common import ModelSizes, Vocab, pair_tokenizers, to_device
+from seqkit.tokenizers import load_tokenizers
 
 log = logging.getLogger("seqkit")
 
@@ -66,7 +71,7 @@ class LMTask:
     def __init__(self, recipe: Any, model: torch.nn.Module, tgt_tok: Any, train: Any, valid: Any | None,
                  device: torch.device):
         self.recipe, self.model, self.device, self.tok = recipe, model, device, tgt_tok
-        self.train_cfg = recipe.train_cfg
+        self.train_cfg = recipe.train
         self.ids = encode_stream(tgt_tok, train.text, "data.train")
         self.valid_ids = encode_stream(tgt_tok, valid.text, "data.valid") if valid is not None else None
         self.chars_per_token = len(valid.text) / len(self.valid_ids) if valid is not None else 1.0
@@ -116,14 +121,15 @@ class LMTask:
     def end_epoch(self) -> None:
         self._epoch, self._streams, self._state, self._next_chunk = None, None, None, -1
 
-    def loss(self, chunk: int) -> tuple[torch.Tensor, int, torch.Tensor]:
-        """Summed NLL over chunk ``chunk`` (B, <=bptt) of the streams; carries the state on."""
+    def loss(self, chunk: int, model: torch.nn.Module | None = None) -> tuple[torch.Tensor, int, torch.Tensor]:
+        """Summed NLL over chunk ``chunk`` (B, <=bptt) of the streams; carries the state on. The
+        forward runs through ``model`` (the Trainer's: this model, or its DDP wrapper)."""
         bptt = self.train_cfg.bptt
         inputs, targets = (s[:, chunk * bptt : (chunk + 1) * bptt] for s in self._streams)  # (B, T)
         state = self._state if chunk == self._next_chunk else None
         if state is None and chunk > 0:
             log.debug("lm: chunk %d starts from a zero state (resumed mid-epoch)", chunk)
-        logits, state = self.model(inputs, state)  # (B, T, V)
+        logits, state = (self.model if model is None else model)(inputs, state)  # (B, T, V)
         self._state, self._next_chunk = detach_state(state), chunk + 1
         loss, nll = smoothed_loss(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), self.tok.pad_id, 0.0)
         return loss, int(targets.numel()), nll
@@ -168,14 +174,39 @@ def lm_metrics(nll: float, tokens: int, chars_per_token: float) -> dict[str, Any
 
 
 def evaluate_lm(run: Any, corpus: Any) -> dict[str, Any]:
-    """``seqkit evaluate`` for a language model: NLL of ``corpus.text`` (a :class:`LoadedRun`).
-
-    Appends an ``evaluate`` event to the run's metrics.jsonl and returns it.
-    """
+    """``seqkit evaluate`` for a language model: NLL of ``corpus.text`` (a :class:`LoadedRun`)."""
     ids = encode_stream(run.tgt_tok, corpus.text, f"data.{corpus.name}")
-    nll, n = stream_nll(run.model, ids, run.recipe.train_cfg.bptt, run.device)
-    result = {"split": corpus.name, "checkpoint": run.checkpoint.name, "chars": len(corpus.text),
-              **lm_metrics(nll, n, len(corpus.text) / len(ids))}
-    with open(run.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
-        fh.write(json.dumps({"event": "evaluate", **result}) + "\n")
-    return result
+    nll, n = stream_nll(run.model, ids, run.recipe.train.bptt, run.device)
+    return {"split": corpus.name, "checkpoint": run.checkpoint.name, "chars": len(corpus.text),
+            **lm_metrics(nll, n, len(corpus.text) / len(ids))}
+
+
+def _vocab(src_tok: Any, tgt_tok: Any) -> Vocab:
+    return Vocab(None, tgt_tok, None, ModelSizes(None, tgt_tok.vocab_size, tgt_tok.pad_id))
+
+
+class _LanguageModelling:
+    """The :class:`seqkit.tasks.Task` of ``task: lm``."""
+
+    def prepare_vocab(self, recipe: Any, run_dir: Path, data: Any, resume: bool) -> Vocab:
+        return _vocab(*pair_tokenizers(recipe, run_dir, lambda: (None, [data.tokenizer_corpus().text]), resume))
+
+    def open_vocab(self, run_dir: Path) -> Vocab:
+        return _vocab(*load_tokenizers(run_dir / TOKENIZER_DIR))
+
+    def trainable(self, recipe: Any, model: Any, vocab: Vocab, data: Any, device: Any) -> LMTask:
+        return LMTask(recipe, model, vocab.tgt_tok, data.train, data.valid, device)
+
+    def front_end(self, run: Any, options: dict[str, Any]) -> Generator:
+        return Generator(TorchStepper(run.model, run.device), run.tgt_tok, run.recipe.search.with_overrides(**options))
+
+    def evaluate(self, run: Any, corpus: Any, *, strategy: str | None, beam_size: int | None,
+                 output: Path | None) -> dict[str, Any]:
+        return evaluate_lm(run, corpus)
+
+    def export(self, run: Any, out: Path, *, opset: int, quantize: str | None,
+               check_sentences: list[str] | None) -> dict[str, Any]:
+        return export_seq2seq(run, out, opset=opset, quantize=quantize, check_sentences=check_sentences)
+
+
+TASK = _LanguageModelling()

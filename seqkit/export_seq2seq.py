@@ -1,0 +1,166 @@
+"""The seq2seq and language-model export: ``encoder.onnx`` + ``decoder_step.onnx`` (or
+``lm_step.onnx``), tokenizers and config.json, verified against torch (:mod:`seqkit.export`
+describes the checks, :mod:`seqkit.export_verify` runs them)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from seqkit.errors import ModelError
+from seqkit.export_trace import probe_batch, trace_graph
+from seqkit.export_verify import sample_inputs, verify_export
+from seqkit.graph_edits import add_top_k_outputs, quantize_graphs
+from seqkit.models import LanguageModel, Seq2Seq, run_encoder
+from seqkit.runtime import format as fmt
+from seqkit.runtime.stepper import OrtStepper, make_stepper, open_session, session_options
+from seqkit.tokenizers import save_tokenizers
+
+log = logging.getLogger("seqkit")
+
+
+class _EncoderGraph(nn.Module):
+    """encoder.onnx: (src, src_lengths) -> (*memory, *state)."""
+
+    def __init__(self, model: Seq2Seq):
+        super().__init__()
+        self.model = model
+
+    def forward(self, src: Tensor, src_lengths: Tensor) -> tuple[Tensor, ...]:
+        enc = run_encoder(self.model.encoder, src, src_lengths)
+        memory, state = self.model.decoder.init(enc, src.size(0))
+        if not memory:
+            # Without attention the padded per-position outputs go unused, and the legacy
+            # exporter fails on a packed RNN whose padded output is dropped
+            # (vector::_M_range_check). Adding 0 * their sum keeps the node alive, values unchanged.
+            state = (state[0] + 0.0 * enc.memory.sum(), *state[1:])
+        return (*memory, *state)
+
+
+class _StepGraph(nn.Module):
+    """decoder_step.onnx / lm_step.onnx: log_softmax runs in the graph, in float32."""
+
+    def __init__(self, model: Seq2Seq | LanguageModel, n_memory: int, has_attention: bool):
+        super().__init__()
+        self.model, self.n_memory, self.has_attention = model, n_memory, has_attention
+
+    def forward(self, y_prev: Tensor, *flat: Tensor) -> tuple[Tensor, ...]:
+        logits, attn, state = self.model.step(y_prev, flat[: self.n_memory], flat[self.n_memory :])
+        head = [torch.log_softmax(logits.float(), dim=-1)]
+        if self.has_attention:
+            head.append(attn.float())
+        return (*head, *state)
+
+
+# -- shapes: which dims are batch / source length, found by running two batch sizes ---------
+_PROBES = ((3, 7), (2, 5))  # (batch, source length); distinct, so every dynamic dim shows
+
+
+def _initial(model: Seq2Seq | LanguageModel, batch: int, length: int, vocab: int, pad_id: int) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+    with torch.no_grad():  # not inference_mode: the exporter traces these tensors afterwards
+        if isinstance(model, LanguageModel):
+            return (), model.init_state(batch)
+        return model.encode(*probe_batch(batch, length, vocab, pad_id))
+
+
+def tensor_specs(model: Seq2Seq | LanguageModel, src_vocab: int, pad_id: int) -> tuple[list[fmt.TensorSpec], list[fmt.TensorSpec]]:
+    """(memory specs, state specs): each dim fixed, "batch" or "src_len"; checked against the
+    decoder contract (memory batch on dim 0, state batch on ``state_batch_dims``)."""
+    (b1, s1), (b2, s2) = _PROBES
+    first, second = _initial(model, b1, s1, src_vocab, pad_id), _initial(model, b2, s2, src_vocab, pad_id)
+    specs: list[list[fmt.TensorSpec]] = [[], []]
+    expected = [(0,) * len(first[0]), tuple(model.state_batch_dims)]
+    for group, (name_of, a_group, b_group) in enumerate(((fmt.memory_name, first[0], second[0]),
+                                                         (fmt.state_name, first[1], second[1]))):
+        for i, (a, b) in enumerate(zip(a_group, b_group)):
+            name = name_of(i)
+            shape: list[fmt.Dim] = []
+            for da, db in zip(a.shape, b.shape):
+                if da == db:
+                    shape.append(int(da))
+                elif (da, db) == (b1, b2):
+                    shape.append(fmt.BATCH)
+                elif (da, db) == (s1, s2):
+                    shape.append(fmt.SRC_LEN)
+                else:
+                    raise ModelError(f"{name}: dimension varies with the input ({da} vs {db}) but is neither batch nor source length")
+            if shape.count(fmt.BATCH) != 1 or shape.index(fmt.BATCH) != expected[group][i]:
+                raise ModelError(f"{name}: shape {shape} does not put the batch on dim {expected[group][i]} as the decoder declares")
+            if a.dtype != torch.float32:
+                raise ModelError(f"{name}: dtype {a.dtype}; exported memory and state must be float32")
+            specs[group].append(fmt.TensorSpec(name=name, shape=shape))
+    if isinstance(model, LanguageModel) and any(bool(s.any()) for s in first[1]):
+        raise ModelError("the language model's initial state is not zero; the runtime starts from zeros")
+    return specs[0], specs[1]
+
+
+def _has_attention(model: Seq2Seq | LanguageModel, src_vocab: int, pad_id: int, bos_id: int) -> bool:
+    if isinstance(model, LanguageModel):
+        return False
+    memory, state = _initial(model, *_PROBES[0], src_vocab, pad_id)
+    with torch.no_grad():
+        _, attn, _ = model.step(torch.full((_PROBES[0][0],), bos_id), memory, state)
+    return attn.size(-1) > 0
+
+
+def trace_graphs(model: Seq2Seq | LanguageModel, config: fmt.ExportConfig, out: Path) -> None:
+    """Write the graph files of ``config.graph_files`` into ``out``."""
+    src_vocab, pad = config.src_vocab_size or config.tgt_vocab_size, config.src_pad_id or 0
+    memory, state = _initial(model, *_PROBES[0], src_vocab, pad)
+    if isinstance(model, Seq2Seq):
+        trace_graph(_EncoderGraph(model), probe_batch(*_PROBES[0], src_vocab, pad), out / fmt.ENCODER_FILE,
+                      fmt.encoder_io(config.memory, config.state), config.opset)
+    y_prev = torch.full((_PROBES[0][0],), config.special_ids.bos)
+    step = _StepGraph(model, len(memory), config.has_attention)
+    trace_graph(step, (y_prev, *memory, *state), out / config.graph_files["step"],
+                  fmt.step_io(config.memory, config.state, config.has_attention), config.opset)
+    if config.step_top_k:
+        add_top_k_outputs(out / config.graph_files["step"])
+
+
+def open_stepper(config: fmt.ExportConfig, out: Path) -> OrtStepper:
+    options, sessions = session_options(1), {}
+    for role, name in config.graph_files.items():
+        try:
+            sessions[role] = open_session(out / name, options)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's own exception types
+            raise ModelError(f"{name}: the exported graph does not load in onnxruntime: {exc}") from None
+    return make_stepper(config, sessions.get("encoder"), sessions["step"])
+
+
+def build_config(run: Any, model: Seq2Seq | LanguageModel, opset: int, quantize: str | None) -> fmt.ExportConfig:
+    recipe, src_tok, tgt_tok = run.recipe, run.src_tok, run.tgt_tok
+    src_vocab = src_tok.vocab_size if src_tok is not None else None
+    pad = src_tok.pad_id if src_tok is not None else tgt_tok.pad_id
+    memory, state = tensor_specs(model, src_vocab or tgt_tok.vocab_size, pad)
+    return fmt.ExportConfig(
+        task=recipe.task, model_kind="lm" if isinstance(model, LanguageModel) else "seq2seq",
+        special_ids=fmt.SpecialIds(pad=tgt_tok.pad_id, unk=tgt_tok.unk_id, bos=tgt_tok.bos_id, eos=tgt_tok.eos_id),
+        src_pad_id=src_tok.pad_id if src_tok is not None else None, src_vocab_size=src_vocab,
+        tgt_vocab_size=tgt_tok.vocab_size, max_src_len=recipe.data.max_src_len,
+        has_attention=_has_attention(model, src_vocab or tgt_tok.vocab_size, pad, tgt_tok.bos_id),
+        memory=memory, state=state, search=recipe.search.model_dump(mode="json"), opset=opset,
+        quantized=quantize, step_top_k=True,  # type: ignore[arg-type]
+    )
+
+
+def export_seq2seq(run: Any, out: Path, *, opset: int, quantize: str | None,
+                   check_sentences: list[str] | None) -> dict[str, Any]:
+    """Write a seq2seq or language-model run's graphs, tokenizers and config.json into ``out``
+    and verify them; returns the verification report (manifest.json)."""
+    model = run.model.float().eval()
+    config = build_config(run, model, opset, quantize)
+    trace_graphs(model, config, out)
+    save_tokenizers(out / fmt.TOKENIZER_DIR, run.src_tok, run.tgt_tok)
+    (out / fmt.CONFIG_FILE).write_text(config.model_dump_json(indent=1) + "\n", encoding="utf-8")
+    samples = sample_inputs(run, check_sentences)
+    report = {"checkpoint": run.checkpoint.name, "samples": samples.description,
+              "fp32": verify_export(model, config, open_stepper(config, out), samples, strict=True)}
+    if quantize:
+        quantize_graphs(config, out)
+        report["int8"] = verify_export(model, config, open_stepper(config, out), samples, strict=False)
+    return report
