@@ -14,6 +14,7 @@ sections: ``Recipe.model`` is a ``ModelConfig``, ``Recipe.train`` a ``TrainConfi
 from __future__ import annotations
 
 import copy
+import difflib
 from pathlib import Path
 from typing import Any
 
@@ -165,11 +166,23 @@ def validate_recipe(tree: dict[str, Any], *, source: str, base_dir: Path) -> Rec
         raise RecipeError(_prefixed(source, format_validation_error(exc, "", Recipe))) from None
     if entry(recipe.task).needs_valid and recipe.data.valid is None:  # train refuses it; so does `recipe check`
         raise RecipeError(_prefixed(source, f"data.valid: a validation split is required for {recipe.task} recipes"))
+    _check_early_stopping_metric(recipe, source)
     try:
         _validate_plugins(recipe)
     except PluginError as exc:
         raise RecipeError(_prefixed(source, str(exc))) from None
     return recipe
+
+
+def _check_early_stopping_metric(recipe: Recipe, source: str) -> None:
+    """train.early_stopping_metric is a number of the task's validation log line (when the task
+    table lists them; otherwise the Trainer checks it at the first validation)."""
+    name, known = recipe.train.early_stopping_metric, entry(recipe.task).valid_metrics
+    if name is not None and known and name not in known:
+        guess = difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean '{guess[0]}'?" if guess else ""
+        raise RecipeError(_prefixed(source, f"train.early_stopping_metric: {shorten(name)} is not a validation metric "
+                                            f"of task {recipe.task!r}; expected {', '.join(known)}{hint}"))
 
 
 def _validate_plugins(recipe: Recipe) -> None:
