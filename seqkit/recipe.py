@@ -167,6 +167,9 @@ def validate_recipe(tree: dict[str, Any], *, source: str, base_dir: Path) -> Rec
     if entry(recipe.task).needs_valid and recipe.data.valid is None:  # train refuses it; so does `recipe check`
         raise RecipeError(_prefixed(source, f"data.valid: a validation split is required for {recipe.task} recipes"))
     _check_early_stopping_metric(recipe, source)
+    if recipe.train.subword_sampling is not None and (entry(recipe.task).model != "seq2seq" or recipe.data.streaming):
+        raise RecipeError(_prefixed(source, "train.subword_sampling: only translation and summarization from in-memory "
+                                            "data (data.streaming's cache holds one fixed segmentation)"))
     try:
         _validate_plugins(recipe)
     except PluginError as exc:

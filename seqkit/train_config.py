@@ -61,6 +61,25 @@ class ScheduleConfig(BaseModel):
 # Validation metrics where lower is better (early_stopping_metric); every other one: higher.
 LOWER_IS_BETTER = frozenset({"loss", "ppl", "bits_per_char"})
 
+class SubwordSampling(BaseModel):
+    """``train.subword_sampling``: each epoch segments the training pairs anew with the
+    tokenizer's sampling (sentencepiece: unigram subword regularization or BPE-dropout).
+    Validation, evaluation, translation and exported models keep the deterministic segmentation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    alpha: float = Field(0.1, gt=0, le=1, allow_inf_nan=False)  # unigram: smoothing; bpe: merge-dropout probability
+    nbest_size: int = Field(-1, ge=-1, le=10_000)  # unigram: sample among the n best; -1: all segmentations
+    sides: Literal["both", "source", "target"] = "both"
+
+    @field_validator("nbest_size")
+    @classmethod
+    def _samples(cls, value: int) -> int:
+        if value in (0, 1):
+            raise ValueError(f"nbest_size {value} would not sample; use -1 (all segmentations) or 2 and more")
+        return value
+
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
 
 
@@ -98,6 +117,7 @@ class TrainConfig(BaseModel):
     # The validation metric early_stopping watches (a name of the validation log line, e.g. loss,
     # ppl, chrf); None: the one checkpoints are selected on. Lower is better for LOWER_IS_BETTER.
     early_stopping_metric: str | None = Field(None, pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+    subword_sampling: SubwordSampling | None = None  # translation/summarization, in-memory data
     # Most recent checkpoints kept besides best: enough for `seqkit average --last 5` (docs/cli.md).
     keep_checkpoints: int = Field(5, ge=1)
     ema: float | None = Field(None, gt=0, lt=1)  # decay of a moving average of the weights, saved beside them
