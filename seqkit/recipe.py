@@ -61,6 +61,9 @@ class Recipe(BaseModel):
         out["model"], out["train"] = out.pop("model"), out.pop("train")  # recipe.yaml's order: they come last
         # Data paths are stored absolute so the run directory reproduces from anywhere.
         out["data"] = _absolute_data_paths(out["data"], self.base_dir)
+        for spec in out["model"]["pretrained_embeddings"].values():
+            if spec is not None:
+                spec["path"] = str((self.base_dir / Path(spec["path"]).expanduser()).resolve())
         return out
 
 
