@@ -194,6 +194,19 @@ class Translator:
         )
 
 
+def pharaoh_alignment(result: TranslationResult) -> str:
+    """``j-t`` pairs (Pharaoh format, 0-based): for each output token t of the best hypothesis,
+    the source token j its step attended to most. Indices count the model's tokens (subword
+    pieces for sentencepiece); the source eos and the output eos take no part."""
+    if not result.tokens:
+        return ""
+    if result.attention is None:
+        raise ModelError("--alignments: the model returns no attention (its decoder has attention: none)")
+    n_src = max(len(result.src_tokens) - 1, 1)  # without the source eos
+    best = np.argmax(result.attention[: len(result.tokens), :n_src], axis=1)  # (T,) first of ties
+    return " ".join(f"{int(j)}-{t}" for t, j in enumerate(best))
+
+
 def token_id(tokenizer: Any, token: str, key: str) -> int:
     """The one target id that ``token`` encodes to; ModelError naming ``key`` otherwise."""
     ids = tokenizer.encode(token)
