@@ -1,7 +1,8 @@
 """Ensemble decoding: several models of one target vocabulary behind one step function.
 
-Each step averages the members' log-probabilities (fairseq's and OpenNMT-py's ensemble rule:
-the log of the geometric mean of their distributions, renormalized). It is a
+Each step averages the members' log-probabilities (OpenNMT-py's default rule, the geometric
+mean of their distributions), renormalized so that scores stay log-probabilities; fairseq
+averages the probabilities themselves instead. It is a
 :class:`~seqkit.search.StepFunction` like any single model, so greedy, beam and sampling run
 unchanged and members may mix torch run directories and exported models. Torch-free.
 """
@@ -32,11 +33,17 @@ class EnsembleStepper:
 
     def step(self, y_prev: np.ndarray, memory: Any, state: Any) -> tuple[np.ndarray, np.ndarray | None, Any]:
         outs = [m.step(y_prev, mem, st) for m, mem, st in zip(self.members, memory, state)]
-        mean = np.mean([o[0].astype(np.float64) for o in outs], axis=0)  # (N, V)
-        # Renormalize: the mean of log-distributions is not itself one.
+        mean = outs[0][0].astype(np.float32, copy=True)  # (N, V), in place from here on
+        for out in outs[1:]:
+            mean += out[0]
+        mean /= len(outs)
+        # Renormalize: the mean of log-distributions is not itself one. float32 as the members'
+        # own log_softmax; the sum of exp(x - max) lies in [1, V], so nothing underflows there.
         peak = mean.max(axis=1, keepdims=True)
-        log_z = peak + np.log(np.exp(mean - peak).sum(axis=1, keepdims=True))
-        return (mean - log_z).astype(np.float32), outs[0][1], tuple(o[2] for o in outs)
+        shifted = mean - peak
+        log_z = np.log(np.exp(shifted).sum(axis=1, keepdims=True, dtype=np.float64)).astype(np.float32)
+        shifted -= log_z
+        return shifted, outs[0][1], tuple(o[2] for o in outs)
 
     def select_memory(self, memory: Any, index: np.ndarray) -> Any:
         return tuple(m.select_memory(mem, index) for m, mem in zip(self.members, memory))

@@ -13,9 +13,10 @@ script scores:
 - B's best checkpoint, and the ensemble of A's and B's best checkpoints (torch);
 - the same single model and ensemble exported (fp32, onnxruntime), for the decode-time ratio.
 
-Decode times are the wall time of decoding the whole split in this process, the rows taking
-turns on the same machine, so compare them as ratios. Prints a markdown table; --json writes
-all numbers.
+Decode speed is measured apart from the scores: the single model and the ensemble, torch and
+onnxruntime, decode the whole split in turns, ``--repeats`` passes each, the fastest pass
+counting (the machine may be shared); compare them as ratios. Prints markdown tables; --json
+writes all numbers.
 """
 
 from __future__ import annotations
@@ -39,13 +40,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work", type=Path, default=None, help="where averages and exports go (default: a temp dir)")
     p.add_argument("--threads", type=int, default=2, help="torch and onnxruntime intra-op threads")
     p.add_argument("--last", type=int, default=5, help="checkpoints in the average")
+    p.add_argument("--repeats", type=int, default=3, help="speed passes per configuration (the fastest counts)")
     p.add_argument("--json", type=Path, default=None)
     return p.parse_args(argv)
 
 
 def row(name: str, result: dict[str, Any], models: str) -> dict[str, Any]:
     return {"row": name, "models": models, "bleu": result["bleu"], "chrf": result["chrf"],
-            "decode_seconds": result["decode_seconds"], "sentences": result["sentences"],
+            "sentences": result["sentences"],
             "checkpoint": result.get("checkpoint"), "bleu_signature": str(result["bleu_signature"])}
 
 
@@ -98,24 +100,52 @@ def main(argv: list[str] | None = None) -> int:
                                 device="cpu", output=None)
         rows.append(row(name, result, "+".join("AB"[i] for i in range(len(members)))))
 
-    by = {r["row"]: r for r in rows}
-    torch_single, torch_ens = by["best checkpoint (A)"], by["ensemble of A and B (best checkpoints, torch)"]
-    ort_single, ort_ens = by["A exported (fp32, onnxruntime)"], by["ensemble of A and B exported (fp32, onnxruntime)"]
-    # decode_seconds is rounded to 0.01 s: a tiny test split can decode in "0.0" s, which has no ratio.
-    ratios = {name: round(ens["decode_seconds"] / single["decode_seconds"], 2) if single["decode_seconds"] else None
-              for name, ens, single in (("torch", torch_ens, torch_single), ("onnxruntime", ort_ens, ort_single))}
-    print(f"{recipe.description}; test split {src.name} ({torch_single['sentences']} sentences), "
+    speed = decode_speed({"torch": [run_a, run_b], "onnxruntime fp32": [exp_a, exp_b]}, src, search, args)
+    print(f"{recipe.description}; test split {src.name} ({rows[0]['sentences']} sentences), "
           f"{search['strategy']} {search['beam_size']}, {args.threads} threads, {platform.processor() or platform.machine()}")
-    print("\n| model | BLEU | chrF | decode s | checkpoint |\n|---|---:|---:|---:|---|")
+    print("\n| model | BLEU | chrF | checkpoint |\n|---|---:|---:|---|")
     for r in rows:
-        print(f"| {r['row']} | {r['bleu']:.2f} | {r['chrf']:.2f} | {r['decode_seconds']:.1f} | {r['checkpoint'] or ''} |")
-    print(f"\nensemble decode time / single model: torch {ratios['torch']}x, onnxruntime {ratios['onnxruntime']}x")
-    print(f"signature: {torch_single['bleu_signature']}")
+        print(f"| {r['row']} | {r['bleu']:.2f} | {r['chrf']:.2f} | {r['checkpoint'] or ''} |")
+    print(f"\nsignature: {rows[0]['bleu_signature']}")
+    print(f"\n| decoding the split (fastest of {args.repeats}) | single model s | ensemble of 2 s | ensemble / single |")
+    print("|---|---:|---:|---:|")
+    for backend, r in speed.items():
+        print(f"| {backend} | {r['single_s']:.2f} | {r['ensemble_s']:.2f} | {r['ratio']:.2f}x |")
+    ratios = {backend: r["ratio"] for backend, r in speed.items()}
     if args.json:
         args.json.write_text(json.dumps({"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                                          "runs": [str(run_a), str(run_b)], "threads": args.threads,
-                                         "search": search, "rows": rows, "ensemble_time_ratio": ratios}, indent=1))
+                                         "search": search, "rows": rows, "speed": speed,
+                                         "ensemble_time_ratio": ratios}, indent=1))
     return 0
+
+
+def decode_speed(members: dict[str, list[Path]], src: Path, search: dict[str, Any],
+                 args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Per backend: the fastest of --repeats passes over the split, single model (the first
+    member) and the ensemble of all, every configuration taking its turn in each pass."""
+    import time
+
+    from seqkit.ensemble import ensemble_translator
+    from seqkit.evaluate import open_translator
+    from seqkit.textio import read_lines
+
+    lines = read_lines(src)
+    translators = {}
+    for backend, dirs in members.items():
+        opened = [open_translator(d, search) for d in dirs]
+        translators[(backend, "single")] = opened[0]
+        translators[(backend, "ensemble")] = ensemble_translator([str(d) for d in dirs], opened)
+    best = {key: float("inf") for key in translators}
+    for key, tr in translators.items():
+        tr.translate(lines[:32])  # warm-up
+    for _ in range(args.repeats):
+        for key, tr in translators.items():
+            start = time.perf_counter()
+            tr.translate(lines)
+            best[key] = min(best[key], time.perf_counter() - start)
+    return {backend: {"single_s": round(best[(backend, "single")], 2), "ensemble_s": round(best[(backend, "ensemble")], 2),
+                      "ratio": round(best[(backend, "ensemble")] / best[(backend, "single")], 2)} for backend in members}
 
 
 if __name__ == "__main__":

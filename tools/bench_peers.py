@@ -92,10 +92,20 @@ def prepare_data(run_dir: Path, work: Path) -> dict[str, tuple[Path, Path]]:
         for side, lines, sp in (("src", corpus.src, sp_src), ("tgt", corpus.tgt, sp_tgt)):
             pieces = sp.encode(list(lines), out_type=str)
             path = work / f"{split}.{side}.sp"
-            path.write_text("".join(" ".join(p) + "\n" for p in pieces), encoding="utf-8")
+            path.write_text("".join(" ".join(map(hide_space, p)) + "\n" for p in pieces), encoding="utf-8")
         (work / f"{split}.tgt.txt").write_text("".join(t + "\n" for t in corpus.tgt), encoding="utf-8")
         (work / f"{split}.src.txt").write_text("".join(t + "\n" for t in corpus.src), encoding="utf-8")
     return out
+
+
+# A piece may hold a whitespace character (a no-break space, a tab) that OpenNMT-py would split
+# on, or that breaks its vocabulary file: it travels as <0xNN> and is restored before decoding.
+def hide_space(piece: str) -> str:
+    return re.sub(r"\s", lambda m: f"<0x{ord(m.group()):02X}>", piece)
+
+
+def restore_space(piece: str) -> str:
+    return re.sub(r"<0x([0-9A-F]+)>", lambda m: chr(int(m.group(1), 16)), piece)
 
 
 def onmt_config(work: Path, steps: int, seed: int = 1) -> Path:
@@ -258,7 +268,7 @@ def onmt_decode(args: argparse.Namespace, model: Path, beam: int) -> dict[str, A
         raise SystemExit(f"error: OpenNMT-py decoding failed: {done.stderr.strip().splitlines()[-1][:300]}")
     got = json.loads(out.read_text(encoding="utf-8"))
     sp = spm.SentencePieceProcessor(model_file=str(args.run_dir / "tokenizer" / "src" / "spm.model"))
-    hyps = [sp.decode(h.split()) for h in got["hyps"]]
+    hyps = [sp.decode([restore_space(p) for p in h.split()]) for h in got["hyps"]]
     refs = (work / "test.tgt.txt").read_text(encoding="utf-8").splitlines()
     return {"seconds": got["seconds"], "bleu": bleu(hyps, refs), "latency_ms": percentiles(got["latency_s"])}
 
