@@ -7,9 +7,11 @@ of :mod:`seqkit.search`, whose helpers this module shares. numpy only; imports n
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
+from seqkit.errors import ModelError
 from seqkit.search import (
     NEG_INF,
     Hypothesis,
@@ -22,6 +24,66 @@ from seqkit.search import (
     length_penalty_factor,
     step_top,
 )
+
+
+@dataclass(frozen=True)
+class Penalties:
+    """How a finished hypothesis is ranked: ``log_prob / lp(L) - cp(c)`` (OpenNMT-py's choices).
+
+    L = len(tokens) + 1 (the eos counts). lp: ``wu`` (GNMT) ((5 + L) / 6) ** alpha, ``avg`` L,
+    ``none`` 1. c (S_i,) is the source coverage: the attention of every output step, eos's
+    included, summed per source position (the source eos too; padding never). cp: ``wu`` (GNMT)
+    -beta * sum log(min(c, 1)) (c floored at 1e-10), ``summary`` beta * sum (max(c, 1) - 1), ``none`` 0. Both are
+    applied when a hypothesis finishes, as in GNMT's rescoring, so they choose among the finished
+    hypotheses the beams reach; they never change which beams are expanded.
+    """
+
+    length: str = "wu"
+    alpha: float = 1.0
+    coverage: str = "none"
+    beta: float = 0.0
+
+    def factor(self, length: np.ndarray | int) -> np.ndarray:
+        """lp(L), float64; nondecreasing in L, which the stopping bound relies on."""
+        if self.length == "wu":
+            return length_penalty_factor(length, self.alpha)
+        if self.length == "avg":
+            return np.asarray(length, dtype=np.float64)
+        return np.ones_like(np.asarray(length, dtype=np.float64))
+
+    def coverage_cost(self, coverage: np.ndarray) -> float:
+        """cp(c) >= 0 for coverage (S_i,): what the score loses for over- or under-attending."""
+        if self.coverage == "wu":
+            # floored at 1e-10 so that a position no step attended to costs 23 * beta, not infinity
+            return float(-self.beta * np.log(np.clip(coverage.astype(np.float64), 1e-10, 1.0)).sum())
+        if self.coverage == "summary":
+            return float(self.beta * (np.maximum(coverage.astype(np.float64), 1.0) - 1.0).sum())
+        return 0.0
+
+    def score(self, log_prob: float, length: int, coverage: np.ndarray | None) -> float:
+        cost = self.coverage_cost(coverage) if coverage is not None else 0.0
+        return float(log_prob) / float(self.factor(length)) - cost
+
+
+class _Coverage:
+    """Per-row attention summed over the steps so far (N, S), only when a coverage penalty needs it."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.sum = enabled, None
+
+    def add(self, attn: np.ndarray | None) -> None:
+        if not self.enabled:
+            return
+        if attn is None or attn.ndim != 2:
+            raise ModelError("search.coverage_penalty: needs the source attention, and this model returns none")
+        self.sum = attn.astype(np.float64) if self.sum is None else self.sum + attn
+
+    def take(self, row: int, src_len: int) -> np.ndarray | None:
+        return None if self.sum is None else self.sum[row, :src_len]
+
+    def select(self, index: np.ndarray) -> None:
+        if self.sum is not None:
+            self.sum = self.sum[index]
 
 
 class _Finished:
@@ -58,6 +120,10 @@ def beam_search(
     n_best: int = 1,
     no_repeat_ngram_size: int = 0,
     return_attention: bool = False,
+    length_norm: str = "wu",
+    coverage_penalty: str = "none",
+    coverage_beta: float = 0.0,
+    ignore_when_blocking: Sequence[int] = (),
 ) -> list[list[Hypothesis]]:
     """Beam search over B sentences at once (B*K rows per step); n_best hypotheses per sentence.
 
@@ -67,6 +133,8 @@ def beam_search(
     best candidate is eos (OpenNMT-py's criterion; with K = 1 this is exactly greedy) or when no
     beam can still beat its n_best-th finished score (an exact bound: the length penalty taken
     at its most favourable remaining length); and at its max_len, where eos is forced.
+    Scores: :class:`Penalties` (length_norm with alpha = length_penalty, coverage_penalty with
+    beta = coverage_beta). ``ignore_when_blocking``: ids exempt from ``no_repeat_ngram_size``.
     """
     if not 1 <= n_best <= beam_size:
         raise ValueError(f"need 1 <= n_best ({n_best}) <= beam_size ({beam_size})")
@@ -83,6 +151,8 @@ def beam_search(
     tokens = np.zeros((batch * k, steps), dtype=np.int64)
     attn_buf = _Attn(return_attention, batch * k, steps)
     finished = _Finished(batch, n_best)
+    penalties = Penalties(length_norm, length_penalty, coverage_penalty, coverage_beta)
+    coverage = _Coverage(coverage_penalty != "none")
     sent = np.arange(batch)  # sentence of each active beam group
     y = np.full(batch * k, bos_id, dtype=np.int64)
     top_k = isinstance(fn, TopKStepFunction) and no_repeat_ngram_size == 0  # blocking needs whole rows
@@ -94,23 +164,25 @@ def beam_search(
         else:
             logp, attn, state = fn.step(y, memory, state)
             logp = _constrain(logp, t, row_limits, eos_id=eos_id, min_len=min_len)
-            block_ngrams(logp, tokens[:, :t], no_repeat_ngram_size)
+            block_ngrams(logp, tokens[:, :t], no_repeat_ngram_size, ignore_when_blocking)
             top_scores, beam_of, tok = _best_of_full(scores, logp)
         attn_buf.write(t, attn)
+        coverage.add(attn)  # (B'*K, S): the eos step's attention counts for a beam ending here
         is_eos = tok == eos_id
         for i, r in zip(*np.nonzero(is_eos[:, :k] & np.isfinite(top_scores[:, :k]))):
-            row = i * k + beam_of[i, r]
-            finished.add(int(sent[i]), _hypothesis(tokens[row, :t], top_scores[i, r], length_penalty,
-                                                   attn_buf.take(row, t + 1, int(lengths[sent[i]]))))
+            row, src_len = i * k + beam_of[i, r], int(lengths[sent[i]])
+            finished.add(int(sent[i]), _hypothesis(tokens[row, :t], top_scores[i, r], penalties,
+                                                   attn_buf.take(row, t + 1, src_len), coverage.take(row, src_len)))
         new_scores, new_tok, parents = _next_beams(top_scores, beam_of, tok, is_eos, k)
         top_eos = is_eos[:, 0] & np.isfinite(top_scores[:, 0])
-        keep = ~_beam_done(finished, sent, top_eos, new_scores, t, limits, length_penalty)
+        keep = ~_beam_done(finished, sent, top_eos, new_scores, t, limits, penalties)
         if not keep.any():
             break
         index = parents[keep].ravel()
         tokens = tokens[index]
         tokens[:, t] = new_tok[keep].ravel()
         attn_buf.select(index)
+        coverage.select(index)
         state = fn.select_state(state, index)
         if not keep.all():
             kept_rows = (np.nonzero(keep)[0][:, None] * k + np.arange(k)).ravel()
@@ -143,10 +215,11 @@ def _best_of_rows(scores: np.ndarray, best: np.ndarray, ids: np.ndarray) -> tupl
     return take(cand, order, axis=1), take(beam, order, axis=1), take(tok, order, axis=1)
 
 
-def _hypothesis(tokens: np.ndarray, log_prob: float, alpha: float, attention: np.ndarray | None) -> Hypothesis:
+def _hypothesis(tokens: np.ndarray, log_prob: float, penalties: Penalties, attention: np.ndarray | None,
+                coverage: np.ndarray | None) -> Hypothesis:
     """A finished beam hypothesis: tokens (L,) before its eos, log_prob with the eos included."""
-    factor = float(length_penalty_factor(len(tokens) + 1, alpha))
-    return Hypothesis(tokens.tolist(), float(log_prob) / factor, float(log_prob), attention)
+    score = penalties.score(log_prob, len(tokens) + 1, coverage)
+    return Hypothesis(tokens.tolist(), score, float(log_prob), attention)
 
 
 def _next_beams(
@@ -198,7 +271,7 @@ def _top_sorted_partition(cand: np.ndarray, n: int) -> tuple[np.ndarray, np.ndar
 
 def _beam_done(
     finished: _Finished, sent: np.ndarray, top_eos: np.ndarray, alive: np.ndarray, t: int, limits: np.ndarray,
-    alpha: float,
+    penalties: Penalties,
 ) -> np.ndarray:
     """(B',) True for sentences whose search is over after step t.
 
@@ -207,7 +280,8 @@ def _beam_done(
     best_alive = alive.max(axis=1)
     # log-probs only fall, so the best normalized score reachable divides by the largest factor
     # over the lengths still possible (t + 2 .. limit + 1); the factor is monotone in length.
-    factor = np.maximum(length_penalty_factor(t + 2, alpha), length_penalty_factor(limits[sent] + 1, alpha))
+    # The coverage cost is >= 0, so leaving it out keeps the bound an upper one.
+    factor = np.maximum(penalties.factor(t + 2), penalties.factor(limits[sent] + 1))
     unbeatable = finished.nth_best[sent] >= best_alive / factor  # -inf bound when every beam is dead
     enough = finished.count[sent] >= finished.n_best
     return (enough & (top_eos | unbeatable)) | ~np.isfinite(best_alive) | (t >= limits[sent])

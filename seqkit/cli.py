@@ -164,8 +164,11 @@ def evaluate(model_dirs: tuple[Path, ...], split: str, src: Path | None, refs: t
 @device_option("decoding")
 @click.option("--attention-plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the source x target attention heat map of the first non-empty line as PNG (needs matplotlib).")
+@click.option("--alignments", is_flag=True,
+              help="Append ' ||| ' and, per output token, the source token it attended to most, as Pharaoh "
+                   "'j-t' pairs (0-based model tokens; docs/cli.md).")
 def translate(model_dirs: tuple[Path, ...], input_path: Path | None, output_path: Path | None, batch_size: int | None,
-              scores: bool, device: str, attention_plot: Path | None, **search: Any) -> None:
+              scores: bool, device: str, attention_plot: Path | None, alignments: bool, **search: Any) -> None:
     """Translate, summarize or classify lines with MODEL_DIR: a run directory (torch) or an
     exported model (onnxruntime).
 
@@ -183,7 +186,7 @@ def translate(model_dirs: tuple[Path, ...], input_path: Path | None, output_path
         flags = ", ".join("--" + k.replace("_", "-") for k in overrides)
         raise InputError(f"{flags}: search options do not apply to a classification model")
     model = LineModel(list(model_dirs), with_implied_strategy(overrides), batch_size=batch_size, device=device,
-                            attention=attention_plot is not None)
+                      attention=attention_plot is not None, alignments=alignments)
     chunks = [(1, read_lines(input_path))] if attention_plot is not None else line_chunks(input_path)
     with open_output(output_path) as out:
         for first_line, lines in chunks:

@@ -14,6 +14,8 @@ from seqkit.errors import InputError
 from seqkit.search import check_option
 
 STRATEGIES = ("greedy", "beam", "sample")  # SearchConfig.strategy's choices (a test keeps them equal)
+LENGTH_NORMS = ("wu", "avg", "none")  # SearchConfig.length_norm's
+COVERAGE_PENALTIES = ("none", "wu", "summary")  # SearchConfig.coverage_penalty's
 
 set_option = click.option(
     "--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
@@ -57,6 +59,19 @@ SEARCH_OPTIONS = [
     click.option("--length-penalty", type=float, default=None,
                  help="Beam search ranks by log_prob / ((5 + length) / 6) ** ALPHA (GNMT); 0 ranks by the "
                       "raw log-probability (default: the model's search.length_penalty)."),
+    click.option("--length-norm", type=click.Choice(LENGTH_NORMS), default=None,
+                 help="Beam search's length normalization: wu (GNMT, with --length-penalty), avg (divide by the "
+                      "length) or none (default: the model's search.length_norm, wu)."),
+    click.option("--coverage-penalty", type=click.Choice(COVERAGE_PENALTIES), default=None,
+                 help="Beam search's coverage penalty: wu (GNMT), summary, or none; needs attention and "
+                      "--coverage-beta > 0 (default: the model's search.coverage_penalty, none)."),
+    click.option("--coverage-beta", type=float, default=None,
+                 help="Weight of the coverage penalty (default: the model's search.coverage_beta)."),
+    click.option("--min-len", type=click.IntRange(min=0), default=None,
+                 help="Greedy and beam search: no eos before this many tokens (default: the model's search.min_len)."),
+    click.option("--no-repeat-ngram-size", type=click.IntRange(min=0), default=None,
+                 help="Beam search never repeats an n-gram of this size; 0: off (default: the model's "
+                      "search.no_repeat_ngram_size)."),
     *SAMPLING_OPTIONS,
 ]
 

@@ -73,6 +73,17 @@ class Tokenizer(Protocol):
     def load(cls, directory: Path) -> Tokenizer: ...
 
 
+@runtime_checkable
+class SamplingTokenizer(Protocol):
+    """A tokenizer that can also sample segmentations (``train.subword_sampling``: subword
+    regularization, BPE-dropout). Optional: only training calls it, never inference or export."""
+
+    def sample_encode(self, texts: Sequence[str], alpha: float, nbest_size: int, seed: int) -> list[list[int]]:
+        """One sampled segmentation of each text (ids without bos/eos); equal for equal ``seed``
+        (0 <= seed < 2**32). alpha: unigram smoothing exponent, or BPE's merge-dropout probability;
+        nbest_size: sample among the n best (-1: all), unigram only."""
+
+
 class EncoderOutput(NamedTuple):
     """What every encoder returns.
 

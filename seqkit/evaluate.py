@@ -17,7 +17,7 @@ from seqkit import metrics as M
 from seqkit.data import load_split
 from seqkit.ensemble import ensemble_translator
 from seqkit.errors import CheckpointError, InputError
-from seqkit.inference import Candidate
+from seqkit.inference import Candidate, pharaoh_alignment
 from seqkit.recipe import load_recipe
 from seqkit.rundir import CACHE_DIR, METRICS_FILE, RECIPE_FILE
 from seqkit.runtime import load_model
@@ -127,8 +127,9 @@ class LineModel:
     """
 
     def __init__(self, model_dir: Path | list[Path], overrides: dict[str, Any], *, batch_size: int | None,
-                 device: str, attention: bool = False, which: str = "best"):
-        self.attention, self.last_results, self.n_best = attention, [], 1
+                 device: str, attention: bool = False, which: str = "best", alignments: bool = False):
+        self.attention, self.last_results, self.n_best = attention or alignments, [], 1
+        self.alignments = alignments
         self.classifier = self.translator = None
         members = list(model_dir) if isinstance(model_dir, (list, tuple)) else [model_dir]
         model_dir = members[0]
@@ -142,8 +143,9 @@ class LineModel:
             self.n_best = self.translator.config.n_best
             return
         if is_classifier(model_dir):
-            if attention:
-                raise InputError("--attention-plot: a classification model has no source x target attention")
+            if attention or alignments:
+                flag = "--attention-plot" if attention else "--alignments"
+                raise InputError(f"{flag}: a classification model has no source x target attention")
             if overrides:
                 raise InputError(f"search options ({', '.join(overrides)}) do not apply to a classification model")
             self.classifier = open_front_end(model_dir, "classifier", {"batch_size": batch_size} if batch_size else {},
@@ -151,6 +153,8 @@ class LineModel:
         else:
             self.translator = open_translator(model_dir, given, device=device, which=which)
             self.n_best = self.translator.config.n_best
+        if alignments and self.n_best > 1:
+            raise InputError("--alignments: prints the best hypothesis' alignment, one per line; not with --n-best")
 
     def texts(self, lines: list[str], first_line: int = 1) -> list[str]:
         """The label or best text of each line."""
@@ -164,7 +168,8 @@ class LineModel:
             return [f"{r.probability:.4f}\t{r.label}" if scores else r.label for r in labelled]
         results = self._translate(lines, first_line)
         if self.n_best == 1:
-            return [f"{r.log_prob:.4f}\t{r.score:.4f}\t{r.text}" if scores else r.text for r in results]
+            texts = [f"{r.text} ||| {pharaoh_alignment(r)}" if self.alignments else r.text for r in results]
+            return [f"{r.log_prob:.4f}\t{r.score:.4f}\t{t}" if scores else t for r, t in zip(results, texts)]
         rows = []
         for i, result in enumerate(results):
             candidates = list(result.n_best) + [Candidate("", 0.0, 0.0)] * (self.n_best - len(result.n_best))

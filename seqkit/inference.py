@@ -126,6 +126,8 @@ class Translator:
             kinds = ", ".join(sorted({type(t).__name__ for t in (src_tokenizer, tgt_tokenizer)}))
             raise ModelError(f"search.replace_unk: needs tokenizers that split text into vocabulary tokens "
                              f"(word, char); got {kinds}")
+        self.ignore_ids = [token_id(tgt_tokenizer, token, "search.ignore_when_blocking")
+                           for token in config.ignore_when_blocking]
 
     def translate(self, lines: str | Sequence[str], *, return_attention: bool = False,
                   first_line: int = 1) -> TranslationResult | list[TranslationResult]:
@@ -157,7 +159,9 @@ class Translator:
         if cfg.strategy == "beam":
             return beam_search(
                 self.fn, src, lengths, beam_size=cfg.beam_size, min_len=cfg.min_len, length_penalty=cfg.length_penalty,
-                n_best=cfg.n_best, no_repeat_ngram_size=cfg.no_repeat_ngram_size, return_attention=return_attention, **common,
+                n_best=cfg.n_best, no_repeat_ngram_size=cfg.no_repeat_ngram_size, return_attention=return_attention,
+                length_norm=cfg.length_norm, coverage_penalty=cfg.coverage_penalty, coverage_beta=cfg.coverage_beta,
+                ignore_when_blocking=self.ignore_ids, **common,
             )
         hyps = sample(self.fn, src, lengths, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, seed=rng, **common)
         return [[h] for h in hyps]
@@ -188,6 +192,28 @@ class Translator:
             src_tokens=src_ids,
             warnings=warnings,
         )
+
+
+def pharaoh_alignment(result: TranslationResult) -> str:
+    """``j-t`` pairs (Pharaoh format, 0-based): for each output token t of the best hypothesis,
+    the source token j its step attended to most. Indices count the model's tokens (subword
+    pieces for sentencepiece); the source eos and the output eos take no part."""
+    if not result.tokens:
+        return ""
+    if result.attention is None:
+        raise ModelError("--alignments: the model returns no attention (its decoder has attention: none)")
+    n_src = max(len(result.src_tokens) - 1, 1)  # without the source eos
+    best = np.argmax(result.attention[: len(result.tokens), :n_src], axis=1)  # (T,) first of ties
+    return " ".join(f"{int(j)}-{t}" for t, j in enumerate(best))
+
+
+def token_id(tokenizer: Any, token: str, key: str) -> int:
+    """The one target id that ``token`` encodes to; ModelError naming ``key`` otherwise."""
+    ids = tokenizer.encode(token)
+    if len(ids) != 1 or ids[0] == getattr(tokenizer, "unk_id", None):
+        found = "the unknown token" if len(ids) == 1 else f"{len(ids)} tokens"
+        raise ModelError(f"{key}: {token!r} is not one token of the target vocabulary (it encodes to {found})")
+    return int(ids[0])
 
 
 def replace_unknowns(tokens: Sequence[int], attention: np.ndarray, src_words: Sequence[str], tokenizer: VocabTokenizer) -> str:

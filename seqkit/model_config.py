@@ -24,6 +24,27 @@ class HeadConfig(BaseModel):
     dropout: float = Field(0.3, ge=0.0, lt=1.0)  # on the pooled vector, before the linear layer
 
 
+class EmbeddingFile(BaseModel):
+    """One side of ``model.pretrained_embeddings``: a word2vec/GloVe/fastText text file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # "token v1 ... vD" lines (a first "count D" line, as word2vec and fastText .vec write, is
+    # skipped); UTF-8, optionally .gz; relative to the recipe's directory.
+    path: str = Field(min_length=1, max_length=4096)
+    freeze: bool = False  # keep the embedding matrix as initialized (a tied output layer too)
+
+
+class PretrainedEmbeddings(BaseModel):
+    """``model.pretrained_embeddings``: initialize the embeddings of the vocabulary entries found
+    in a file (docs/recipes.md); the others keep their random initialization."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: EmbeddingFile | None = None  # the encoder's embedding (seq2seq, classification)
+    target: EmbeddingFile | None = None  # the decoder's embedding (seq2seq, lm)
+
+
 class ModelConfig(BaseModel):
     """The recipe's ``model:`` section. Plugin options are validated by each plugin's Config."""
 
@@ -36,6 +57,7 @@ class ModelConfig(BaseModel):
     # One embedding matrix for source and target; only meaningful with a shared vocabulary
     # (tokenizer.shared) and equal embedding_dim in encoder and decoder.
     share_embeddings: bool = False
+    pretrained_embeddings: PretrainedEmbeddings = Field(default_factory=PretrainedEmbeddings)
     # Longest source/output, in tokens, the model serves at inference (export and runtime
     # truncate to it).
     max_len: int = Field(256, ge=1, le=MAX_LEN)

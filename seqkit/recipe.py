@@ -14,6 +14,7 @@ sections: ``Recipe.model`` is a ``ModelConfig``, ``Recipe.train`` a ``TrainConfi
 from __future__ import annotations
 
 import copy
+import difflib
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,9 @@ class Recipe(BaseModel):
         out["model"], out["train"] = out.pop("model"), out.pop("train")  # recipe.yaml's order: they come last
         # Data paths are stored absolute so the run directory reproduces from anywhere.
         out["data"] = _absolute_data_paths(out["data"], self.base_dir)
+        for spec in out["model"]["pretrained_embeddings"].values():
+            if spec is not None:
+                spec["path"] = str((self.base_dir / Path(spec["path"]).expanduser()).resolve())
         return out
 
 
@@ -165,11 +169,26 @@ def validate_recipe(tree: dict[str, Any], *, source: str, base_dir: Path) -> Rec
         raise RecipeError(_prefixed(source, format_validation_error(exc, "", Recipe))) from None
     if entry(recipe.task).needs_valid and recipe.data.valid is None:  # train refuses it; so does `recipe check`
         raise RecipeError(_prefixed(source, f"data.valid: a validation split is required for {recipe.task} recipes"))
+    _check_early_stopping_metric(recipe, source)
+    if recipe.train.subword_sampling is not None and (entry(recipe.task).model != "seq2seq" or recipe.data.streaming):
+        raise RecipeError(_prefixed(source, "train.subword_sampling: only translation and summarization from in-memory "
+                                            "data (data.streaming's cache holds one fixed segmentation)"))
     try:
         _validate_plugins(recipe)
     except PluginError as exc:
         raise RecipeError(_prefixed(source, str(exc))) from None
     return recipe
+
+
+def _check_early_stopping_metric(recipe: Recipe, source: str) -> None:
+    """train.early_stopping_metric is a number of the task's validation log line (when the task
+    table lists them; otherwise the Trainer checks it at the first validation)."""
+    name, known = recipe.train.early_stopping_metric, entry(recipe.task).valid_metrics
+    if name is not None and known and name not in known:
+        guess = difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean '{guess[0]}'?" if guess else ""
+        raise RecipeError(_prefixed(source, f"train.early_stopping_metric: {shorten(name)} is not a validation metric "
+                                            f"of task {recipe.task!r}; expected {', '.join(known)}{hint}"))
 
 
 def _validate_plugins(recipe: Recipe) -> None:

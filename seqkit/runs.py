@@ -22,6 +22,7 @@ from seqkit import checkpoint as ckpt
 from seqkit import distributed
 from seqkit.data import Corpus, load_split
 from seqkit.devices import torch_device
+from seqkit.embeddings import apply_pretrained
 from seqkit.errors import CheckpointError, SeqkitError
 from seqkit.models import TorchStepper
 from seqkit.recipe import Recipe, dump_recipe, load_recipe
@@ -112,6 +113,7 @@ def build_task(recipe: Recipe, run_dir: Path, resume: bool, device: torch.device
     data = training_data(recipe, run_dir)
     vocab = task.prepare_vocab(recipe, run_dir, data, resume)
     model = new_model(recipe.model, entry(recipe.task).model, vocab.sizes, device)
+    apply_pretrained(recipe, model, vocab.src_tok, vocab.tgt_tok, initialize=not resume)  # resume: the checkpoint's
     log_model(model, vocab.describe())
     return task.trainable(recipe, model, vocab, data, device)
 

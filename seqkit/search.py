@@ -17,9 +17,10 @@ Conventions shared by every algorithm:
   ``max_len + 1`` steps; sampling simply stops after ``max_len`` generated tokens.
 - ``min_len`` blocks eos before step ``min_len``; ``max_len`` wins when the two conflict.
 - ``Hypothesis.log_prob`` sums the model's log-probabilities of the emitted tokens, the final
-  eos included when there is one. ``Hypothesis.score`` is what beam search ranks by: the
-  GNMT-normalized ``log_prob / ((5 + L) / 6) ** length_penalty`` with L = len(tokens) + 1 (the
-  eos counts); greedy and sampling have no length penalty, so there score == log_prob.
+  eos included when there is one. ``Hypothesis.score`` is what beam search ranks by: by default
+  the GNMT-normalized ``log_prob / ((5 + L) / 6) ** length_penalty`` with L = len(tokens) + 1
+  (the eos counts), in general ``log_prob / lp(L) - cp(coverage)`` (:class:`seqkit.beam.Penalties`);
+  greedy and sampling have no penalties, so there score == log_prob.
 - ``Hypothesis.attention`` is (len(tokens) + 1, S_i) when the hypothesis ended with eos
   (row t = the source attention while emitting token t, the last row while emitting eos),
   (len(tokens), S_i) when sampling stopped at max_len; S_i = that sentence's source length.
@@ -94,15 +95,25 @@ class SearchConfig(BaseModel):
     # Upper bounds keep a hostile recipe, config.json or request from asking for hours of
     # decoding or gigabytes of scores (beam x vocabulary rows); NaN and infinity are refused.
     beam_size: int = Field(default=5, ge=1, le=MAX_BEAM)
-    # GNMT length penalty exponent alpha: score = log_prob / ((5 + L) / 6) ** alpha; 0 = raw sum.
+    # Beam search ranks a finished hypothesis by log_prob / lp(L) - cp (seqkit.beam.Penalties).
+    # lp: "wu" = GNMT ((5 + L) / 6) ** length_penalty, "avg" = L, "none" = 1 (the raw sum).
+    length_norm: Literal["wu", "avg", "none"] = "wu"
+    # GNMT length penalty exponent alpha (length_norm "wu"); 0 = raw sum.
     length_penalty: float = Field(default=1.0, ge=0, le=10, allow_inf_nan=False)
+    # cp over the source coverage c_j (attention summed over the output steps): "wu" = GNMT
+    # -beta * sum_j log(min(c_j, 1)), "summary" = beta * sum_j (max(c_j, 1) - 1); "none" = 0.
+    coverage_penalty: Literal["none", "wu", "summary"] = "none"
+    coverage_beta: float = Field(default=0.0, ge=0, le=10, allow_inf_nan=False)  # beta of coverage_penalty
     n_best: int = Field(default=1, ge=1)  # hypotheses returned per sentence (<= beam_size)
     # Target length limit: min(max_len, int(max_len_ratio * source length + max_len_offset)).
     max_len_ratio: float = Field(default=1.5, ge=0, le=100, allow_inf_nan=False)
     max_len_offset: int = Field(default=10, ge=0, le=MAX_LEN)
     max_len: int = Field(default=200, ge=1, le=MAX_LEN)
     min_len: int = Field(default=0, ge=0, le=MAX_LEN)  # eos is blocked before this many tokens
-    no_repeat_ngram_size: int = Field(default=0, ge=0, le=MAX_LEN)  # beam only; 0 = off
+    # beam only; 0 = off. OpenNMT-py's block_ngram_repeat: an n-gram never occurs twice.
+    no_repeat_ngram_size: int = Field(default=0, ge=0, le=MAX_LEN)
+    # Target tokens exempt from no_repeat_ngram_size: an n-gram holding one may repeat (e.g. ".").
+    ignore_when_blocking: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(default=[], max_length=1000)
     temperature: float = Field(default=1.0, gt=0, le=1000, allow_inf_nan=False)  # sampling only
     top_k: int = Field(default=0, ge=0, le=2**31 - 1)  # sampling only; 0 = off
     top_p: float = Field(default=1.0, gt=0, le=1)  # sampling only; 1 = off
@@ -123,6 +134,9 @@ class SearchConfig(BaseModel):
         if self.replace_unk and self.strategy == "sample":
             raise ValueError("replace_unk needs the attention that greedy and beam search record; "
                              "strategy 'sample' does not")
+        if self.coverage_penalty != "none" and self.coverage_beta == 0:
+            raise ValueError(f"coverage_penalty '{self.coverage_penalty}' with coverage_beta 0 changes nothing; "
+                             "set coverage_beta > 0 (GNMT used 0.2)")
         return self
 
     def with_overrides(self, **overrides: Any) -> SearchConfig:
@@ -220,21 +234,29 @@ def step_top(
     return vals, ids, attn, state
 
 
-def block_ngrams(logp: np.ndarray, history: np.ndarray, n: int) -> None:
-    """In place: forbid tokens that would repeat an n-gram of ``history`` (N, t) in that row."""
+def block_ngrams(logp: np.ndarray, history: np.ndarray, n: int, ignore: Sequence[int] = ()) -> None:
+    """In place: forbid tokens that would repeat an n-gram of ``history`` (N, t) in that row.
+    An n-gram holding one of the ``ignore`` ids is never blocked."""
     rows, t = history.shape
     if n <= 0 or t == 0:
         return
+    exempt = np.asarray(ignore, dtype=np.int64)
     if n == 1:
-        logp[np.repeat(np.arange(rows), t), history.ravel()] = NEG_INF
+        r, banned = np.repeat(np.arange(rows), t), history.ravel()
+        keep = ~np.isin(banned, exempt)
+        logp[r[keep], banned[keep]] = NEG_INF
         return
     if t < n:  # no complete earlier n-gram yet
         return
+    last = history[:, t - n + 1 :]  # (N, n-1) the n-gram's first n-1 tokens, if the next one repeats it
     windows = np.lib.stride_tricks.sliding_window_view(history, n - 1, axis=1)  # (N, t-n+2, n-1)
     # Window i (ending before the last n-1 tokens) equal to the last n-1 tokens bans its successor.
-    match = (windows[:, :-1] == history[:, None, t - n + 1 :]).all(axis=-1)  # (N, t-n+1)
+    match = (windows[:, :-1] == last[:, None]).all(axis=-1)  # (N, t-n+1)
+    match &= ~np.isin(last, exempt).any(axis=1, keepdims=True)
     r, i = np.nonzero(match)
-    logp[r, history[r, i + n - 1]] = NEG_INF
+    successor = history[r, i + n - 1]
+    keep = ~np.isin(successor, exempt)
+    logp[r[keep], successor[keep]] = NEG_INF
 
 
 class _Attn:

@@ -23,9 +23,9 @@ from seqkit import distributed
 from seqkit.devices import torch_device
 from seqkit.ema import EMA_FILE, WeightEMA
 from seqkit.errors import CheckpointError, SeqkitError
-from seqkit.optim import LRSchedule, build_optimizer
+from seqkit.optim import EarlyStop, LRSchedule, build_optimizer
 from seqkit.progress import Progress
-from seqkit.train_config import TrainConfig
+from seqkit.train_config import LOWER_IS_BETTER, TrainConfig
 
 log = logging.getLogger("seqkit")
 
@@ -66,13 +66,17 @@ class Trainer:
         self.device = task.device
         self.model = task.model
         self.optimizer = build_optimizer(cfg.optimizer, self.model.parameters())
-        self.schedule = LRSchedule(cfg.schedule, cfg.optimizer.lr)
+        self.schedule = LRSchedule(cfg.schedule, cfg.optimizer.lr, cfg.schedule_end())
         self.seed = seed
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.elapsed = 0.0  # wall-clock seconds in fit() (training + validation), summed across resumes
         self._clock: tuple[float, float] | None = None  # (perf_counter at fit start, elapsed then)
         self.best: float | None = None
         self.stale = 0  # validations without improvement
+        # What train.early_stopping watches: the checkpoint metric, or train.early_stopping_metric.
+        self.stop = EarlyStop(cfg.early_stopping_metric or self.metric_name,
+                              self.higher_is_better if cfg.early_stopping_metric is None
+                              else cfg.early_stopping_metric not in LOWER_IS_BETTER)
         self.history_tokens = 0
         self.scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" and self.device.type == "cuda" else None
         self._amp_dtype = amp_dtype(cfg.amp, self.device)
@@ -100,6 +104,8 @@ class Trainer:
             self._ema.load(path)
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.elapsed, self.best, self.stale = state["elapsed"], state["best"], state["stale"]
+        # Checkpoints from before early_stopping_metric tracked only the checkpoint metric.
+        self.stop.load(state.get("early_stopping", {"best": self.best, "stale": self.stale}))
         self.history_tokens = state.get("tokens", 0)
         self.schedule.load(state["schedule"])
         ckpt.set_rng_state(state["rng"])
@@ -111,7 +117,7 @@ class Trainer:
         state = {
             "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "elapsed": self.elapsed,
             "best": self.best, "stale": self.stale, "tokens": self.history_tokens,
-            "schedule": self.schedule.state(), "metrics": metrics,
+            "schedule": self.schedule.state(), "metrics": metrics, "early_stopping": self.stop.state(),
         }
         if self.dist is not None:  # a collective: every rank calls save()
             state["rng_ranks"] = distributed.gather_rng(self.dist)
@@ -157,8 +163,8 @@ class Trainer:
             return f"reached max_time={cfg.max_time:.0f}s"
         if cfg.max_epochs is not None and self.epoch >= cfg.max_epochs:
             return f"reached max_epochs={cfg.max_epochs}"
-        if cfg.early_stopping is not None and self.stale >= cfg.early_stopping:
-            return f"early stopping: {self.metric_name} did not improve for {self.stale} validations"
+        if cfg.early_stopping is not None and self.stop.stale >= cfg.early_stopping:
+            return f"early stopping: {self.stop.metric} did not improve for {self.stop.stale} validations"
         if self._interrupted:
             return "interrupted"
         return None
@@ -345,6 +351,7 @@ class Trainer:
             self.best, self.stale = score, 0
         else:
             self.stale += 1
+        self.stop.observe(metrics)
         self.schedule.observe(score, self.higher_is_better)
         if self._clock is not None:  # the checkpoint's clock includes this validation (resume and max_time)
             self._tick()

@@ -122,11 +122,15 @@ def test_strategy_choices_are_the_search_configs():
     from seqkit.cli import STRATEGIES
     from seqkit.search import SearchConfig
 
-    assert STRATEGIES == get_args(SearchConfig.model_fields["strategy"].annotation)
+    from seqkit.cli_options import COVERAGE_PENALTIES, LENGTH_NORMS
+
+    choices = {"strategy": STRATEGIES, "length_norm": LENGTH_NORMS, "coverage_penalty": COVERAGE_PENALTIES}
+    for name, values in choices.items():
+        assert values == get_args(SearchConfig.model_fields[name].annotation), name
     for path, command in _commands():
         for param in command.params:
-            if param.name == "strategy":
-                assert tuple(param.type.choices) == STRATEGIES, path
+            if param.name in choices:
+                assert tuple(param.type.choices) == choices[param.name], path
 
 
 def test_progress_bar_fills_against_the_budget_that_stops_the_run():

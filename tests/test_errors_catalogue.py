@@ -464,6 +464,41 @@ def case_bad_ema(tmp: Path) -> None:
     _load(TRANSLATE, ["train.ema=1.5"])
 
 
+def case_negative_coverage_beta(tmp: Path) -> None:
+    _load(TRANSLATE, ["search.coverage_penalty=wu", "search.coverage_beta=-0.2"])
+
+
+def case_coverage_without_beta(tmp: Path) -> None:
+    _load(TRANSLATE, ["search.coverage_penalty=summary"])
+
+
+def case_noam_without_model_size(tmp: Path) -> None:
+    _load(TRANSLATE, ["train.schedule.type=noam", "train.schedule.warmup_steps=4000"])
+
+
+def case_early_stopping_metric_typo(tmp: Path) -> None:
+    _load(TRANSLATE, ["train.early_stopping=5", "train.early_stopping_metric=chrF"])
+
+
+def case_negative_subword_alpha(tmp: Path) -> None:
+    _load(TRANSLATE, ["train.subword_sampling.alpha=-0.1"])
+
+
+def _read_embeddings(path: Path) -> None:
+    from seqkit.embeddings import read_vectors
+
+    list(read_vectors(path, 256, "model.pretrained_embeddings.source"))
+
+
+def case_embedding_dimension(tmp: Path) -> None:
+    (tmp / "vectors.txt").write_text("2 300\nthe " + " ".join(["0.1"] * 300) + "\n", encoding="utf-8")
+    _read_embeddings(tmp / "vectors.txt")
+
+
+def case_embedding_file_missing(tmp: Path) -> None:
+    _read_embeddings(tmp / "glove.6B.300d.txt")
+
+
 def case_ensemble_member_path(tmp: Path) -> None:
     import json
 
@@ -536,6 +571,13 @@ CASES: list[tuple[str, str, Callable[[Path], object]]] = [
     ("data", "JSONL line nested 100k deep", case_jsonl_deep),
     ("recipe", "moving-average decay of 1 or more (`train.ema=1.5`)", case_bad_ema),
     ("runtime", "ensemble.json naming a directory outside the ensemble", case_ensemble_member_path),
+    ("recipe", "negative coverage penalty weight (`search.coverage_beta=-0.2`)", case_negative_coverage_beta),
+    ("recipe", "coverage penalty without a weight (`search.coverage_penalty=summary`)", case_coverage_without_beta),
+    ("recipe", "noam schedule without `train.schedule.model_size`", case_noam_without_model_size),
+    ("recipe", "early stopping on a metric the task does not report (`chrF`)", case_early_stopping_metric_typo),
+    ("recipe", "negative subword sampling alpha (`train.subword_sampling.alpha=-0.1`)", case_negative_subword_alpha),
+    ("train", "embedding file whose dimension differs from embedding_dim", case_embedding_dimension),
+    ("train", "embedding file that cannot be read", case_embedding_file_missing),
 ]
 
 

@@ -43,16 +43,22 @@ class TaskEntry:
     # Whether data.valid must be configured (a language model can cut it from the training text).
     needs_valid: bool = True
     streams: bool = False  # trains from data.streaming (the training split stays on disk)
+    # The numbers of its validation log line (train.early_stopping_metric names one); empty: not
+    # listed, so the name is checked at the first validation instead of at load.
+    valid_metrics: tuple[str, ...] = ()
 
 
 TASKS: dict[str, TaskEntry] = {
     "translation": TaskEntry("seqkit.tasks.seq2seq", ("bleu", True), "translator", "seq2seq",
-                             file_metrics="bleu_chrf", multi_reference=True, streams=True),
+                             file_metrics="bleu_chrf", multi_reference=True, streams=True,
+                             valid_metrics=("loss", "ppl", "bleu", "chrf")),
     "summarization": TaskEntry("seqkit.tasks.seq2seq", ("rouge2", True), "translator", "seq2seq",
-                               file_metrics="rouge", streams=True),
-    "lm": TaskEntry("seqkit.tasks.lm", ("loss", False), "generator", "lm", needs_valid=False),
+                               file_metrics="rouge", streams=True,
+                               valid_metrics=("loss", "ppl", "rouge1", "rouge2", "rougeL")),
+    "lm": TaskEntry("seqkit.tasks.lm", ("loss", False), "generator", "lm", needs_valid=False,
+                    valid_metrics=("loss", "ppl", "bits_per_char")),
     "classification": TaskEntry("seqkit.tasks.classification", ("accuracy", True), "classifier", "classifier",
-                                file_metrics="accuracy"),
+                                file_metrics="accuracy", valid_metrics=("loss", "accuracy", "macro_f1")),
 }
 
 

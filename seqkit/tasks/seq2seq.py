@@ -29,6 +29,7 @@ from seqkit.loss import smoothed_loss
 from seqkit.models import TorchStepper
 from seqkit.rundir import TOKENIZER_DIR
 from seqkit.streaming import StreamBatches
+from seqkit.subword import EpochSegmentation
 from seqkit.tasks.common import ModelSizes, Vocab, pair_tokenizers, to_device
 from seqkit.tokenizers import load_tokenizers
 
@@ -46,6 +47,7 @@ class Seq2SeqTask:
         self.train_cfg = recipe.train
         data = recipe.data
         self.src_ids, self.tgt_ids = [], []
+        texts: tuple[list[str], list[str]] = ([], [])  # the kept pairs' text (subword sampling)
         dropped = 0
         for src, tgt in zip(train.src, train.tgt):
             s_ids, s_trunc = encode_source(src_tok, src, data.max_src_len)
@@ -55,16 +57,28 @@ class Seq2SeqTask:
                 continue
             self.src_ids.append(s_ids)
             self.tgt_ids.append(t_ids)
+            texts[0].append(src)
+            texts[1].append(tgt)
         if not self.src_ids:
             raise DataError(f"data.train: no pair fits max_src_len={data.max_src_len} / max_tgt_len={data.max_tgt_len}")
         if dropped:
             log.info("dropped %d of %d training pairs longer than the length limits", dropped, len(train.src))
+        sampling = self.train_cfg.subword_sampling
+        self.segmentation = None if sampling is None else EpochSegmentation(
+            sampling, src_tok, tgt_tok, texts, (self.src_ids, self.tgt_ids), (data.max_src_len, data.max_tgt_len),
+            data.truncate_src)
+        self._set_lengths()
+        self._epoch_batches: tuple[int, list[np.ndarray]] | None = None
+
+    def _set_lengths(self) -> None:
         self.src_len = np.array([len(s) for s in self.src_ids])
         self.tgt_len = np.array([len(t) + 1 for t in self.tgt_ids])
-        self._epoch_batches: tuple[int, list[np.ndarray]] | None = None
 
     def batches(self, epoch: int, seed: int) -> list[np.ndarray]:
         if self._epoch_batches is None or self._epoch_batches[0] != epoch:
+            if self.segmentation is not None:  # train.subword_sampling: this epoch's segmentation
+                self.src_ids, self.tgt_ids = self.segmentation.epoch(epoch, seed)
+                self._set_lengths()
             order = bucket_batches(self.src_len, self.tgt_len, self.train_cfg.batch_tokens,
                                    shuffle=True, seed=seed, epoch=epoch)
             self._epoch_batches = (epoch, order)

@@ -117,6 +117,13 @@ class SentencePieceTokenizer:
         """Ids without bos/eos."""
         return list(self._sp.encode(text, out_type=int))
 
+    def sample_encode(self, texts: Sequence[str], alpha: float, nbest_size: int, seed: int) -> list[list[int]]:
+        """``SamplingTokenizer``: unigram sampling (Kudo 2018) or BPE-dropout (alpha = the
+        probability of skipping a merge), from sentencepiece's generator seeded with ``seed``."""
+        spm.set_random_generator_seed(seed)
+        return [list(self._sp.encode(t, out_type=int, enable_sampling=True, alpha=alpha, nbest_size=nbest_size))
+                for t in texts]
+
     def decode(self, ids: Sequence[int]) -> str:
         """pad/bos/eos are skipped; unk prints as `` ⁇ ``."""
         skip = (PAD_ID, BOS_ID, EOS_ID)
