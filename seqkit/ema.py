@@ -24,7 +24,6 @@ from seqkit.rundir import EMA_FILE
 log = logging.getLogger("seqkit")
 
 
-
 class WeightEMA:
     """The moving average of ``model``'s floating-point tensors, updated in place."""
 

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
+from seqkit.corpus import read_failure
 from seqkit.errors import InputError
 
 # Lines taken into one model call at most when input streams; a full pipe still gets
@@ -43,18 +44,20 @@ def decode_line(raw: bytes, where: str, lineno: int) -> str:
 GZIP_MAGIC = b"\x1f\x8b"
 
 
-def _source(input_path: Path | None) -> tuple[BinaryIO, str, bool]:
-    """(binary stream, name for errors, whether to close it). A gzip file (by its magic bytes,
+def _source(input_path: Path | None) -> tuple[BinaryIO, str, list[BinaryIO]]:
+    """(binary stream, name for errors, what to close after it). A gzip file (by its magic bytes,
     whatever its name) is read decompressed, as the recipe's corpora are."""
     if input_path is not None:
         try:
             fh = open(input_path, "rb")
             if fh.peek(2)[:2] == GZIP_MAGIC:  # peek, not read + seek: -i may name a pipe
-                return gzip.GzipFile(fileobj=fh, mode="rb"), str(input_path), True  # type: ignore[return-value]
-            return fh, str(input_path), True
+                # GzipFile never closes a fileobj it was given: both are closed after reading.
+                gz = gzip.GzipFile(fileobj=fh, mode="rb")
+                return gz, str(input_path), [gz, fh]  # type: ignore[list-item,return-value]
+            return fh, str(input_path), [fh]
         except OSError as exc:
             raise InputError(f"{input_path}: cannot read ({exc.strerror or exc})") from None
-    return sys.stdin.buffer, "stdin", False
+    return sys.stdin.buffer, "stdin", []
 
 
 def read_lines(input_path: Path | None) -> list[str]:
@@ -65,11 +68,11 @@ def read_lines(input_path: Path | None) -> list[str]:
         for raw in stream:
             lines.append(decode_line(raw, where, len(lines) + 1))
         return lines
-    except (OSError, EOFError, zlib.error) as exc:  # a truncated or damaged gzip body
-        raise InputError(f"{where}: cannot read past line {len(lines)}: damaged gzip data ({exc})") from None
+    except (OSError, EOFError, zlib.error) as exc:  # a truncated or damaged gzip body, an I/O error
+        raise InputError(f"{where}: cannot read past line {len(lines)}: {read_failure(exc)}") from None
     finally:
-        if owned:
-            stream.close()
+        for fh in owned:
+            fh.close()
 
 
 def read_aligned(first: Path, others: list[Path], what: str) -> tuple[list[str], list[list[str]]]:
