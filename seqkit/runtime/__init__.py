@@ -34,6 +34,7 @@ from seqkit.runtime.format import (
     is_ensemble,
     read_config,
     read_ensemble,
+    read_manifest,
     verify_manifest,
 )
 from seqkit.runtime.stepper import (
@@ -126,7 +127,13 @@ def load_model(model_dir: str | Path, *, threads: int | None = None, sequential:
         raise ModelError(f"{root}: no such model directory")
     manifest = verify_manifest(root)
     if is_ensemble(root):
-        return _load_ensemble(root, manifest, threads=threads, sequential=sequential, device=device)
+        return _load_ensemble(root, manifest, providers, threads=threads, sequential=sequential)
+    return _open_verified(root, manifest, providers, threads=threads, sequential=sequential)
+
+
+def _open_verified(root: Path, manifest: Manifest, providers: list, *, threads: int | None,
+                   sequential: bool) -> RuntimeModel:
+    """load_model after the manifest check: config, sessions, tokenizers and their checks."""
     config = read_config(root)
     check_search(root, config)
     options = session_options(threads, sequential=sequential)
@@ -152,16 +159,17 @@ def load_model(model_dir: str | Path, *, threads: int | None = None, sequential:
     return RuntimeModel(root, config, manifest, stepper, src_tok, tgt_tok)
 
 
-def _load_ensemble(root: Path, manifest: Manifest, **options: Any) -> RuntimeModel:
-    """An exported ensemble: every member opened (and checked) as a model of its own, then one
-    RuntimeModel whose steps average theirs."""
+def _load_ensemble(root: Path, manifest: Manifest, providers: list, **options: Any) -> RuntimeModel:
+    """An exported ensemble: every member opened (and checked: config, graphs, tokenizers) as a
+    model of its own, then one RuntimeModel whose steps average theirs. The ensemble's manifest
+    already hashed every member file, so the members' own manifests are read, not re-hashed."""
     spec = read_ensemble(root)
     members = []
     for name in spec.members:
         member_dir = root / name
         if not member_dir.is_dir() or is_ensemble(member_dir):
             raise ModelError(f"{member_dir}: listed in {root / 'ensemble.json'} but not an exported model")
-        members.append(load_model(member_dir, **options))
+        members.append(_open_verified(member_dir, read_manifest(member_dir), providers, **options))
     first = members[0]
     if any(m.config.model_kind != "seq2seq" for m in members):
         raise ModelError(f"{root}: every ensemble member must be a seq2seq model")

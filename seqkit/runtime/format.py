@@ -284,6 +284,18 @@ def write_manifest(model_dir: Path, manifest: Manifest) -> None:
     (Path(model_dir) / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=1) + "\n", encoding="utf-8")
 
 
+def read_manifest(model_dir: Path) -> Manifest:
+    """manifest.json parsed, nothing hashed (``verify_manifest`` checks the files too)."""
+    root = Path(model_dir)
+    path = inside(root, MANIFEST_FILE, str(root))
+    if not path.is_file():
+        raise ModelError(f"{path}: missing; {root} is not an exported seqkit model (see `seqkit export`)")
+    try:
+        return Manifest.model_validate_json(path.read_bytes())
+    except ValidationError as exc:
+        raise ModelError(f"{path}: unreadable manifest ({exc.errors()[0]['msg']})") from None
+
+
 def verify_manifest(model_dir: Path) -> Manifest:
     """Read manifest.json and check it against the directory.
 
@@ -291,13 +303,8 @@ def verify_manifest(model_dir: Path) -> Manifest:
     a sha256 mismatch, or a file the manifest does not list (a file added after export).
     """
     root = Path(model_dir)
-    path = inside(root, MANIFEST_FILE, str(root))
-    if not path.is_file():
-        raise ModelError(f"{path}: missing; {root} is not an exported seqkit model (see `seqkit export`)")
-    try:
-        manifest = Manifest.model_validate_json(path.read_bytes())
-    except ValidationError as exc:
-        raise ModelError(f"{path}: unreadable manifest ({exc.errors()[0]['msg']})") from None
+    manifest = read_manifest(root)
+    path = root / MANIFEST_FILE
     for name, digest in manifest.files.items():
         # Checked before anything is opened, and worded alike whether or not an outside file exists.
         fpath = inside(root, name, f"{path}: files")
