@@ -205,9 +205,12 @@ def translate(model_dirs: tuple[Path, ...], input_path: Path | None, output_path
 @click.option("--opset", type=int, default=None, help="ONNX opset (default: seqkit.export's, 17).")
 @click.option("--quantize", type=click.Choice(["int8"]), default=None,
               help="Dynamic int8 quantization of the weights (default: none, fp32).")
+@click.option("--shortlist", type=click.Choice(["auto", "on", "off"]), default=None,
+              help="Vocabulary shortlist (default: the recipe's export.shortlist.mode, auto: on when it costs "
+                   "at most export.shortlist.max_bleu_loss validation BLEU; docs/export.md).")
 @checkpoint_option
 def export_model(run_dirs: tuple[Path, ...], model_dir: Path, opset: int | None, quantize: str | None,
-                 which: str) -> None:
+                 shortlist: str | None, which: str) -> None:
     """Export RUN_DIR to ONNX for the torch-free runtime; verifies parity with torch first.
 
     Several RUN_DIRs (run directories, or models already exported) of one target vocabulary
@@ -223,7 +226,7 @@ def export_model(run_dirs: tuple[Path, ...], model_dir: Path, opset: int | None,
         # The torch boundary: export traces the torch model.
         from seqkit.export import export_run
 
-        out = export_run(run_dirs[0], model_dir, **options)
+        out = export_run(run_dirs[0], model_dir, shortlist=shortlist, **options)
     manifest = verify_manifest(out)
     click.echo(json.dumps({"model_dir": str(out), "files": sorted(manifest.files),
                            "verification": manifest.verification}, indent=1))
