@@ -7,6 +7,7 @@ Memory and state are tuples of numpy arrays named and shaped as config.json reco
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +40,15 @@ def session_options(threads: int | None = None, *, sequential: bool = True) -> o
     default, one per physical core). The step graph is one chain (embedding, RNN layers,
     attention, projection), so the parallel execution mode has nothing to overlap: measured
     within 2% of sequential on the Multi30k model (tools/bench_decode.py
-    --compare-execution-mode); sequential is the default and avoids an inter-op thread pool."""
+    --compare-execution-mode); sequential is the default and avoids an inter-op thread pool.
+
+    The pool's threads sleep while they wait instead of spinning, unless OMP_WAIT_POLICY is
+    ACTIVE: the one switch seqkit reads for torch's OpenMP threads too (docs/recipes.md). On the
+    shared 2-core VM (load ~9), beam 5 over 200 sentences took 2.4-2.6 s spinning and 1.1 s not."""
     opts = ort.SessionOptions()
+    if os.environ.get("OMP_WAIT_POLICY", "").strip().upper() != "ACTIVE":
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL if sequential else ort.ExecutionMode.ORT_PARALLEL
     if threads is not None:
