@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from seqkit import metrics
 from seqkit.batching import encode_source
 from seqkit.data import load_split
-from seqkit.errors import ModelError, SeqkitError
+from seqkit.errors import DataError, ModelError, SeqkitError
 from seqkit.export_trace import trace_graph
 from seqkit.graph_edits import add_top_k_outputs
 from seqkit.inference import Translator
@@ -25,6 +25,7 @@ from seqkit.models import Seq2Seq
 from seqkit.runtime import format as fmt
 from seqkit.runtime.stepper import OrtStepper
 from seqkit.shortlist import Shortlist, ShortlistConfig, build_shortlist, default_on
+from seqkit.streaming import sample_split
 
 log = logging.getLogger("seqkit")
 
@@ -42,10 +43,16 @@ def unsupported(model: Any) -> str | None:
 
 
 def build(run: Any, config: ShortlistConfig) -> Shortlist:
-    """The shortlist of ``run``'s training pairs (as the model saw them: source eos included)."""
+    """The shortlist of ``run``'s training pairs (as the model saw them: source eos included;
+    with data.streaming the first data.tokenizer_sample pairs, as its tokenizer learnt from)."""
     recipe, src_tok, tgt_tok = run.recipe, run.src_tok, run.tgt_tok
     start = time.perf_counter()
-    corpus = load_split(recipe.data, "train", recipe.base_dir, cache_dir=run.run_dir / "cache")
+    if recipe.data.streaming:  # a corpus larger than memory: never loaded whole
+        corpus = sample_split(recipe.data, recipe.base_dir)
+    else:
+        corpus = load_split(recipe.data, "train", recipe.base_dir, cache_dir=run.run_dir / "cache")
+    if corpus.src is None or corpus.tgt is None:  # e.g. format text: a task that builds its pairs itself
+        raise DataError(f"data.format {recipe.data.format}: the training split has no (source, target) pairs")
     max_src = recipe.data.max_src_len
     pairs = [(encode_source(src_tok, s, max_src)[0], tgt_tok.encode(t)) for s, t in zip(corpus.src, corpus.tgt)]
     specials = [tgt_tok.eos_id, tgt_tok.unk_id]

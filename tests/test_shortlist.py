@@ -129,6 +129,13 @@ def test_a_shortlist_of_every_id_decodes_as_the_full_vocabulary(shortlisted):
         assert [r.tokens for r in got] == [r.tokens for r in want]
 
 
+def test_forced_decoding_scores_over_the_full_vocabulary(shortlisted):
+    from seqkit.evaluate import open_step_model
+
+    _, model_dir = shortlisted
+    assert not isinstance(open_step_model(model_dir)[0], OrtShortlistStepper)
+
+
 def test_no_shortlist_when_frequent_covers_every_training_target(tmp_path):
     run_dir = make_run(tmp_path)
     out = export_run(run_dir, tmp_path / "model")  # auto; frequent 300 > the tiny vocabulary
@@ -137,3 +144,18 @@ def test_no_shortlist_when_frequent_covers_every_training_target(tmp_path):
         load_model(out, shortlist=True)
     with pytest.raises(ModelError, match="export.shortlist.mode: on, but"):
         export_run(run_dir, tmp_path / "model-on", shortlist="on")
+
+
+def test_cli_translate_with_and_without_the_shortlist(shortlisted, tmp_path):
+    from click.testing import CliRunner
+
+    from seqkit.cli import cli
+
+    _, model_dir = shortlisted
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(SRC_LINES[:3]) + "\n", encoding="utf-8")
+    for flag, shortlist in (("--shortlist", True), ("--no-shortlist", False)):
+        done = CliRunner().invoke(cli, ["translate", str(model_dir), "-i", str(src), flag])
+        assert done.exit_code == 0, done.output
+        want = load_model(model_dir, threads=1, shortlist=shortlist).translate(SRC_LINES[:3])
+        assert done.output.splitlines() == want
