@@ -167,8 +167,12 @@ def evaluate(model_dirs: tuple[Path, ...], split: str, src: Path | None, refs: t
 @click.option("--alignments", is_flag=True,
               help="Append ' ||| ' and, per output token, the source token it attended to most, as Pharaoh "
                    "'j-t' pairs (0-based model tokens; docs/cli.md).")
+@click.option("--shortlist/--no-shortlist", default=None,
+              help="An exported model: decode over its vocabulary shortlist, or the full vocabulary "
+                   "(default: as its export decided; docs/export.md).")
 def translate(model_dirs: tuple[Path, ...], input_path: Path | None, output_path: Path | None, batch_size: int | None,
-              scores: bool, device: str, attention_plot: Path | None, alignments: bool, **search: Any) -> None:
+              scores: bool, device: str, attention_plot: Path | None, alignments: bool, shortlist: bool | None,
+              **search: Any) -> None:
     """Translate, summarize or classify lines with MODEL_DIR: a run directory (torch) or an
     exported model (onnxruntime).
 
@@ -186,7 +190,7 @@ def translate(model_dirs: tuple[Path, ...], input_path: Path | None, output_path
         flags = ", ".join("--" + k.replace("_", "-") for k in overrides)
         raise InputError(f"{flags}: search options do not apply to a classification model")
     model = LineModel(list(model_dirs), with_implied_strategy(overrides), batch_size=batch_size, device=device,
-                      attention=attention_plot is not None, alignments=alignments)
+                      attention=attention_plot is not None, alignments=alignments, shortlist=shortlist)
     chunks = [(1, read_lines(input_path))] if attention_plot is not None else line_chunks(input_path)
     with open_output(output_path) as out:
         for first_line, lines in chunks:
@@ -205,9 +209,12 @@ def translate(model_dirs: tuple[Path, ...], input_path: Path | None, output_path
 @click.option("--opset", type=int, default=None, help="ONNX opset (default: seqkit.export's, 17).")
 @click.option("--quantize", type=click.Choice(["int8"]), default=None,
               help="Dynamic int8 quantization of the weights (default: none, fp32).")
+@click.option("--shortlist", type=click.Choice(["auto", "on", "off"]), default=None,
+              help="Vocabulary shortlist (default: the recipe's export.shortlist.mode, auto: on when it costs "
+                   "at most export.shortlist.max_bleu_loss validation BLEU; docs/export.md).")
 @checkpoint_option
 def export_model(run_dirs: tuple[Path, ...], model_dir: Path, opset: int | None, quantize: str | None,
-                 which: str) -> None:
+                 shortlist: str | None, which: str) -> None:
     """Export RUN_DIR to ONNX for the torch-free runtime; verifies parity with torch first.
 
     Several RUN_DIRs (run directories, or models already exported) of one target vocabulary
@@ -223,7 +230,7 @@ def export_model(run_dirs: tuple[Path, ...], model_dir: Path, opset: int | None,
         # The torch boundary: export traces the torch model.
         from seqkit.export import export_run
 
-        out = export_run(run_dirs[0], model_dir, **options)
+        out = export_run(run_dirs[0], model_dir, shortlist=shortlist, **options)
     manifest = verify_manifest(out)
     click.echo(json.dumps({"model_dir": str(out), "files": sorted(manifest.files),
                            "verification": manifest.verification}, indent=1))

@@ -71,14 +71,14 @@ def _open_run(model_dir: Path, which: str, device: str) -> Any:
 
 
 def open_front_end(model_dir: Path, want: FrontEnd, options: dict[str, Any], *, device: str = "cpu",
-                   which: str = "best") -> Any:
+                   which: str = "best", shortlist: bool | None = None) -> Any:
     """A Translator, Generator or TextClassifier (``want``) over an exported model (onnxruntime)
     or a run directory (torch, its ``which`` checkpoint). ``options``: search overrides, and
-    batch_size."""
+    batch_size. ``shortlist``: an export's vocabulary shortlist (None: its default; load_model)."""
     if not model_dir.is_dir():
         raise CheckpointError(f"{model_dir}: no such model or run directory")
     if is_exported(model_dir):
-        model = load_model(model_dir, device=device)
+        model = load_model(model_dir, device=device, shortlist=shortlist)
         if want == "classifier":
             return model.classifier(options.get("batch_size"))
         return model.translator(**options) if want == "translator" else model.generator(**options)
@@ -90,9 +90,9 @@ def open_front_end(model_dir: Path, want: FrontEnd, options: dict[str, Any], *, 
 
 
 def open_translator(model_dir: Path, search_overrides: dict[str, Any], device: str = "cpu",
-                    which: str = "best") -> Any:
+                    which: str = "best", shortlist: bool | None = None) -> Any:
     """A Translator over an exported model (onnxruntime) or a run directory (torch)."""
-    return open_front_end(model_dir, "translator", search_overrides, device=device, which=which)
+    return open_front_end(model_dir, "translator", search_overrides, device=device, which=which, shortlist=shortlist)
 
 
 def open_generator(model_dir: Path, overrides: dict[str, Any], which: str, device: str) -> Any:
@@ -109,7 +109,8 @@ def open_step_model(model_dir: Path, device: str = "cpu", which: str = "best") -
         raise InputError(f"{model_dir}: a classification model has no output sequence to score; "
                          "use `seqkit evaluate` (accuracy) or `seqkit translate --scores` (probabilities)")
     if is_exported(model_dir):
-        model = load_model(model_dir, device=device)
+        # forced decoding scores any token: the full vocabulary, never the shortlist
+        model = load_model(model_dir, device=device, shortlist=False)
         return model.stepper, model.src_tokenizer, model.tgt_tokenizer, model.config.task, model.search_config()
     run = _open_run(model_dir, which, device)
     return run.stepper(), run.src_tok, run.tgt_tok, run.recipe.task, run.recipe.search
@@ -127,7 +128,8 @@ class LineModel:
     """
 
     def __init__(self, model_dir: Path | list[Path], overrides: dict[str, Any], *, batch_size: int | None,
-                 device: str, attention: bool = False, which: str = "best", alignments: bool = False):
+                 device: str, attention: bool = False, which: str = "best", alignments: bool = False,
+                 shortlist: bool | None = None):
         self.attention, self.last_results, self.n_best = attention or alignments, [], 1
         self.alignments = alignments
         self.classifier = self.translator = None
@@ -137,8 +139,9 @@ class LineModel:
         if len(members) > 1:  # an ensemble (seqkit.ensemble): seq2seq members only
             if any(is_classifier(m) for m in members):
                 raise InputError("an ensemble decodes seq2seq models; a classification model cannot be a member")
+            # members average whole rows over the full vocabulary, as load_model's ensembles do
             self.translator = ensemble_translator([str(m) for m in members],
-                                                  [open_translator(m, given, device=device, which=which)
+                                                  [open_translator(m, given, device=device, which=which, shortlist=False)
                                                    for m in members])
             self.n_best = self.translator.config.n_best
             return
@@ -151,7 +154,7 @@ class LineModel:
             self.classifier = open_front_end(model_dir, "classifier", {"batch_size": batch_size} if batch_size else {},
                                              device=device, which=which)
         else:
-            self.translator = open_translator(model_dir, given, device=device, which=which)
+            self.translator = open_translator(model_dir, given, device=device, which=which, shortlist=shortlist)
             self.n_best = self.translator.config.n_best
         if alignments and self.n_best > 1:
             raise InputError("--alignments: prints the best hypothesis' alignment, one per line; not with --n-best")

@@ -40,12 +40,15 @@ from seqkit.tasks import load_task
 log = logging.getLogger("seqkit")
 
 QUANTIZE_CHOICES = ("int8",)
+SHORTLIST_MODES = ("auto", "on", "off")
 MIN_OPSET = 13  # opsets 11-12 reject the int64 sequence lengths the recurrent encoders pass
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path, *, opset: int = 17, quantize: str | None = None,
-               which: str = "best", check_sentences: list[str] | None = None) -> Path:
+               which: str = "best", check_sentences: list[str] | None = None, shortlist: str | None = None) -> Path:
     """Export the ``which`` checkpoint of ``run_dir`` to ``out_dir``; returns ``out_dir``.
+
+    ``shortlist``: auto, on or off, in place of the recipe's ``export.shortlist.mode``.
 
     ``check_sentences``: sample inputs for the parity check (default: the run's validation
     sources, or random ids when the data cannot be read). Raises ModelError, leaving nothing
@@ -58,7 +61,13 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, opset: int = 17, qua
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ModelError(f"{out}: already exists; remove it or choose another output directory")
+    if shortlist is not None and shortlist not in SHORTLIST_MODES:
+        raise ModelError(f"shortlist: unknown '{shortlist}'; choices: {', '.join(SHORTLIST_MODES)}")
     run = load_run(Path(run_dir), which, "cpu")
+    if shortlist is not None:
+        section = run.recipe.export.model_copy(update={"shortlist": run.recipe.export.shortlist.model_copy(
+            update={"mode": shortlist})})
+        run.recipe = run.recipe.model_copy(update={"export": section})
     with staging_dir(out) as tmp:
         report = load_task(run.recipe.task).export(run, tmp, opset=opset, quantize=quantize,
                                                    check_sentences=check_sentences)

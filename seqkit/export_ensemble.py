@@ -39,7 +39,8 @@ def export_ensemble(sources: list[Path], out: Path, *, opset: int = 17, quantize
                 fmt.verify_manifest(source)
                 shutil.copytree(source, member)
             else:
-                export_run(source, member, opset=opset, quantize=quantize, which=which)
+                # an ensemble decodes over the full vocabulary (its members' shortlists differ)
+                export_run(source, member, opset=opset, quantize=quantize, which=which, shortlist="off")
             config = fmt.read_config(member)
             if config.model_kind != "seq2seq":
                 raise ModelError(f"{source}: a {config.task} model cannot be an ensemble member "

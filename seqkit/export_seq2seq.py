@@ -11,13 +11,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from seqkit.errors import ModelError
+from seqkit import export_shortlist
+from seqkit.errors import ModelError, SeqkitError
 from seqkit.export_trace import probe_batch, trace_graph
 from seqkit.export_verify import sample_inputs, verify_export
 from seqkit.graph_edits import add_top_k_outputs, quantize_graphs
 from seqkit.models import LanguageModel, Seq2Seq, run_encoder
 from seqkit.runtime import format as fmt
 from seqkit.runtime.stepper import OrtStepper, make_stepper, open_session, session_options
+from seqkit.shortlist import Shortlist, ShortlistConfig
 from seqkit.tokenizers import save_tokenizers
 
 log = logging.getLogger("seqkit")
@@ -120,16 +122,40 @@ def trace_graphs(model: Seq2Seq | LanguageModel, config: fmt.ExportConfig, out: 
                   fmt.step_io(config.memory, config.state, config.has_attention), config.opset)
     if config.step_top_k:
         add_top_k_outputs(out / config.graph_files["step"])
+    if config.shortlist is not None and isinstance(model, Seq2Seq):
+        export_shortlist.trace(model, config, (y_prev, *memory, *state), len(memory), out)
 
 
-def open_stepper(config: fmt.ExportConfig, out: Path) -> OrtStepper:
+def open_stepper(config: fmt.ExportConfig, out: Path, shortlist: Shortlist | None = None) -> OrtStepper:
+    """The runtime's stepper over the graphs in ``out``; over the shortlist graph when given."""
     options, sessions = session_options(1), {}
     for role, name in config.graph_files.items():
         try:
             sessions[role] = open_session(out / name, options)
         except Exception as exc:  # noqa: BLE001 - onnxruntime's own exception types
             raise ModelError(f"{name}: the exported graph does not load in onnxruntime: {exc}") from None
-    return make_stepper(config, sessions.get("encoder"), sessions["step"])
+    short = (sessions["step_shortlist"], shortlist) if shortlist is not None else None
+    return make_stepper(config, sessions.get("encoder"), sessions["step"], short)
+
+
+def shortlist_table(run: Any, model: Seq2Seq | LanguageModel, settings: ShortlistConfig) -> Shortlist | None:
+    """The shortlist to ship, or None (mode off; or mode auto and the model or data cannot have one)."""
+    if settings.mode == "off":
+        return None
+    reason = export_shortlist.unsupported(model)
+    if reason is None:
+        try:
+            table = export_shortlist.build(run, settings)
+        except SeqkitError as exc:
+            reason = f"the training pairs cannot be read: {exc}"
+        else:
+            if (table.per_source >= 0).any():
+                return table
+            reason = f"export.shortlist.frequent ({settings.frequent}) covers every target piece of the training data"
+    if settings.mode == "on":
+        raise ModelError(f"export.shortlist.mode: on, but this model cannot have a shortlist: {reason}")
+    log.info("no vocabulary shortlist: %s", reason)
+    return None
 
 
 def build_config(run: Any, model: Seq2Seq | LanguageModel, opset: int, quantize: str | None) -> fmt.ExportConfig:
@@ -153,14 +179,37 @@ def export_seq2seq(run: Any, out: Path, *, opset: int, quantize: str | None,
     """Write a seq2seq or language-model run's graphs, tokenizers and config.json into ``out``
     and verify them; returns the verification report (manifest.json)."""
     model = run.model.float().eval()
+    settings = run.recipe.export.shortlist
+    table = shortlist_table(run, model, settings)
     config = build_config(run, model, opset, quantize)
+    if table is not None:  # decided by the validation check below
+        config.shortlist = fmt.ShortlistInfo(default=False, per_source=settings.per_source, frequent=settings.frequent,
+                                             bleu_off=0.0, bleu_on=0.0, sentences=0)
+        table.save(out / fmt.SHORTLIST_FILE)
     trace_graphs(model, config, out)
     save_tokenizers(out / fmt.TOKENIZER_DIR, run.src_tok, run.tgt_tok)
-    (out / fmt.CONFIG_FILE).write_text(config.model_dump_json(indent=1) + "\n", encoding="utf-8")
+    write_config(config, out)
     samples = sample_inputs(run, check_sentences)
     report = {"checkpoint": run.checkpoint.name, "samples": samples.description,
               "fp32": verify_export(model, config, open_stepper(config, out), samples, strict=True)}
+    checked = None
+    if table is not None:
+        checked = report["shortlist_fp32"] = _check_shortlist(run, config, out, table, settings)
     if quantize:
         quantize_graphs(config, out)
         report["int8"] = verify_export(model, config, open_stepper(config, out), samples, strict=False)
+        if table is not None:  # the int8 export's default follows its own graphs
+            checked = report["shortlist_int8"] = _check_shortlist(run, config, out, table, settings)
+    if table is not None and checked is not None:
+        config.shortlist = export_shortlist.info(settings, table, checked)
+        write_config(config, out)
     return report
+
+
+def write_config(config: fmt.ExportConfig, out: Path) -> None:
+    (out / fmt.CONFIG_FILE).write_text(config.model_dump_json(indent=1) + "\n", encoding="utf-8")
+
+
+def _check_shortlist(run: Any, config: fmt.ExportConfig, out: Path, table: Shortlist,
+                     settings: ShortlistConfig) -> dict[str, Any]:
+    return export_shortlist.check(run, config, open_stepper(config, out), open_stepper(config, out, table), settings)

@@ -9,10 +9,12 @@ from pathlib import Path
 from seqkit.runtime import format as fmt
 
 
-def add_top_k_outputs(path: Path) -> None:
+def add_top_k_outputs(path: Path, *, map_ids: bool = False) -> None:
     """In place: TopK(log_probs, top_k) and log_probs[:, eos_id] as extra step-graph outputs
     (names in seqkit.runtime.format). Added to the ONNX graph rather than traced, because the
-    tracer would freeze k, which beam search chooses per call (2K, or 2K + 1 while eos is blocked)."""
+    tracer would freeze k, which beam search chooses per call (2K, or 2K + 1 while eos is blocked).
+    ``map_ids`` (the shortlist graph): TopK's columns are mapped to vocabulary ids through the
+    ``candidates`` input, and ``eos_id`` is eos's column."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -20,10 +22,13 @@ def add_top_k_outputs(path: Path) -> None:
     graph = graph_model.graph
     graph.input.extend([helper.make_tensor_value_info(fmt.TOP_K, TensorProto.INT64, [1]),
                         helper.make_tensor_value_info(fmt.EOS_ID, TensorProto.INT64, [])])
+    columns = "top_columns" if map_ids else fmt.TOP_IDS
     graph.node.extend([
-        helper.make_node("TopK", [fmt.LOG_PROBS, fmt.TOP_K], [fmt.TOP_LOG_PROBS, fmt.TOP_IDS], axis=-1, largest=1, sorted=1),
+        helper.make_node("TopK", [fmt.LOG_PROBS, fmt.TOP_K], [fmt.TOP_LOG_PROBS, columns], axis=-1, largest=1, sorted=1),
         helper.make_node("Gather", [fmt.LOG_PROBS, fmt.EOS_ID], [fmt.EOS_LOG_PROBS], axis=1),
     ])
+    if map_ids:
+        graph.node.append(helper.make_node("Gather", [fmt.CANDIDATES, columns], [fmt.TOP_IDS], axis=0))
     graph.output.extend([helper.make_tensor_value_info(fmt.TOP_LOG_PROBS, TensorProto.FLOAT, [fmt.BATCH, "k"]),
                          helper.make_tensor_value_info(fmt.TOP_IDS, TensorProto.INT64, [fmt.BATCH, "k"]),
                          helper.make_tensor_value_info(fmt.EOS_LOG_PROBS, TensorProto.FLOAT, [fmt.BATCH])])

@@ -7,7 +7,7 @@ misspelled override key fails exactly like a misspelled key in the file.
 Each section's model and defaults live with the component that uses it: ``DataConfig`` in
 :mod:`seqkit.data`, ``TokenizerSection`` in :mod:`seqkit.tokenizers`, ``ModelConfig`` in
 :mod:`seqkit.model_config`, ``TrainConfig`` in :mod:`seqkit.train_config`, ``SearchConfig`` in
-:mod:`seqkit.search`. All of them are torch-free, and a recipe is validated once, into typed
+:mod:`seqkit.search`, ``ExportSection`` in :mod:`seqkit.shortlist`. All of them are torch-free, and a recipe is validated once, into typed
 sections: ``Recipe.model`` is a ``ModelConfig``, ``Recipe.train`` a ``TrainConfig``.
 """
 
@@ -27,6 +27,7 @@ from seqkit.errors import PluginError, RecipeError, shorten
 from seqkit.model_config import ModelConfig
 from seqkit.registry import format_validation_error, validate_spec
 from seqkit.search import SearchConfig
+from seqkit.shortlist import ExportSection
 from seqkit.tasks import check_task_name, entry
 from seqkit.tokenizers import TokenizerSection
 from seqkit.train_config import TrainConfig
@@ -46,6 +47,7 @@ class Recipe(BaseModel):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
+    export: ExportSection = Field(default_factory=ExportSection)  # what `seqkit export` builds
 
     # Set by load_recipe: the directory relative data paths resolve against.
     base_dir: Path = Field(default=Path("."), exclude=True)

@@ -508,6 +508,18 @@ def case_ensemble_member_path(tmp: Path) -> None:
     read_ensemble(tmp)
 
 
+def case_bad_shortlist_mode(tmp: Path) -> None:
+    _load(TRANSLATE, ["export.shortlist.mode=always"])
+
+
+def case_shortlist_zero_per_source(tmp: Path) -> None:
+    _load(TRANSLATE, ["export.shortlist.per_source=0"])
+
+
+def case_shortlist_negative_bleu_loss(tmp: Path) -> None:
+    _load(TRANSLATE, ["export.shortlist.max_bleu_loss=-1"])
+
+
 CASES: list[tuple[str, str, Callable[[Path], object]]] = [
     ("recipe", "YAML syntax error", case_yaml_syntax),
     ("recipe", "empty recipe file", case_empty_recipe),
@@ -578,6 +590,9 @@ CASES: list[tuple[str, str, Callable[[Path], object]]] = [
     ("recipe", "negative subword sampling alpha (`train.subword_sampling.alpha=-0.1`)", case_negative_subword_alpha),
     ("train", "embedding file whose dimension differs from embedding_dim", case_embedding_dimension),
     ("train", "embedding file that cannot be read", case_embedding_file_missing),
+    ("recipe", "unknown shortlist mode (`export.shortlist.mode=always`)", case_bad_shortlist_mode),
+    ("recipe", "shortlist of 0 pieces per source piece (`export.shortlist.per_source=0`)", case_shortlist_zero_per_source),
+    ("recipe", "negative allowed BLEU loss (`export.shortlist.max_bleu_loss=-1`)", case_shortlist_negative_bleu_loss),
 ]
 
 

@@ -317,3 +317,20 @@ def test_scores_and_n_best_rows_a_script_can_parse(seq2seq):
     assert len(beam) == len(greedy) == 4 and beam[2] == ["0.0000", "0.0000", ""]
     assert all(float(lp) == float(score) for lp, score, _ in greedy)  # no length penalty in greedy
     assert any(float(lp) < float(score) for lp, score, _ in beam)  # beam ranks by log_prob / ((5+L)/6)
+
+
+
+@pytest.mark.parametrize(("policy", "spins"), [(None, False), ("PASSIVE", False), ("active", True)])
+def test_onnxruntime_threads_spin_only_with_omp_wait_policy_active(monkeypatch, policy, spins):
+    from seqkit.runtime.stepper import session_options
+
+    if policy is None:
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    else:
+        monkeypatch.setenv("OMP_WAIT_POLICY", policy)
+    entries = session_options(2).get_session_config_entry
+    if spins:  # not set: onnxruntime's default, spinning
+        with pytest.raises(Exception):  # noqa: B017 - onnxruntime's own error type
+            entries("session.intra_op.allow_spinning")
+    else:
+        assert entries("session.intra_op.allow_spinning") == entries("session.inter_op.allow_spinning") == "0"

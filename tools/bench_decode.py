@@ -12,6 +12,9 @@ split's sources (default: test) are decoded by every backend with greedy and bea
 - BLEU (sacrebleu, via seqkit.metrics) against the split's references;
 - agreement: % of sentences whose ids equal the torch output of the same strategy.
 
+The ``ort-*`` rows decode the full vocabulary; ``ort-*-shortlist`` rows (exports that have a
+vocabulary shortlist, docs/export.md) decode over it.
+
 Every backend runs the same seqkit.inference.Translator (same search code, same batching), so
 the numbers compare the model backends alone. torch and onnxruntime get the same thread count.
 Prints a markdown table; --json writes all numbers.
@@ -73,24 +76,26 @@ def export_once(run: Any, out: Path, quantize: str | None, which: str) -> Path:
 
 
 def backends(args: argparse.Namespace, run: Any, export_root: Path) -> dict[str, Any]:
-    """Name -> StepFunction: torch, ort-fp32, ort-int8 (+ ort-fp32-parallel)."""
+    """Name -> StepFunction: torch, ort-fp32, ort-int8 (full vocabulary), ort-fp32-shortlist and
+    ort-int8-shortlist when the export has a vocabulary shortlist (+ the --compare-* rows)."""
     import torch
 
     from seqkit.models import TorchStepper
     from seqkit.runtime import load_model
+    from seqkit.runtime.format import read_config
 
     torch.set_num_threads(args.threads)
     fp32 = export_once(run, export_root / "fp32", None, args.checkpoint)
     int8 = export_once(run, export_root / "int8", "int8", args.checkpoint)
-    fns = {
-        "torch": TorchStepper(run.model, torch.device("cpu")),
-        "ort-fp32": load_model(fp32, threads=args.threads).stepper,
-        "ort-int8": load_model(int8, threads=args.threads).stepper,
-    }
+    fns = {"torch": TorchStepper(run.model, torch.device("cpu"))}
+    for name, path in (("ort-fp32", fp32), ("ort-int8", int8)):
+        fns[name] = load_model(path, threads=args.threads, shortlist=False).stepper  # the full vocabulary
+        if read_config(path).shortlist is not None:
+            fns[f"{name}-shortlist"] = load_model(path, threads=args.threads, shortlist=True).stepper
     if args.compare_execution_mode:
-        fns["ort-fp32-parallel"] = load_model(fp32, threads=args.threads, sequential=False).stepper
+        fns["ort-fp32-parallel"] = load_model(fp32, threads=args.threads, sequential=False, shortlist=False).stepper
     if args.compare_io_binding:
-        fns["ort-fp32-io-binding"] = with_io_binding(load_model(fp32, threads=args.threads).stepper)
+        fns["ort-fp32-io-binding"] = with_io_binding(load_model(fp32, threads=args.threads, shortlist=False).stepper)
     if args.compare_full_rows:
         fns["torch-full-rows"] = FullRows(fns["torch"])
         fns["ort-fp32-full-rows"] = FullRows(fns["ort-fp32"])

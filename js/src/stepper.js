@@ -5,9 +5,10 @@
 //
 // Step-graph inputs are fed by name. The known ones are y_prev, memory_i, state_i and (with
 // step_top_k) top_k and eos_id; EXTRA_STEP_INPUTS maps any further input name to the function
-// that builds its feed once per batch from the source (start) -- the hook where a vocabulary
-// shortlist input (issue 18) plugs in. A graph input that neither knows is refused at load,
-// naming the file and the input (docs/export.md, "Step-graph inputs").
+// that builds its feed once per batch from the source (start). A graph input that neither knows
+// is refused at load, naming the file and the input (docs/export.md, "Step-graph inputs"). An
+// export's vocabulary shortlist lives in a graph of its own (decoder_step_shortlist.onnx), which
+// this runtime does not use: it decodes the full vocabulary from decoder_step.onnx.
 
 import { BATCH, ModelError, NAMES, joinPath } from "./format.js";
 

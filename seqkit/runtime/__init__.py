@@ -28,6 +28,7 @@ from seqkit.inference import Generator, TextClassifier, Translator, as_lines
 from seqkit.runtime.checks import check_graphs, check_search, check_tokenizers
 from seqkit.runtime.classifier import OrtClassifier
 from seqkit.runtime.format import (
+    SHORTLIST_FILE,
     TOKENIZER_DIR,
     ExportConfig,
     Manifest,
@@ -44,6 +45,7 @@ from seqkit.runtime.stepper import (
     session_options,
 )
 from seqkit.search import SearchConfig, resolve_search
+from seqkit.shortlist import Shortlist
 from seqkit.tokenizers import load_tokenizer, load_tokenizers
 
 __all__ = ["OrtClassifier", "OrtStepper", "RuntimeModel", "load_model"]
@@ -113,10 +115,13 @@ class RuntimeModel:
 
 
 def load_model(model_dir: str | Path, *, threads: int | None = None, sequential: bool = True,
-               device: str = "cpu") -> RuntimeModel:
+               device: str = "cpu", shortlist: bool | None = None) -> RuntimeModel:
     """Open an exported model directory after checking every file against manifest.json.
 
     ``threads``: onnxruntime intra-op threads per session (None: onnxruntime's default).
+    ``shortlist``: decode over the export's vocabulary shortlist (True), the full vocabulary
+    (False), or as config.json's ``shortlist.default`` says (None; docs/export.md). True for an
+    export without a shortlist is a ModelError; an ensemble's members decode without.
     ``device``: cpu, or cuda / cuda:N through onnxruntime's CUDA provider (onnxruntime-gpu);
     an unknown device, or cuda where that provider is missing, is a SeqkitError.
     Raises ModelError naming the file for a missing, modified or unlisted file.
@@ -127,12 +132,12 @@ def load_model(model_dir: str | Path, *, threads: int | None = None, sequential:
         raise ModelError(f"{root}: no such model directory")
     manifest = verify_manifest(root)
     if is_ensemble(root):
-        return _load_ensemble(root, manifest, providers, threads=threads, sequential=sequential)
-    return _open_verified(root, manifest, providers, threads=threads, sequential=sequential)
+        return _load_ensemble(root, manifest, providers, threads=threads, sequential=sequential, shortlist=False)
+    return _open_verified(root, manifest, providers, threads=threads, sequential=sequential, shortlist=shortlist)
 
 
 def _open_verified(root: Path, manifest: Manifest, providers: list, *, threads: int | None,
-                   sequential: bool) -> RuntimeModel:
+                   sequential: bool, shortlist: bool | None) -> RuntimeModel:
     """load_model after the manifest check: config, sessions, tokenizers and their checks."""
     config = read_config(root)
     check_search(root, config)
@@ -151,12 +156,29 @@ def _open_verified(root: Path, manifest: Manifest, providers: list, *, threads: 
         src_tok = load_tokenizer(src_dir)
         check_tokenizers(root, config, src_tok, None)
         return RuntimeModel(root, config, manifest, None, src_tok, None, OrtClassifier(sessions["classifier"]))
-    stepper = make_stepper(config, sessions.get("encoder"), sessions["step"])
+    stepper = make_stepper(config, sessions.get("encoder"), sessions["step"],
+                           _shortlist(root, config, sessions, shortlist))
     src_tok, tgt_tok = load_tokenizers(root / TOKENIZER_DIR)
     if config.model_kind == "seq2seq" and src_tok is None:
         raise ModelError(f"{root / TOKENIZER_DIR / 'src'}: missing source tokenizer")
     check_tokenizers(root, config, src_tok, tgt_tok)
     return RuntimeModel(root, config, manifest, stepper, src_tok, tgt_tok)
+
+
+def _shortlist(root: Path, config: ExportConfig, sessions: dict[str, Any], wanted: bool | None) -> tuple[Any, Shortlist] | None:
+    """(shortlist step session, Shortlist) when the model decodes over its shortlist, else None."""
+    if config.shortlist is None:
+        if wanted:
+            raise ModelError(f"{root}: this export has no vocabulary shortlist; export it again with "
+                             "export.shortlist.mode auto or on")
+        return None
+    if not (config.shortlist.default if wanted is None else wanted):
+        return None
+    try:
+        table = Shortlist.load(root / SHORTLIST_FILE, config.src_vocab_size or 0, config.tgt_vocab_size)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"{root / SHORTLIST_FILE}: not a shortlist of this model: {exc}") from None
+    return sessions["step_shortlist"], table
 
 
 def _load_ensemble(root: Path, manifest: Manifest, providers: list, **options: Any) -> RuntimeModel:

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from seqkit.errors import ModelError
 from seqkit.runtime.format import (
+    CANDIDATES,
     CONFIG_FILE,
     EOS_ID,
     EOS_LOG_PROBS,
@@ -44,7 +45,10 @@ def expected_io(config: ExportConfig) -> dict[str, GraphIO]:
         step.outputs.update({TOP_LOG_PROBS: {}, TOP_IDS: {}, EOS_LOG_PROBS: {}})
     if config.model_kind == "lm":
         return {"step": step}
-    return {"encoder": encoder_io(config.memory, config.state), "step": step}
+    graphs = {"encoder": encoder_io(config.memory, config.state), "step": step}
+    if config.shortlist is not None:
+        graphs["step_shortlist"] = GraphIO(inputs={**step.inputs, CANDIDATES: {}}, outputs=step.outputs)
+    return graphs
 
 
 def check_graphs(root: Path, config: ExportConfig, sessions: dict[str, Any]) -> None:
@@ -67,7 +71,8 @@ def check_graphs(root: Path, config: ExportConfig, sessions: dict[str, Any]) -> 
         for name, shape in [*inputs.items(), *outputs.items()]:
             if name in specs:
                 _check_shape(where, name, shape, specs[name])
-            elif name in vocab and len(shape) == 2 and isinstance(shape[1], int) and shape[1] != vocab[name]:
+            elif (name in vocab and role != "step_shortlist" and len(shape) == 2 and isinstance(shape[1], int)
+                  and shape[1] != vocab[name]):
                 raise ModelError(f"{where}: output {name!r} has {shape[1]} columns but {CONFIG_FILE} "
                                  f"tgt_vocab_size is {vocab[name]}")
 

@@ -7,6 +7,9 @@ Layout (``MODEL_DIR``)::
 
     encoder.onnx          seq2seq only: (src, src_lengths) -> (memory_i..., state_i...)
     decoder_step.onnx     seq2seq: (y_prev, memory_i..., state_i...) -> (log_probs, [attention], state_out_i...)
+    decoder_step_shortlist.onnx   seq2seq with a vocabulary shortlist: decoder_step.onnx's inputs
+                          + candidates (C,) int64 -> the same outputs over the C candidate columns
+    shortlist.npz         the shortlist the runtime takes a batch's candidates from (seqkit.shortlist)
     lm_step.onnx          language model: (y_prev, state_i...) -> (log_probs, state_out_i...)
     classifier.onnx       classifier: (src, src_lengths) -> probs (B, C); labels in config.json
     tokenizer/src/ tokenizer/tgt/   as written by seqkit.tokenizers.save_tokenizers (LM: tgt only)
@@ -25,6 +28,9 @@ With ``step_top_k`` (exports since this field exists) a step graph also takes ``
 int64 and ``eos_id`` () int64 and returns ``top_log_probs`` (B, k) float32 and ``top_ids``
 (B, k) int64 (ONNX TopK of ``log_probs``: best first, ties to the lower id) and
 ``eos_log_probs`` (B,) float32, so beam search need not fetch the (B, V) rows.
+The shortlist step graph (``config.shortlist``) takes ``candidates`` (C,) int64 ascending
+vocabulary ids: its ``log_probs`` (B, C) are the log_softmax over those columns only, ``eos_id``
+is the column of eos among them, and ``top_ids`` are vocabulary ids (mapped back in the graph).
 ``probs`` (B, C) float32 is softmax of a classifier's logits over its C labels, in the graph.
 """
 
@@ -49,12 +55,15 @@ ENCODER_FILE = "encoder.onnx"
 DECODER_STEP_FILE = "decoder_step.onnx"
 LM_STEP_FILE = "lm_step.onnx"
 CLASSIFIER_FILE = "classifier.onnx"
+SHORTLIST_STEP_FILE = "decoder_step_shortlist.onnx"
+SHORTLIST_FILE = "shortlist.npz"
 ENSEMBLE_FILE = "ensemble.json"
 
 # Input and output names of the graphs. Dynamic axes use these symbolic dimension names.
 SRC, SRC_LENGTHS, Y_PREV, LOG_PROBS, ATTENTION = "src", "src_lengths", "y_prev", "log_probs", "attention"
 PROBS = "probs"
 TOP_K, EOS_ID, TOP_LOG_PROBS, TOP_IDS, EOS_LOG_PROBS = "top_k", "eos_id", "top_log_probs", "top_ids", "eos_log_probs"
+CANDIDATES = "candidates"
 BATCH, SRC_LEN = "batch", "src_len"
 
 
@@ -108,6 +117,20 @@ class SpecialIds(BaseModel):
     eos: int
 
 
+class ShortlistInfo(BaseModel):
+    """config.json ``shortlist``: the vocabulary shortlist shipped with a seq2seq export."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    default: bool  # used unless the caller says otherwise (the validation check at export decided)
+    per_source: int = Field(ge=1)
+    frequent: int = Field(ge=0)
+    # Validation BLEU of the exported graphs without and with the shortlist, and the sentences decoded.
+    bleu_off: float
+    bleu_on: float
+    sentences: int = Field(ge=0)
+
+
 class ExportConfig(BaseModel):
     """config.json: what the runtime needs besides the graphs and the tokenizers."""
 
@@ -132,6 +155,7 @@ class ExportConfig(BaseModel):
     step_top_k: bool = False
     # Classifier only: label strings in class-id order (index = column of ``probs``).
     labels: list[str] | None = None
+    shortlist: ShortlistInfo | None = None  # seq2seq only; None: no shortlist graph
 
     @field_validator("task", mode="before")
     @classmethod
@@ -149,17 +173,22 @@ class ExportConfig(BaseModel):
             raise ValueError("labels are required for model_kind 'classifier' and only for it")
         if self.labels is not None and len(self.labels) != self.tgt_vocab_size:
             raise ValueError(f"{len(self.labels)} labels but tgt_vocab_size {self.tgt_vocab_size}")
+        if self.shortlist is not None and (self.model_kind != "seq2seq" or not self.step_top_k):
+            raise ValueError("shortlist is for seq2seq exports with step_top_k only")
         return self
 
     @property
     def graph_files(self) -> dict[str, str]:
-        """Role -> file name: {"encoder", "step"} for seq2seq, {"step"} for a language model,
+        """Role -> file name: {"encoder", "step"[, "step_shortlist"]} for seq2seq, {"step"} for a language model,
         {"classifier"} for a classifier."""
         if self.model_kind == "lm":
             return {"step": LM_STEP_FILE}
         if self.model_kind == "classifier":
             return {"classifier": CLASSIFIER_FILE}
-        return {"encoder": ENCODER_FILE, "step": DECODER_STEP_FILE}
+        files = {"encoder": ENCODER_FILE, "step": DECODER_STEP_FILE}
+        if self.shortlist is not None:
+            files["step_shortlist"] = SHORTLIST_STEP_FILE
+        return files
 
 
 class GraphIO(BaseModel):
@@ -191,6 +220,14 @@ def step_io(memory: list[TensorSpec], state: list[TensorSpec], has_attention: bo
     for i, t in enumerate(state):
         outputs[state_out_name(i)] = t.dynamic_axes()
     return GraphIO(inputs=inputs, outputs=outputs)
+
+
+def shortlist_step_io(memory: list[TensorSpec], state: list[TensorSpec], has_attention: bool) -> GraphIO:
+    """decoder_step_shortlist.onnx: step_io's inputs + candidates (C,) int64; log_probs (B, C)."""
+    io = step_io(memory, state, has_attention)
+    io.inputs[CANDIDATES] = {0: CANDIDATES}
+    io.outputs[LOG_PROBS] = {0: BATCH, 1: CANDIDATES}
+    return io
 
 
 def classifier_io() -> GraphIO:

@@ -7,6 +7,7 @@ Memory and state are tuples of numpy arrays named and shaped as config.json reco
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import onnxruntime as ort
 from seqkit.runtime.format import (
     ATTENTION,
     BATCH,
+    CANDIDATES,
     EOS_ID,
     EOS_LOG_PROBS,
     LOG_PROBS,
@@ -28,6 +30,7 @@ from seqkit.runtime.format import (
     state_out_name,
 )
 from seqkit.search import TopK
+from seqkit.shortlist import Shortlist
 
 State = tuple[np.ndarray, ...]
 
@@ -37,8 +40,15 @@ def session_options(threads: int | None = None, *, sequential: bool = True) -> o
     default, one per physical core). The step graph is one chain (embedding, RNN layers,
     attention, projection), so the parallel execution mode has nothing to overlap: measured
     within 2% of sequential on the Multi30k model (tools/bench_decode.py
-    --compare-execution-mode); sequential is the default and avoids an inter-op thread pool."""
+    --compare-execution-mode); sequential is the default and avoids an inter-op thread pool.
+
+    The pool's threads sleep while they wait instead of spinning, unless OMP_WAIT_POLICY is
+    ACTIVE: the one switch seqkit reads for torch's OpenMP threads too (docs/recipes.md). On the
+    shared 2-core VM (load ~9), beam 5 over 200 sentences took 2.4-2.6 s spinning and 1.1 s not."""
     opts = ort.SessionOptions()
+    if os.environ.get("OMP_WAIT_POLICY", "").strip().upper() != "ACTIVE":
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL if sequential else ort.ExecutionMode.ORT_PARALLEL
     if threads is not None:
@@ -135,6 +145,50 @@ class OrtTopKStepper(OrtStepper):
         return TopK(out[0], out[1], out[2]), *self._attention_and_state(out[3:])
 
 
-def make_stepper(config: ExportConfig, encoder: ort.InferenceSession | None, step: ort.InferenceSession) -> OrtStepper:
-    """The stepper an export supports: OrtTopKStepper when its step graph has top_k outputs."""
+class OrtShortlistStepper(OrtTopKStepper):
+    """OrtTopKStepper over the shortlist step graph: each batch's candidates (seqkit.shortlist)
+    are taken from its source in ``start`` and travel as the last memory element, so search,
+    which treats memory as opaque, needs no change. ``step`` returns whole (N, V) rows with
+    -inf outside the candidates; ``step_top_k`` vocabulary ids (the graph maps them back)."""
+
+    def __init__(self, config: ExportConfig, encoder: ort.InferenceSession, step: ort.InferenceSession,
+                 shortlist: Shortlist):
+        super().__init__(config, encoder, step)
+        self.shortlist = shortlist
+
+    def start(self, src: np.ndarray, lengths: np.ndarray) -> tuple[State, State]:
+        memory, state = super().start(src, lengths)
+        return (*memory, self.shortlist.candidates(src, lengths)), state
+
+    def step(self, y_prev: np.ndarray, memory: State, state: State) -> tuple[np.ndarray, np.ndarray | None, State]:
+        candidates = memory[-1]
+        out = self._run([LOG_PROBS], y_prev, memory, state, 1, 0)
+        rows = np.full((len(y_prev), self.config.tgt_vocab_size), -np.inf, dtype=np.float32)
+        rows[:, candidates] = out[0]
+        return rows, *self._attention_and_state(out[1:])
+
+    def step_top_k(self, y_prev: np.ndarray, memory: State, state: State, k: int, eos_id: int) -> tuple[TopK, np.ndarray | None, State]:
+        candidates = memory[-1]
+        k = min(k, len(candidates))
+        column = int(np.searchsorted(candidates, eos_id))  # eos is always a candidate (a special id)
+        out = self._run([TOP_LOG_PROBS, TOP_IDS, EOS_LOG_PROBS], y_prev, memory, state, k, column)
+        return TopK(out[0], out[1], out[2]), *self._attention_and_state(out[3:])
+
+    def _run(self, heads: list[str], y_prev: np.ndarray, memory: State, state: State, k: int, eos_id: int) -> list[np.ndarray]:
+        feeds = {Y_PREV: np.ascontiguousarray(y_prev, dtype=np.int64), CANDIDATES: memory[-1],
+                 TOP_K: np.array([k], dtype=np.int64), EOS_ID: np.array(eos_id, dtype=np.int64)}
+        feeds.update(zip(self.memory_names, memory[:-1]))
+        feeds.update(zip(self.state_names, state))
+        return self.step_session.run(heads + self.step_outputs[1:], feeds)
+
+    def select_memory(self, memory: State, index: np.ndarray) -> State:
+        return (*super().select_memory(memory[:-1], index), memory[-1])
+
+
+def make_stepper(config: ExportConfig, encoder: ort.InferenceSession | None, step: ort.InferenceSession,
+                 shortlist: tuple[ort.InferenceSession, Shortlist] | None = None) -> OrtStepper:
+    """The stepper an export supports: OrtTopKStepper when its step graph has top_k outputs;
+    OrtShortlistStepper over ``shortlist`` (its step session and the shortlist) when given."""
+    if shortlist is not None and encoder is not None:
+        return OrtShortlistStepper(config, encoder, shortlist[0], shortlist[1])
     return (OrtTopKStepper if config.step_top_k else OrtStepper)(config, encoder, step)

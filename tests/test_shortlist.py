@@ -1,0 +1,161 @@
+"""The vocabulary shortlist: how it is built, a batch's candidates, the shortlist step graph
+(ids mapped back, scores renormalized over the candidates), the default decided at export, and
+the full-vocabulary path unchanged (torch and the export still decode identically)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+from seqkit.errors import ModelError
+from seqkit.export import export_run
+from seqkit.runtime import load_model
+from seqkit.runtime import format as fmt
+from seqkit.runtime.stepper import OrtShortlistStepper
+from seqkit.search import TopK
+from seqkit.shortlist import Shortlist, ShortlistConfig, build_shortlist, default_on
+from test_export import SRC_LINES, _translators, make_run
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
+
+def test_build_keeps_the_most_co_occurring_targets_per_source_and_the_frequent_ones():
+    pairs = [([4, 5], [6, 7]), ([4], [6, 8]), ([5, 9], [7, 6]), ([4, 4], [9, 6])]
+    table = build_shortlist(pairs, 10, 10, ShortlistConfig(per_source=2, frequent=1), specials=[3, 1])
+    assert table.always.tolist() == [1, 3, 6]  # 6 is in every pair; the specials always
+    # source 4 met 7, 8 and 9 once each (ties: lower id first); 6 is always there anyway
+    assert table.per_source[4].tolist() == [7, 8]
+    assert table.per_source[5].tolist() == [7, -1]
+    assert table.per_source[9].tolist() == [7, -1]
+    assert (table.per_source[[0, 1, 2, 3, 6, 7, 8]] == -1).all()
+
+
+def test_candidates_are_the_sorted_union_over_the_real_source_tokens():
+    per_source = np.full((6, 2), -1, dtype=np.int32)
+    per_source[4], per_source[5], per_source[0] = [9, 7], [8, -1], [2, 2]  # row 0: padding, never read
+    table = Shortlist(per_source, np.array([3, 1], dtype=np.int32))
+    src = np.array([[4, 5, 3], [5, 0, 0]])
+    assert table.candidates(src, np.array([3, 1])).tolist() == [1, 3, 7, 8, 9]
+
+
+def test_save_and_load_check_the_vocabularies(tmp_path):
+    table = Shortlist(np.array([[1, -1], [0, 2]], dtype=np.int32), np.array([0], dtype=np.int32))
+    table.save(tmp_path / "s.npz")
+    back = Shortlist.load(tmp_path / "s.npz", 2, 3)
+    assert back.per_source.tolist() == table.per_source.tolist() and back.always.tolist() == [0]
+    with pytest.raises(ValueError, match="outside the target vocabulary"):
+        Shortlist.load(tmp_path / "s.npz", 2, 2)
+    with pytest.raises(ValueError, match="expected \\(3, K\\)"):
+        Shortlist.load(tmp_path / "s.npz", 3, 3)
+
+
+@pytest.mark.parametrize(("mode", "off", "on", "want"), [("auto", 30.0, 29.8, True), ("auto", 30.0, 29.7, False),
+                                                         ("on", 30.0, 20.0, True), ("auto", 30.0, 31.0, True)])
+def test_default_on_only_within_the_allowed_bleu_loss(mode, off, on, want):
+    assert default_on(mode, off, on, 0.2) is want
+
+
+@pytest.fixture(scope="module")
+def shortlisted(tmp_path_factory):
+    """A tiny run exported with a small shortlist (2 per source piece, 3 frequent), mode on."""
+    root = tmp_path_factory.mktemp("shortlist")
+    run_dir = make_run(root)
+    recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text())
+    recipe["export"] = {"shortlist": {"mode": "on", "per_source": 2, "frequent": 3}}
+    (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    return run_dir, export_run(run_dir, root / "model")
+
+
+def test_export_ships_the_shortlist_and_its_validation_check(shortlisted):
+    _, model_dir = shortlisted
+    assert {fmt.SHORTLIST_STEP_FILE, fmt.SHORTLIST_FILE} <= set(fmt.verify_manifest(model_dir).files)
+    config = fmt.read_config(model_dir)
+    assert config.shortlist is not None and config.shortlist.default  # mode on
+    assert (config.shortlist.per_source, config.shortlist.frequent) == (2, 3)
+    check = fmt.verify_manifest(model_dir).verification["shortlist_fp32"]
+    assert check["sentences"] == len(SRC_LINES) and {"bleu_off", "bleu_on"} <= set(check)
+    assert isinstance(load_model(model_dir, threads=1).stepper, OrtShortlistStepper)
+
+
+@pytest.mark.parametrize("search", [{"strategy": "greedy"}, {"strategy": "beam", "beam_size": 5, "n_best": 2}])
+def test_without_the_shortlist_the_export_still_decodes_like_torch(shortlisted, search):
+    run_dir, model_dir = shortlisted
+    torch_tr, _ = _translators(run_dir, model_dir, **search)
+    ort_tr = load_model(model_dir, threads=1, shortlist=False).translator(**search)
+    want, got = torch_tr.translate(SRC_LINES), ort_tr.translate(SRC_LINES)
+    assert [r.tokens for r in got] == [r.tokens for r in want]
+
+
+def test_shortlist_scores_are_the_full_scores_renormalized_and_ids_map_back(shortlisted):
+    _, model_dir = shortlisted
+    full, short = load_model(model_dir, threads=1, shortlist=False).stepper, load_model(model_dir, threads=1).stepper
+    tok = load_model(model_dir, threads=1).src_tokenizer
+    rows = [tok.encode(line) + [tok.eos_id] for line in SRC_LINES[:3]]
+    src = np.zeros((3, max(map(len, rows))), dtype=np.int64)
+    for i, r in enumerate(rows):
+        src[i, : len(r)] = r
+    lengths = np.array([len(r) for r in rows])
+    memory, state = short.start(src, lengths)
+    candidates = memory[-1]
+    assert candidates.tolist() == short.shortlist.candidates(src, lengths).tolist()
+    assert len(candidates) < fmt.read_config(model_dir).tgt_vocab_size  # a strict subset here
+    y = np.full(3, 2, dtype=np.int64)
+    logp, _, _ = full.step(y, memory[:-1], state)
+    sub = logp[:, candidates].astype(np.float64)
+    want = sub - np.log(np.exp(sub).sum(axis=1, keepdims=True))
+    top, _, _ = short.step_top_k(y, memory, state, 4, eos_id=3)
+    order = np.argsort(-want, axis=1, kind="stable")[:, :4]
+    assert isinstance(top, TopK)
+    np.testing.assert_array_equal(top.ids, candidates[order])  # vocabulary ids, not columns
+    np.testing.assert_allclose(top.log_probs, np.take_along_axis(want, order, axis=1), atol=1e-5)
+    np.testing.assert_allclose(top.eos, want[:, int(np.searchsorted(candidates, 3))], atol=1e-5)
+    rows_out, _, _ = short.step(y, memory, state)  # whole rows: -inf outside the candidates
+    outside = np.setdiff1d(np.arange(logp.shape[1]), candidates)
+    assert np.isneginf(rows_out[:, outside]).all()
+    np.testing.assert_allclose(rows_out[:, candidates], want, atol=1e-5)
+
+
+def test_a_shortlist_of_every_id_decodes_as_the_full_vocabulary(shortlisted):
+    _, model_dir = shortlisted
+    model = load_model(model_dir, threads=1)
+    vocab = model.config.tgt_vocab_size
+    model.stepper.shortlist = Shortlist(np.full((model.config.src_vocab_size, 1), -1, dtype=np.int32),
+                                        np.arange(vocab, dtype=np.int32))
+    full = load_model(model_dir, threads=1, shortlist=False)
+    for search in ({"strategy": "greedy"}, {"strategy": "beam", "beam_size": 3}):
+        got = model.translator(**search).translate(SRC_LINES)
+        want = full.translator(**search).translate(SRC_LINES)
+        assert [r.tokens for r in got] == [r.tokens for r in want]
+
+
+def test_forced_decoding_scores_over_the_full_vocabulary(shortlisted):
+    from seqkit.evaluate import open_step_model
+
+    _, model_dir = shortlisted
+    assert not isinstance(open_step_model(model_dir)[0], OrtShortlistStepper)
+
+
+def test_no_shortlist_when_frequent_covers_every_training_target(tmp_path):
+    run_dir = make_run(tmp_path)
+    out = export_run(run_dir, tmp_path / "model")  # auto; frequent 300 > the tiny vocabulary
+    assert fmt.read_config(out).shortlist is None and fmt.SHORTLIST_STEP_FILE not in fmt.model_files(out)
+    with pytest.raises(ModelError, match="has no vocabulary shortlist"):
+        load_model(out, shortlist=True)
+    with pytest.raises(ModelError, match="export.shortlist.mode: on, but"):
+        export_run(run_dir, tmp_path / "model-on", shortlist="on")
+
+
+def test_cli_translate_with_and_without_the_shortlist(shortlisted, tmp_path):
+    from click.testing import CliRunner
+
+    from seqkit.cli import cli
+
+    _, model_dir = shortlisted
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(SRC_LINES[:3]) + "\n", encoding="utf-8")
+    for flag, shortlist in (("--shortlist", True), ("--no-shortlist", False)):
+        done = CliRunner().invoke(cli, ["translate", str(model_dir), "-i", str(src), flag])
+        assert done.exit_code == 0, done.output
+        want = load_model(model_dir, threads=1, shortlist=shortlist).translate(SRC_LINES[:3])
+        assert done.output.splitlines() == want
