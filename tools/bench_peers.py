@@ -268,8 +268,9 @@ def onmt_decode(args: argparse.Namespace, model: Path, beam: int) -> dict[str, A
     script.write_text(ONMT_DRIVER, encoding="utf-8")
     env = {**os.environ, **ONMT_ENV, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     cmd = [py, str(script), str(args.repeats), str(args.latency_sentences), str(out), "-model", str(model),
-           "-src", str(work / "test.src.sp"), "-beam_size", str(beam), "-batch_size", "32", "-batch_type", "sents"]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+           "-src", str(work / "test.src.sp"), "-beam_size", str(beam), "-batch_size", "32", "-batch_type", "sents",
+           "-output", str(work / f"onmt-beam{beam}.pred.txt")]  # its default is pred.txt in the working directory
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=work)
     if done.returncode != 0:
         raise SystemExit(f"error: OpenNMT-py decoding failed: {done.stderr.strip().splitlines()[-1][:300]}")
     got = json.loads(out.read_text(encoding="utf-8"))
