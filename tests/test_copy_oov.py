@@ -52,7 +52,7 @@ def _recipe(tmp_path, **train):
     tree = tiny_recipe_tree(tmp_path / "data", tmp_path / "run")
     tree["tokenizer"]["source"] = {"type": "word", "max_vocab": 9}  # a..e known; f..j must be copied
     tree["model"]["decoder"].update(copy_source=True, copy_oov=True, coverage=True)
-    tree["train"].update(max_steps=20, valid_every=20, coverage_loss=1.0, word_dropout=0.1, **train)
+    tree["train"].update({"max_steps": 20, "valid_every": 20, "coverage_loss": 1.0, "word_dropout": 0.1, **train})
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(tree), encoding="utf-8")
     return path
@@ -94,3 +94,13 @@ def test_recipe_errors_name_the_key(tmp_path, change, message):
     path.write_text(yaml.safe_dump(tree), encoding="utf-8")
     with pytest.raises(RecipeError, match=message):
         load_recipe(path)
+
+
+def test_streaming_cache_holds_the_extended_ids(tmp_path):
+    from datasets import Dataset
+
+    train_run(_recipe(tmp_path, max_steps=4), ["data.streaming=true"], resume=False)
+    arrow = next((tmp_path / "run" / "cache" / "streaming").glob("*/train.arrow"))
+    rows = Dataset.from_file(str(arrow))
+    assert max(max(ids) for ids in rows["src"]) >= 9  # f..j: ids 9 + k
+    assert max(max(ids) for ids in rows["tgt"]) >= 9  # reversed, so every target copies them
