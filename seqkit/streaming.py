@@ -37,7 +37,7 @@ import numpy as np
 from seqkit import oov
 from seqkit.batching import bucket_batches, encode_source
 from seqkit.corpus import resolve
-from seqkit.data import SECTION, STREAMING_FORMATS, Corpus, DataConfig, load_split, local_pairs
+from seqkit.data import SECTION, STREAMING_FORMATS, Corpus, DataConfig, hub_location, hub_pairs, load_split, local_pairs
 from seqkit.errors import DataError, SeqkitError
 
 log = logging.getLogger("seqkit")
@@ -53,7 +53,10 @@ def read_pairs(cfg: DataConfig, base_dir: Path) -> Iterator[tuple[str, str]]:
     """The training split's (source, target) pairs, one at a time, checked as they are read."""
     if cfg.format not in STREAMING_FORMATS:
         raise DataError(f"{SECTION}.format: streaming reads {', '.join(STREAMING_FORMATS)}, not '{cfg.format}'")
-    for src, tgt in local_pairs(cfg, cfg.train, f"{SECTION}.train", Path(base_dir), whole=False):
+    key = f"{SECTION}.train"
+    pairs = (hub_pairs(cfg, f"{key}.hub_split", Path(base_dir)) if cfg.format == "hub"
+             else local_pairs(cfg, cfg.train, key, Path(base_dir), whole=False))
+    for src, tgt in pairs:
         yield (src.lower(), tgt.lower()) if cfg.lowercase else (src, tgt)
 
 
@@ -70,7 +73,12 @@ def sample_split(cfg: DataConfig, base_dir: Path) -> Corpus:
 
 # -- the tokenized Arrow cache ------------------------------------------------------------------
 def _train_files(cfg: DataConfig, base_dir: Path) -> list[Path]:
+    """The files the training split is read from; for ``format: hub``, the files of a local
+    dataset directory (none for a Hub id: its name, config and split key the cache instead)."""
     files = cfg.train
+    if cfg.format == "hub":
+        local = Path(hub_location(cfg, base_dir))
+        return sorted(p for p in local.rglob("*") if p.is_file()) if local.is_dir() else []
     names = [files.src, files.tgt] if cfg.format == "parallel" else [files.path]
     return [resolve(name, f"{SECTION}.train", base_dir) for name in names]
 
@@ -82,7 +90,8 @@ def cache_key(cfg: DataConfig, base_dir: Path, tokenizer_dir: Path, copy_oov: bo
         stat = path.stat()
         h.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
     settings = cfg.model_dump(include={"format", "src_field", "tgt_field", "lowercase", "max_src_len",
-                                       "max_tgt_len", "truncate_src"})
+                                       "max_tgt_len", "truncate_src", "hub_name", "hub_config"})
+    settings["hub_split"] = cfg.train.hub_split
     h.update(json.dumps(settings, sort_keys=True).encode())
     for path in sorted(p for p in Path(tokenizer_dir).rglob("*") if p.is_file()):
         h.update(str(path.relative_to(tokenizer_dir)).encode() + b"\0" + path.read_bytes())
