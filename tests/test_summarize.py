@@ -100,3 +100,20 @@ def test_summarization_run_evaluates_model_and_lead(tmp_path):
         words = hyp.split()
         bigrams = list(zip(words, words[1:]))
         assert len(bigrams) == len(set(bigrams))
+
+
+def test_holdout_split_keeps_line_order_and_decides_on_the_source_alone(tmp_path):
+    import gzip
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import holdout_split
+
+    src, tgt = tmp_path / "s.gz", tmp_path / "t.gz"
+    for path, lines in ((src, ["china wins", "us loses", "beijing talks", "rain"]),
+                        (tgt, ["a", "china b", "c", "d"])):
+        with gzip.open(path, "wt", encoding="utf-8") as f:
+            f.writelines(line + "\n" for line in lines)
+    holdout_split.main([str(tmp_path / "out"), "--src", str(src), "--tgt", str(tgt)])
+    read = lambda name: gzip.open(tmp_path / "out" / name, "rt", encoding="utf-8").read().splitlines()  # noqa: E731
+    assert read("heldout.src.gz") == ["china wins", "beijing talks"] and read("heldout.tgt.gz") == ["a", "c"]
+    assert read("train.src.gz") == ["us loses", "rain"] and read("train.tgt.gz") == ["china b", "d"]
