@@ -101,8 +101,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 outputs[name + suffix] = model.translate(src, **override)
     for name, hyps in outputs.items():
         rows[name] = score(hyps, refs)
-        if name != "torch" and not name.startswith("torch"):
-            twin = "torch" + name.split(")", 1)[-1] if "(" not in name else "torch (no trigram block)"
+        if not name.startswith("torch"):  # the same search through torch
+            twin = "torch" + next((suffix for suffix in searches if suffix and name.endswith(suffix)), "")
             rows[name]["identical_to_torch"] = f"{sum(a == b for a, b in zip(hyps, outputs[twin]))}/{len(hyps)}"
     report = {"run_dir": str(args.run_dir), "checkpoint": run.checkpoint.name, "data": where, "pairs": len(src),
               "search": run.recipe.search.model_dump(mode="json"), "systems": rows}
