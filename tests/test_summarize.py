@@ -95,6 +95,7 @@ def test_summarization_run_evaluates_model_and_lead(tmp_path):
     for key in ("rouge1", "rouge2", "rougeL"):
         assert 0.0 <= result[key] <= 100.0
     hyps = out.read_text().splitlines()
+    assert result["repeated_trigrams"] == M.repeated_ngrams(hyps, 3) == 0  # the bigram block rules them out
     assert len(hyps) == 30 and all(len(h.split()) <= 6 for h in hyps)
     for hyp in hyps:  # no_repeat_ngram_size=2: no bigram twice
         words = hyp.split()

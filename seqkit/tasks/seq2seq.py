@@ -253,6 +253,7 @@ class _Seq2Seq:
                                   "decode_seconds": round(seconds, 2)}
         if recipe.task == "summarization":
             result.update(M.rouge(hyps, corpus.tgt))
+            result["repeated_trigrams"] = M.repeated_ngrams(hyps, 3)  # per headline
             train = load_split(recipe.data, "train", recipe.base_dir, cache_dir=run.run_dir / "cache")
             n_words = lead_words(train.tgt)
             lead = M.rouge(lead_baseline(corpus.src, n_words), corpus.tgt)
