@@ -232,8 +232,8 @@ def hub_pairs(cfg: DataConfig, key: str, base_dir: Path) -> Iterator[tuple[str, 
                 (("src_field", cfg.src_field), ("tgt_field", cfg.tgt_field))]
         for value, field in zip(pair, (cfg.src_field, cfg.tgt_field)):
             if not isinstance(value, str) or not value.strip():
-                raise DataError(f"{key}: {where}: '{field}' is {'empty' if isinstance(value, str) else type(value).__name__}"
-                                " (a pair corpus needs non-empty text)")
+                what = "empty" if isinstance(value, str) else type(value).__name__
+                raise DataError(f"{key}: {where}: '{field}' is {what} (a pair corpus needs non-empty text)")
         yield pair[0], pair[1]
 
 

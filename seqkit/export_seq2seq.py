@@ -144,7 +144,8 @@ def build_config(run: Any, model: Seq2Seq | LanguageModel, opset: int, quantize:
         tgt_vocab_size=tgt_tok.vocab_size, max_src_len=recipe.data.max_src_len,
         has_attention=_has_attention(model, src_vocab or tgt_tok.vocab_size, pad, tgt_tok.bos_id),
         memory=memory, state=state, search=recipe.search.model_dump(mode="json"), opset=opset,
-        quantized=quantize, step_top_k=True, copy_oov=isinstance(model, Seq2Seq) and model.oov_start is not None,  # type: ignore[arg-type]
+        quantized=quantize, step_top_k=True,  # type: ignore[arg-type]
+        copy_oov=isinstance(model, Seq2Seq) and model.oov_start is not None,
     )
 
 

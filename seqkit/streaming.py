@@ -105,7 +105,8 @@ def _features() -> Any:
                      "src_len": Value("int32"), "tgt_len": Value("int32")})
 
 
-def _tokenize(cfg: DataConfig, base_dir: Path, src_tok: Any, tgt_tok: Any, path: Path, copy_oov: bool) -> dict[str, Any]:
+def _tokenize(cfg: DataConfig, base_dir: Path, src_tok: Any, tgt_tok: Any, path: Path,
+              copy_oov: bool) -> dict[str, Any]:
     """Write the encoded training pairs to ``path``; the same drops as the in-memory path
     (``copy_oov``: in each source's extended vocabulary, seqkit.oov)."""
     from datasets.arrow_writer import ArrowWriter

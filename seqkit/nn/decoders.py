@@ -30,7 +30,8 @@ w_c cov)``; for multiplicative ones it adds ``cov * (q . w_cov)``. Teacher forci
 attention step by step (the RNN stays fused without input feeding).
 
 State is a flat tuple: LSTM ``(h, c)``, GRU/RNN ``(h,)``, each (L, B, H), followed by
-``h~`` (B, H) when input feeding, then ``cov`` (B, S) with coverage. Memory is ``(memory (B, S, H_enc), mask (B, S) float
+``h~`` (B, H) when input feeding, then ``cov`` (B, S) with coverage.
+Memory is ``(memory (B, S, H_enc), mask (B, S) float
 1.0/0.0, keys (B, S, K))`` [+ ``src_ids (B, S)`` float32 with copy], or ``()`` without
 attention (and for a language model).
 """

@@ -118,7 +118,8 @@ class Seq2SeqTask:
     def _loss_on(self, t: dict[str, torch.Tensor], smoothing: float, model: torch.nn.Module | None = None,
                  coverage: float = 0.0) -> tuple[torch.Tensor, int, torch.Tensor]:
         model = self.model if model is None else model
-        logits, attention = model(t["src"], t["src_lengths"], t["tgt_in"], return_attention=True)  # (B, T, V), (B, T, S)
+        # logits (B, T, V [+ S with copy_oov]), attention (B, T, S)
+        logits, attention = model(t["src"], t["src_lengths"], t["tgt_in"], return_attention=True)
         loss, nll = smoothed_loss(logits.reshape(-1, logits.size(-1)), t["tgt_out"].reshape(-1),
                                   self.tgt_tok.pad_id, smoothing)
         if coverage > 0:  # train.coverage_loss
