@@ -6,8 +6,9 @@ onnxruntime, and the lead baseline, on a recipe split or on any source/reference
 
 For each system: ROUGE-1/2/L F1 (seqkit.metrics.rouge, as `seqkit evaluate`) and the repetition
 rate (repeated word trigrams per headline, seqkit.metrics.repeated_ngrams), decoded with the
-run's search settings and once more with ``no_repeat_ngram_size: 0`` (the recipe's trigram block
-makes repetition 0 by construction, so the second row shows what the model itself does). The
+run's search settings, once more with ``no_repeat_ngram_size: 0`` (the recipe's trigram block
+makes repetition 0 by construction, so that row shows what the model itself does) and greedily
+(no block either). The
 lead-N baseline takes N from the run's training headlines, as `seqkit evaluate` does. The exports
 are written by seqkit.export.export_run (with its own parity check) into --export-dir
 (default: a temporary directory) and reused when they are already there.
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     n_words = lead_words(train.tgt)
     rows: dict[str, dict[str, Any]] = {f"lead-{n_words}": score(lead_baseline(src, n_words), refs)}
     outputs: dict[str, list[str]] = {}
-    searches = {"": {}, " (no trigram block)": {"no_repeat_ngram_size": 0}}
+    searches = {"": {}, " (no trigram block)": {"no_repeat_ngram_size": 0}, " (greedy)": {"strategy": "greedy"}}
     for suffix, override in searches.items():
         search = run.recipe.search.model_copy(update=override)
         translator = Translator(TorchStepper(run.model), run.src_tok, run.tgt_tok, search, copy_oov=oov.enabled(run.recipe.model))
