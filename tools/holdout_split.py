@@ -1,18 +1,21 @@
 """A held-out slice of a parallel corpus by topic: the pairs whose *source* matches a pattern.
 
-    python tools/holdout_split.py OUT_DIR [--pattern REGEX] [--src F --tgt F]
+    python tools/holdout_split.py OUT_DIR [--pattern REGEX | --random N [--seed S]] [--src F --tgt F]
 
 Writes OUT_DIR/train.{src,tgt}.gz (the pairs whose source does not match) and
 OUT_DIR/heldout.{src,tgt}.gz (those that do), gzip, line order kept. The default is the
 Gigaword sample of recipes/summarize.yaml and a China/Taiwan/Hong Kong pattern: a model trained
 on the rest has seen none of that news (docs/benchmarks.md, the generalization check). Only the
-source decides, so the slice is chosen without looking at the headlines.
+source decides, so the slice is chosen without looking at the headlines. ``--random N`` holds out
+N pairs drawn uniformly instead (one fold of a k-fold split: unseen pairs of the same
+distribution), seeded by ``--seed``.
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import random
 import re
 from pathlib import Path
 
@@ -33,13 +36,20 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("out_dir", type=Path)
     p.add_argument("--pattern", default=CHINA)
+    p.add_argument("--random", type=int, help="hold out this many pairs drawn at random instead")
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--src", type=Path, default=DATA / "train.src.gz")
     p.add_argument("--tgt", type=Path, default=DATA / "train.tgt.gz")
     args = p.parse_args(argv)
     src, tgt = (gzip.open(f, "rt", encoding="utf-8").read().splitlines() for f in (args.src, args.tgt))
     if len(src) != len(tgt):
         raise SystemExit(f"{args.src} has {len(src)} lines but {args.tgt} has {len(tgt)}")
-    kept, held = split(src, tgt, args.pattern)
+    if args.random is not None:
+        chosen = set(random.Random(args.seed).sample(range(len(src)), args.random))
+        kept, held = [i for i in range(len(src)) if i not in chosen], sorted(chosen)
+        args.pattern = f"random {args.random}, seed {args.seed}"
+    else:
+        kept, held = split(src, tgt, args.pattern)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     for name, index in (("train", kept), ("heldout", held)):
         for side, lines in (("src", src), ("tgt", tgt)):
