@@ -118,3 +118,4 @@ def test_holdout_split_keeps_line_order_and_decides_on_the_source_alone(tmp_path
     read = lambda name: gzip.open(tmp_path / "out" / name, "rt", encoding="utf-8").read().splitlines()  # noqa: E731
     assert read("heldout.src.gz") == ["china wins", "beijing talks"] and read("heldout.tgt.gz") == ["a", "c"]
     assert read("train.src.gz") == ["us loses", "rain"] and read("train.tgt.gz") == ["china b", "d"]
+    assert read("heldout-unseen.tgt.gz") == ["a", "c"]

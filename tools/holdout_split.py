@@ -8,7 +8,9 @@ Gigaword sample of recipes/summarize.yaml and a China/Taiwan/Hong Kong pattern: 
 on the rest has seen none of that news (docs/benchmarks.md, the generalization check). Only the
 source decides, so the slice is chosen without looking at the headlines. ``--random N`` holds out
 N pairs drawn uniformly instead (one fold of a k-fold split: unseen pairs of the same
-distribution), seeded by ``--seed``.
+distribution), seeded by ``--seed``. Also written: OUT_DIR/heldout-unseen.{src,tgt}.gz, the
+held-out pairs whose headline does not occur verbatim among the kept pairs' headlines (the
+Gigaword training file repeats stories, so a random slice shares many headlines with the rest).
 """
 
 from __future__ import annotations
@@ -51,11 +53,14 @@ def main(argv: list[str] | None = None) -> None:
     else:
         kept, held = split(src, tgt, args.pattern)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    for name, index in (("train", kept), ("heldout", held)):
+    seen = {tgt[i] for i in kept}
+    unseen = [i for i in held if tgt[i] not in seen]
+    for name, index in (("train", kept), ("heldout", held), ("heldout-unseen", unseen)):
         for side, lines in (("src", src), ("tgt", tgt)):
             with gzip.open(args.out_dir / f"{name}.{side}.gz", "wt", encoding="utf-8") as f:
                 f.writelines(lines[i] + "\n" for i in index)
-    print(f"{len(kept)} training pairs, {len(held)} held out ({args.pattern}) -> {args.out_dir}")
+    print(f"{len(kept)} training pairs, {len(held)} held out ({args.pattern}), {len(unseen)} of them with a "
+          f"headline the training pairs do not hold -> {args.out_dir}")
 
 
 if __name__ == "__main__":
