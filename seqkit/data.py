@@ -47,7 +47,7 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "hub": ("hub_split",),
 }
 # Formats data.streaming can read line by line, and the keys that only streaming uses.
-STREAMING_FORMATS = ("parallel", "tsv", "jsonl")
+STREAMING_FORMATS = ("parallel", "tsv", "jsonl", "hub")
 STREAMING_KEYS = ("streaming", "shuffle_buffer", "tokenizer_sample", "stream_cache")
 
 
@@ -82,7 +82,7 @@ class DataConfig(BaseModel):
     lowercase: bool = False  # lowercase all text after loading
     # Streaming (seqkit/streaming.py, docs/scaling.md): the training split is tokenized once into
     # a memory-mapped Arrow cache and read through a bounded shuffle buffer; valid/test stay in memory.
-    streaming: bool = False  # translation/summarization with format parallel, tsv or jsonl only
+    streaming: bool = False  # translation/summarization with format parallel, tsv, jsonl or hub
     shuffle_buffer: int = Field(default=100_000, gt=0)  # streaming: examples bucketed and shuffled together
     tokenizer_sample: int = Field(default=200_000, gt=0)  # streaming: the tokenizer learns from the first N pairs
     stream_cache: str | None = None  # streaming: cache directory (relative to the recipe); default RUN_DIR/cache/streaming
@@ -208,15 +208,41 @@ def _field_values(ds: Any, dotted: str, where: str) -> list[str]:
     return out
 
 
+def hub_location(cfg: DataConfig, base_dir: Path) -> str:
+    """What ``datasets.load_dataset`` is given: a dataset directory next to the recipe, else the Hub id."""
+    name = str(cfg.hub_name)
+    local = (base_dir / name).expanduser()
+    return str(local.resolve()) if local.is_dir() else name
+
+
+def hub_pairs(cfg: DataConfig, key: str, base_dir: Path) -> Iterator[tuple[str, str]]:
+    """The training split of a ``format: hub`` corpus one row at a time (``data.streaming``):
+    ``datasets.load_dataset(..., streaming=True)``, so a Hub corpus is downloaded as it is read
+    and never held in memory; checked as the in-memory path checks it."""
+    datasets = _datasets()
+    split = cfg.train.hub_split
+    try:
+        rows = datasets.load_dataset(hub_location(cfg, base_dir), cfg.hub_config, split=split, streaming=True)
+    except Exception as exc:  # noqa: BLE001 - any loader failure is reported with the names
+        raise DataError(f"{key}: could not load dataset '{cfg.hub_name}' (config {cfg.hub_config!r}, split {split!r}): "
+                        f"{type(exc).__name__}: {exc}") from exc
+    for row, record in enumerate(rows):
+        where = f"dataset '{cfg.hub_name}' split '{split}' row {row}"
+        pair = [corpus.lookup(record, field, f"{SECTION}.{name}: {where}") for name, field in
+                (("src_field", cfg.src_field), ("tgt_field", cfg.tgt_field))]
+        for value, field in zip(pair, (cfg.src_field, cfg.tgt_field)):
+            if not isinstance(value, str) or not value.strip():
+                what = "empty" if isinstance(value, str) else type(value).__name__
+                raise DataError(f"{key}: {where}: '{field}' is {what} (a pair corpus needs non-empty text)")
+        yield pair[0], pair[1]
+
+
 def _load_hub(
     cfg: DataConfig, hub_split: str | None, key: str, base_dir: Path, cache_dir: Path | None
 ) -> tuple[list[str], list[str]]:
     datasets = _datasets()
 
-    name = str(cfg.hub_name)
-    local = (base_dir / name).expanduser()
-    if local.is_dir():  # a dataset directory next to the recipe, else a Hub id
-        name = str(local.resolve())
+    name = hub_location(cfg, base_dir)
     try:
         ds = datasets.load_dataset(name, cfg.hub_config, split=hub_split, cache_dir=_cache(cache_dir))
     except Exception as exc:  # noqa: BLE001 - any loader failure is reported with the names

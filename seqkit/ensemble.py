@@ -63,6 +63,9 @@ def check_same_vocabulary(names: Sequence[str], translators: Sequence[Any]) -> N
         if not same_tgt:
             raise InputError(f"{name}: its target vocabulary differs from {names[0]}'s ({tgt_b.vocab_size} vs "
                              f"{tgt_a.vocab_size} entries, or other ids); an ensemble averages over one vocabulary")
+        if first.copy_oov != other.copy_oov:
+            raise InputError(f"{name}: model.decoder.copy_oov differs from {names[0]}'s; ensemble members must "
+                             "share one output vocabulary (with or without the source's unknown words)")
         if first.src_tokenizer.encode(probe) != other.src_tokenizer.encode(probe):
             raise InputError(f"{name}: its source tokenizer differs from {names[0]}'s; ensemble members must read "
                              "the same source ids")
@@ -73,4 +76,4 @@ def ensemble_translator(names: Sequence[str], translators: Sequence[Any]) -> Any
     check_same_vocabulary(names, translators)
     first = translators[0]
     return Translator(EnsembleStepper([t.fn for t in translators]), first.src_tokenizer, first.tgt_tokenizer,
-                      first.config, max_src_len=first.max_src_len)
+                      first.config, max_src_len=first.max_src_len, copy_oov=first.copy_oov)

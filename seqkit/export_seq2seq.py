@@ -33,7 +33,7 @@ class _EncoderGraph(nn.Module):
         self.model = model
 
     def forward(self, src: Tensor, src_lengths: Tensor) -> tuple[Tensor, ...]:
-        enc = run_encoder(self.model.encoder, src, src_lengths)
+        enc = run_encoder(self.model.encoder, src, src_lengths, self.model.oov_start)
         memory, state = self.model.decoder.init(enc, src.size(0))
         if not memory:
             # Without attention the padded per-position outputs go unused, and the legacy
@@ -119,7 +119,7 @@ def trace_graphs(model: Seq2Seq | LanguageModel, config: fmt.ExportConfig, out: 
     y_prev = torch.full((_PROBES[0][0],), config.special_ids.bos)
     step = _StepGraph(model, len(memory), config.has_attention)
     trace_graph(step, (y_prev, *memory, *state), out / config.graph_files["step"],
-                  fmt.step_io(config.memory, config.state, config.has_attention), config.opset)
+                  fmt.step_io(config.memory, config.state, config.has_attention, config.copy_oov), config.opset)
     if config.step_top_k:
         add_top_k_outputs(out / config.graph_files["step"])
     if config.shortlist is not None and isinstance(model, Seq2Seq):
@@ -171,6 +171,7 @@ def build_config(run: Any, model: Seq2Seq | LanguageModel, opset: int, quantize:
         has_attention=_has_attention(model, src_vocab or tgt_tok.vocab_size, pad, tgt_tok.bos_id),
         memory=memory, state=state, search=recipe.search.model_dump(mode="json"), opset=opset,
         quantized=quantize, step_top_k=True,  # type: ignore[arg-type]
+        copy_oov=isinstance(model, Seq2Seq) and model.oov_start is not None,
     )
 
 

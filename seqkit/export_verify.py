@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from seqkit import oov
 from seqkit.batching import encode_source, pad_batch
 from seqkit.data import load_split
 from seqkit.errors import ModelError, SeqkitError
@@ -46,6 +47,8 @@ def sample_inputs(run: Any, check_sentences: list[str] | None) -> Samples:
     ids = []
     for text in texts:
         row = tok.encode(text)[:24] if is_lm else encode_source(tok, text, run.recipe.data.max_src_len)[0]
+        if not is_lm and oov.enabled(run.recipe.model):  # the source's unknown words as the model reads them
+            row = oov.extend_source(tok, text, row).ids
         if len(row) > (0 if is_lm else 1):
             ids.append(row)
     if ids:

@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from seqkit.batching import encode_source, pad_batch
 from seqkit.beam import beam_search
 from seqkit.errors import InputError, ModelError, shorten
+from seqkit.oov import check_tokenizer, decode_tokens, extend_source
 from seqkit.search import Hypothesis, SearchConfig, StepFunction, greedy, sample
 from seqkit.tokenizers.base import VocabTokenizer
 
@@ -115,7 +116,7 @@ class Translator:
     """Batched text-to-text decoding with the strategy named in ``config.strategy``."""
 
     def __init__(self, fn: StepFunction, src_tokenizer: Any, tgt_tokenizer: Any, config: SearchConfig, *,
-                 max_src_len: int | None = None):
+                 max_src_len: int | None = None, copy_oov: bool = False):
         # The source bound: config.max_input_len unless given (not the training filter).
         max_src_len = config.max_input_len if max_src_len is None else max_src_len
         if max_src_len < 2:
@@ -128,6 +129,10 @@ class Translator:
                              f"(word, char); got {kinds}")
         self.ignore_ids = [token_id(tgt_tokenizer, token, "search.ignore_when_blocking")
                            for token in config.ignore_when_blocking]
+        # The model's output has V + S columns: a sentence's unknown source words (seqkit.oov).
+        self.copy_oov = copy_oov
+        if copy_oov:
+            check_tokenizer(src_tokenizer)
 
     def translate(self, lines: str | Sequence[str], *, return_attention: bool = False,
                   first_line: int = 1) -> TranslationResult | list[TranslationResult]:
@@ -138,6 +143,11 @@ class Translator:
             return self.translate(lines, return_attention=return_attention, first_line=first_line)[0]
         results: list[TranslationResult | None] = [None] * len(lines)
         todo = encode_lines(lines, self.src_tokenizer, self.max_src_len, first_line)
+        oov: dict[int, list[str]] = {}
+        if self.copy_oov:  # source ids in the sentence's extended vocabulary
+            extended = {i: extend_source(self.src_tokenizer, clean_text(lines[i], "source"), ids) for i, ids, _ in todo}
+            todo = [(i, extended[i].ids, warnings) for i, _, warnings in todo]
+            oov = {i: e.words for i, e in extended.items()}
         for i in set(range(len(lines))) - {i for i, _, _ in todo}:  # empty lines: no model call
             results[i] = TranslationResult("", [], 0.0, [Candidate("", 0.0, 0.0)], None, [], [])
         rng = np.random.default_rng(self.config.seed)  # one stream over all batches (sampling)
@@ -147,7 +157,7 @@ class Translator:
             src, lengths = pad_batch([ids for _, ids, _ in chunk], self.src_tokenizer.pad_id)
             for (i, ids, warnings), hyps in zip(chunk, self._decode(src, lengths, rng, return_attention or replace)):
                 words = self._source_words(lines[i], len(ids)) if replace else None
-                results[i] = self._result(hyps, ids, warnings, return_attention, words)
+                results[i] = self._result(hyps, ids, warnings, return_attention, words, oov.get(i, []))
         return results  # type: ignore[return-value]  # every slot is filled above
 
     def _decode(self, src: np.ndarray, lengths: np.ndarray, rng: np.random.Generator, return_attention: bool) -> list[list[Hypothesis]]:
@@ -171,13 +181,14 @@ class Translator:
         return self.src_tokenizer.tokenize(clean_text(line, "source"))[: n_ids - 1]
 
     def _result(self, hyps: list[Hypothesis], src_ids: list[int], warnings: list[str], return_attention: bool,
-                src_words: list[str] | None = None) -> TranslationResult:
+                src_words: list[str] | None = None, oov_words: list[str] | None = None) -> TranslationResult:
         def decode(tokens: list[int], attention: np.ndarray | None) -> str:
-            if src_words is None:
+            if src_words is None and not self.copy_oov:
                 return self.tgt_tokenizer.decode(tokens)
-            if attention is None:
+            if src_words is not None and attention is None:
                 raise ModelError("search.replace_unk: the model returns no attention to find the source word with")
-            return replace_unknowns(tokens, attention, src_words, self.tgt_tokenizer)
+            return decode_tokens(tokens, self.tgt_tokenizer, oov_words=oov_words or (), attention=attention,
+                                 src_words=src_words)
 
         if not hyps:  # every row scored NaN: beam search had nothing to keep
             raise ModelError("the model produced no hypothesis (its scores are not finite: NaN or infinite weights?)")
@@ -222,17 +233,7 @@ def replace_unknowns(tokens: Sequence[int], attention: np.ndarray, src_words: Se
     attention (len(tokens) + 1, S) as search records it (S counts the source eos); an unk whose
     strongest attention is on eos stays unk. Skips pad/bos/eos like ``decode``.
     """
-    skip = (tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id)
-    words = []
-    for t, token in enumerate(int(i) for i in tokens):
-        if token in skip:
-            continue
-        if token == tokenizer.unk_id:
-            j = int(np.argmax(attention[t]))
-            words.append(src_words[j] if j < len(src_words) else tokenizer.decode([token]))
-        else:
-            words.append(tokenizer.decode([token]))
-    return tokenizer.detokenize(words)
+    return decode_tokens(tokens, tokenizer, attention=attention, src_words=src_words)
 
 
 def default_start_ids(tokenizer: Any) -> list[int]:

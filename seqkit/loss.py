@@ -82,3 +82,11 @@ def smoothed_loss(logits: Tensor, target: Tensor, pad_id: int, smoothing: float)
     keep = target != pad_id
     loss, nll = SmoothedCrossEntropy.apply(logits, target, keep, float(smoothing))
     return loss.sum(), nll.sum()
+
+
+def coverage_loss(attention: Tensor, keep: Tensor) -> Tensor:
+    """See et al. (2017)'s coverage loss, summed over the kept target positions: attention (B, T, S),
+    keep (B, T) bool -> sum_t sum_i min(a_t,i, cov_t,i) with cov_t = sum_{t' < t} a_t' (float32)."""
+    weights = attention.float()
+    cov = weights.cumsum(dim=1) - weights  # (B, T, S): what steps before t attended
+    return (torch.minimum(weights, cov).sum(dim=-1) * keep.float()).sum()

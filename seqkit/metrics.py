@@ -83,6 +83,18 @@ def rouge(hyps: Sequence[str], refs: Sequence[str]) -> dict[str, float]:
     return {key: 100.0 * total / n for key, total in totals.items()}
 
 
+def repeated_ngrams(hyps: Sequence[str], n: int = 3) -> float:
+    """Repetition: mean number of repeated word n-grams per hypothesis (each occurrence of an
+    n-gram after its first counts once; "a b c a b c" has 1 repeated trigram, "a b c"). Split
+    on whitespace."""
+    total = 0
+    for hyp in hyps:
+        words = hyp.split()
+        grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+        total += len(grams) - len(set(grams))
+    return total / max(len(hyps), 1)
+
+
 def file_metrics(kind: str, hyps: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float | str]:
     """The metric set ``kind`` (one of FILE_METRICS) of ``hyps`` against reference streams (one
     per --ref file; only bleu_chrf reads more than the first), with sacrebleu's signatures."""

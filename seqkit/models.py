@@ -23,6 +23,7 @@ from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
 from seqkit.checkpoint import load_model_tensors, model_tensors
+from seqkit.contracts import UNK_ID
 from seqkit.cpu_kernels import native_rnn
 from seqkit.errors import PluginError, SeqkitError
 from seqkit.model_config import HeadConfig, ModelConfig
@@ -78,7 +79,7 @@ def build_model(cfg: ModelConfig, kind: str, src_vocab: int | None, tgt_vocab: i
     decoder = build_plugin("decoder", cfg.decoder, "model.decoder", tgt_vocab, pad_id, encoder)
     if cfg.share_embeddings:
         _share_embeddings(encoder, decoder)
-    return Seq2Seq(encoder, decoder)
+    return Seq2Seq(encoder, decoder, oov_start=tgt_vocab if cfg.decoder.get("copy_oov") is True else None)
 
 
 def _check_kind(kind: str) -> None:
@@ -103,19 +104,24 @@ def _share_embeddings(encoder: nn.Module, decoder: nn.Module) -> None:
     src.weight = tgt.weight
 
 
-def run_encoder(encoder: nn.Module, src: Tensor, src_lengths: Tensor) -> Any:
+def run_encoder(encoder: nn.Module, src: Tensor, src_lengths: Tensor, oov_start: int | None = None) -> Any:
     """The encoder's :class:`~seqkit.contracts.EncoderOutput` with ``src_ids`` filled in: the
-    one way a decoder is handed the source ids it copies from (``model.decoder.copy_source``)."""
-    return encoder(src, src_lengths)._replace(src_ids=src)
+    one way a decoder is handed the source ids it copies from (``model.decoder.copy_source``).
+    ``oov_start`` (``copy_oov``: the vocabulary size): the encoder reads ids from there on, a
+    sentence's unknown words (:mod:`seqkit.oov`), as unk; the decoder gets them as they are."""
+    seen = src if oov_start is None else src.masked_fill(src >= oov_start, UNK_ID)
+    return encoder(seen, src_lengths)._replace(src_ids=src)
 
 
 class Seq2Seq(nn.Module):
     """Encoder + decoder. ``forward`` is teacher-forced; ``encode`` + ``step`` decode."""
 
-    def __init__(self, encoder: nn.Module, decoder: nn.Module):
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, oov_start: int | None = None):
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
+        # model.decoder.copy_oov: ids >= oov_start are a sentence's unknown source words (seqkit.oov).
+        self.oov_start = oov_start
 
     @property
     def state_batch_dims(self) -> tuple[int, ...]:
@@ -123,13 +129,14 @@ class Seq2Seq(nn.Module):
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[State, State]:
         """src (B, S) int64, src_lengths (B,) int64 -> (memory, initial decoder state)."""
-        return self.decoder.init(run_encoder(self.encoder, src, src_lengths), src.size(0))
+        return self.decoder.init(run_encoder(self.encoder, src, src_lengths, self.oov_start), src.size(0))
 
-    def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
-        """tgt_in (B, T) starts with bos -> logits (B, T, V)."""
+    def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor,
+                return_attention: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """tgt_in (B, T) starts with bos -> logits (B, T, V) [, attention (B, T, S) or (B, T, 0)]."""
         memory, state = self.encode(src, src_lengths)
-        logits, _, _ = self.decoder(tgt_in, memory, state)
-        return logits
+        logits, attention, _ = self.decoder(tgt_in, memory, state)
+        return (logits, attention) if return_attention else logits
 
     def step(self, y_prev: Tensor, memory: State, state: State) -> tuple[Tensor, Tensor, State]:
         """y_prev (B,) -> (logits (B, V), attention (B, S) or (B, 0), new state)."""

@@ -202,6 +202,12 @@ def _validate_plugins(recipe: Recipe) -> None:
     if not tok.shared and tok.target is not None:
         validate_spec("tokenizer", tok.target, "tokenizer.target")
     check_model(recipe.model, entry(recipe.task).model)
+    if recipe.train.coverage_loss > 0 and recipe.model.decoder.get("coverage") is not True:
+        raise PluginError("train.coverage_loss: the coverage loss needs the decoder's coverage; "
+                          "set model.decoder.coverage: true (or train.coverage_loss: 0)")
+    if recipe.model.decoder.get("copy_oov") is True and tok.source.get("type") not in ("word", "char"):
+        raise PluginError("model.decoder.copy_oov: the extended vocabulary is numbered from token strings; "
+                          "it needs tokenizer.source.type word or char")
     if recipe.model.decoder.get("copy_source") is True and not tok.shared:
         # Copying adds attention mass to the target id of each source token: the ids must agree.
         raise PluginError("model.decoder.copy_source: copying source tokens needs one vocabulary for source "

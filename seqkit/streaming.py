@@ -34,9 +34,10 @@ from typing import IO, Any, overload
 
 import numpy as np
 
+from seqkit import oov
 from seqkit.batching import bucket_batches, encode_source
 from seqkit.corpus import resolve
-from seqkit.data import SECTION, STREAMING_FORMATS, Corpus, DataConfig, load_split, local_pairs
+from seqkit.data import SECTION, STREAMING_FORMATS, Corpus, DataConfig, hub_location, hub_pairs, load_split, local_pairs
 from seqkit.errors import DataError, SeqkitError
 
 log = logging.getLogger("seqkit")
@@ -52,7 +53,10 @@ def read_pairs(cfg: DataConfig, base_dir: Path) -> Iterator[tuple[str, str]]:
     """The training split's (source, target) pairs, one at a time, checked as they are read."""
     if cfg.format not in STREAMING_FORMATS:
         raise DataError(f"{SECTION}.format: streaming reads {', '.join(STREAMING_FORMATS)}, not '{cfg.format}'")
-    for src, tgt in local_pairs(cfg, cfg.train, f"{SECTION}.train", Path(base_dir), whole=False):
+    key = f"{SECTION}.train"
+    pairs = (hub_pairs(cfg, f"{key}.hub_split", Path(base_dir)) if cfg.format == "hub"
+             else local_pairs(cfg, cfg.train, key, Path(base_dir), whole=False))
+    for src, tgt in pairs:
         yield (src.lower(), tgt.lower()) if cfg.lowercase else (src, tgt)
 
 
@@ -69,19 +73,25 @@ def sample_split(cfg: DataConfig, base_dir: Path) -> Corpus:
 
 # -- the tokenized Arrow cache ------------------------------------------------------------------
 def _train_files(cfg: DataConfig, base_dir: Path) -> list[Path]:
+    """The files the training split is read from; for ``format: hub``, the files of a local
+    dataset directory (none for a Hub id: its name, config and split key the cache instead)."""
     files = cfg.train
+    if cfg.format == "hub":
+        local = Path(hub_location(cfg, base_dir))
+        return sorted(p for p in local.rglob("*") if p.is_file()) if local.is_dir() else []
     names = [files.src, files.tgt] if cfg.format == "parallel" else [files.path]
     return [resolve(name, f"{SECTION}.train", base_dir) for name in names]
 
 
-def cache_key(cfg: DataConfig, base_dir: Path, tokenizer_dir: Path) -> str:
+def cache_key(cfg: DataConfig, base_dir: Path, tokenizer_dir: Path, copy_oov: bool = False) -> str:
     """sha256 over the data files (path, size, mtime), the settings that change the ids, the tokenizer files."""
-    h = hashlib.sha256(CACHE_VERSION.encode())
+    h = hashlib.sha256(CACHE_VERSION.encode() + (b"|copy_oov" if copy_oov else b""))
     for path in _train_files(cfg, base_dir):
         stat = path.stat()
         h.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
     settings = cfg.model_dump(include={"format", "src_field", "tgt_field", "lowercase", "max_src_len",
-                                       "max_tgt_len", "truncate_src"})
+                                       "max_tgt_len", "truncate_src", "hub_name", "hub_config"})
+    settings["hub_split"] = cfg.train.hub_split
     h.update(json.dumps(settings, sort_keys=True).encode())
     for path in sorted(p for p in Path(tokenizer_dir).rglob("*") if p.is_file()):
         h.update(str(path.relative_to(tokenizer_dir)).encode() + b"\0" + path.read_bytes())
@@ -95,8 +105,10 @@ def _features() -> Any:
                      "src_len": Value("int32"), "tgt_len": Value("int32")})
 
 
-def _tokenize(cfg: DataConfig, base_dir: Path, src_tok: Any, tgt_tok: Any, path: Path) -> dict[str, Any]:
-    """Write the encoded training pairs to ``path``; the same drops as the in-memory path."""
+def _tokenize(cfg: DataConfig, base_dir: Path, src_tok: Any, tgt_tok: Any, path: Path,
+              copy_oov: bool) -> dict[str, Any]:
+    """Write the encoded training pairs to ``path``; the same drops as the in-memory path
+    (``copy_oov``: in each source's extended vocabulary, seqkit.oov)."""
     from datasets.arrow_writer import ArrowWriter
 
     TOKENIZE_PASSES[0] += 1
@@ -111,6 +123,9 @@ def _tokenize(cfg: DataConfig, base_dir: Path, src_tok: Any, tgt_tok: Any, path:
             if (s_trunc and not cfg.truncate_src) or len(t_ids) + 1 > cfg.max_tgt_len or not t_ids:
                 dropped += 1
                 continue
+            if copy_oov:
+                extended = oov.extend_source(src_tok, src, s_ids)
+                s_ids, t_ids = extended.ids, oov.extend_target(tgt_tok, tgt, t_ids, extended)
             for name, value in zip(columns, (s_ids, t_ids, len(s_ids), len(t_ids) + 1)):
                 columns[name].append(value)
             if len(columns["src"]) >= WRITER_BATCH:
@@ -131,11 +146,13 @@ def _tokenize(cfg: DataConfig, base_dir: Path, src_tok: Any, tgt_tok: Any, path:
             "seconds": round(time.perf_counter() - start, 3)}
 
 
-def prepare_cache(cfg: DataConfig, base_dir: Path, run_dir: Path, src_tok: Any, tgt_tok: Any) -> Path:
-    """The cache directory holding the tokenized training split; tokenizes only on a cache miss."""
+def prepare_cache(cfg: DataConfig, base_dir: Path, run_dir: Path, src_tok: Any, tgt_tok: Any,
+                  copy_oov: bool = False) -> Path:
+    """The cache directory holding the tokenized training split; tokenizes only on a cache miss
+    (``copy_oov``: ids in each source's extended vocabulary, ``model.decoder.copy_oov``)."""
     # A relative stream_cache resolves against the recipe's directory, like the data files.
     root = Path(base_dir) / Path(cfg.stream_cache).expanduser() if cfg.stream_cache else run_dir / "cache" / "streaming"
-    target = root / cache_key(cfg, base_dir, run_dir / "tokenizer")
+    target = root / cache_key(cfg, base_dir, run_dir / "tokenizer", copy_oov)
     if (target / META_FILE).is_file():
         log.info("streaming: reusing the tokenized training data in %s", target)
         return target
@@ -145,7 +162,7 @@ def prepare_cache(cfg: DataConfig, base_dir: Path, run_dir: Path, src_tok: Any, 
     work.mkdir()
     log.info("streaming: tokenizing the training data into %s", target)
     try:
-        meta = _tokenize(cfg, base_dir, src_tok, tgt_tok, work / ARROW_FILE)
+        meta = _tokenize(cfg, base_dir, src_tok, tgt_tok, work / ARROW_FILE, copy_oov)
         (work / META_FILE).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
         try:
             os.rename(work, target)
@@ -259,7 +276,7 @@ class StreamingData:
     def stream(self, src_tok: Any, tgt_tok: Any) -> ArrowStream:
         """The training pairs tokenized into the Arrow cache (on a cache miss), memory-mapped."""
         recipe, cfg = self.recipe, self.recipe.data
-        cache = prepare_cache(cfg, recipe.base_dir, self.run_dir, src_tok, tgt_tok)
+        cache = prepare_cache(cfg, recipe.base_dir, self.run_dir, src_tok, tgt_tok, oov.enabled(recipe.model))
         stream = ArrowStream(cache, cfg.shuffle_buffer, recipe.train.batch_tokens)
         log.info("streaming: %d training examples in %d buffers of up to %d", stream.size, len(stream.counts),
                  cfg.shuffle_buffer)

@@ -108,6 +108,12 @@ class TrainConfig(BaseModel):
     accumulate: int = Field(1, ge=1, le=10**6)  # batches per optimizer step
     clip_grad_norm: float | None = Field(1.0, gt=0, allow_inf_nan=False)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
+    # Translation/summarization: each decoder input token (not bos) becomes unk with this
+    # probability during training (word dropout, Bowman et al. 2016); validation reads them all.
+    word_dropout: float = Field(0.0, ge=0, lt=1)
+    # Weight of See et al.'s coverage loss, sum_t sum_i min(a_t,i, cov_t,i) per target token;
+    # needs model.decoder.coverage: true. 0 = coverage without the loss.
+    coverage_loss: float = Field(0.0, ge=0, le=100, allow_inf_nan=False)
     max_steps: int | None = Field(None, gt=0)
     max_epochs: int | None = Field(30, gt=0)
     max_time: float | None = Field(None, gt=0, allow_inf_nan=False)  # seconds; YAML accepts 90s / 15m / 2h

@@ -484,6 +484,29 @@ def case_negative_subword_alpha(tmp: Path) -> None:
     _load(TRANSLATE, ["train.subword_sampling.alpha=-0.1"])
 
 
+SUMMARIZE = ROOT / "recipes" / "summarize.yaml"
+
+
+def case_coverage_loss_without_coverage(tmp: Path) -> None:
+    _load(SUMMARIZE, ["model.decoder.coverage=false"])  # the recipe keeps train.coverage_loss: 1.0
+
+
+def case_copy_oov_without_copy(tmp: Path) -> None:
+    _load(TRANSLATE, ["model.decoder.copy_oov=true"])
+
+
+def case_copy_oov_with_sentencepiece(tmp: Path) -> None:
+    import yaml
+
+    tree = yaml.safe_load(SUMMARIZE.read_text(encoding="utf-8"))
+    tree["tokenizer"]["source"] = {"type": "sentencepiece", "vocab_size": 8000}
+    _load(_recipe(tmp, yaml.safe_dump(tree)))
+
+
+def case_word_dropout_one(tmp: Path) -> None:
+    _load(SUMMARIZE, ["train.word_dropout=1"])
+
+
 def _read_embeddings(path: Path) -> None:
     from seqkit.embeddings import read_vectors
 
@@ -588,6 +611,11 @@ CASES: list[tuple[str, str, Callable[[Path], object]]] = [
     ("recipe", "noam schedule without `train.schedule.model_size`", case_noam_without_model_size),
     ("recipe", "early stopping on a metric the task does not report (`chrF`)", case_early_stopping_metric_typo),
     ("recipe", "negative subword sampling alpha (`train.subword_sampling.alpha=-0.1`)", case_negative_subword_alpha),
+    ("recipe", "coverage loss without the decoder's coverage (`model.decoder.coverage=false`)",
+     case_coverage_loss_without_coverage),
+    ("recipe", "extended vocabulary without copying (`model.decoder.copy_oov=true`)", case_copy_oov_without_copy),
+    ("recipe", "extended vocabulary over sentencepiece pieces", case_copy_oov_with_sentencepiece),
+    ("recipe", "word dropout of 1 (`train.word_dropout=1`)", case_word_dropout_one),
     ("train", "embedding file whose dimension differs from embedding_dim", case_embedding_dimension),
     ("train", "embedding file that cannot be read", case_embedding_file_missing),
     ("recipe", "unknown shortlist mode (`export.shortlist.mode=always`)", case_bad_shortlist_mode),

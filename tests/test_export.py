@@ -49,9 +49,11 @@ def _decoder(cell: str, attention: str, input_feeding: bool) -> dict:
 
 def make_run(root: Path, *, enc: str = "lstm", dec: str = "lstm", attention: str = "luong-general",
              input_feeding: bool = False, task: str = "translation", seed: int = 0,
-             search: dict | None = None, tokenizer: str = "word", copy_source: bool = False) -> Path:
+             search: dict | None = None, tokenizer: str = "word", copy_source: bool = False,
+             decoder_options: dict | None = None) -> Path:
     """A run directory holding a randomly initialized tiny model as its best checkpoint
-    (``copy_source``: a pointer-generator decoder over one shared vocabulary)."""
+    (``copy_source``: a pointer-generator decoder over one shared vocabulary; ``decoder_options``:
+    more model.decoder keys)."""
     from seqkit.checkpoint import save_checkpoint
     from seqkit.models import build_model
     from seqkit.recipe import load_recipe
@@ -77,7 +79,8 @@ def make_run(root: Path, *, enc: str = "lstm", dec: str = "lstm", attention: str
         recipe["tokenizer"] = {"shared": copy_source, "source": {"type": tokenizer}}
         recipe["model"] = {"encoder": {"type": enc, "embedding_dim": 8, "hidden_size": 8, "num_layers": 2,
                                        "bidirectional": True},
-                           "decoder": {**_decoder(dec, attention, input_feeding), "copy_source": copy_source}}
+                           "decoder": {**_decoder(dec, attention, input_feeding), "copy_source": copy_source,
+                                       **(decoder_options or {})}}
     (root / "recipe.yaml").write_text(yaml.safe_dump(recipe), encoding="utf-8")
     loaded = load_recipe(root / "recipe.yaml")
     run_dir.mkdir()

@@ -89,7 +89,7 @@ def test_a_modified_file_is_refused_naming_it(one_model, tmp_path):
         f"error: {model}/encoder.onnx: sha256 mismatch with manifest.json; the file is corrupt or was modified")
 
 
-@pytest.mark.parametrize("change", ["missing", "extra", "no-manifest", "bad-config"])
+@pytest.mark.parametrize("change", ["missing", "extra", "no-manifest", "bad-config", "copy-oov"])
 def test_other_damage_is_refused_naming_the_file(one_model, tmp_path, change):
     model = _copy(one_model, tmp_path)
     if change == "missing":
@@ -101,6 +101,11 @@ def test_other_damage_is_refused_naming_the_file(one_model, tmp_path, change):
     elif change == "no-manifest":
         (model / "manifest.json").unlink()
         want = f"{model}/manifest.json: missing; {model} is not an exported seqkit model (see `seqkit export`)"
+    elif change == "copy-oov":  # model.decoder.copy_oov: an extended vocabulary the JS runtime does not implement
+        config = json.loads((model / "config.json").read_text())
+        config["copy_oov"] = True
+        _rewrite(model, "config.json", json.dumps(config).encode())
+        want = f"{model}/config.json: copy_oov: the model copies source words outside its vocabulary"
     else:  # a config whose sha256 is updated, but which names a language model
         config = json.loads((model / "config.json").read_text())
         config["model_kind"] = "lm"

@@ -84,3 +84,11 @@ def test_accuracy_and_macro_f1_hand_computed():
     assert macro_f1(["a", "b"], ["a", "a"]) == pytest.approx((2 / 3 + 0) / 2)
     assert macro_f1([], []) == 0.0 and accuracy([], []) == 0.0
     assert macro_f1([0, 1, 1], [0, 1, 1]) == 1.0
+
+
+def test_repeated_trigrams_count_every_occurrence_after_the_first():
+    from seqkit.metrics import repeated_ngrams
+
+    assert repeated_ngrams(["a b c a b c", "a b c", ""]) == 1 / 3  # (a b c) once more; (b c a), (c a b) once
+    assert repeated_ngrams(["x x x x x"]) == 2  # (x x x) three times
+    assert repeated_ngrams([]) == 0

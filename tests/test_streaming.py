@@ -41,6 +41,24 @@ def test_one_buffer_trains_exactly_like_in_memory(tiny_recipe, tmp_path):
     assert not set(in_memory["data"]) & set(STREAMING_KEYS)  # in-memory recipe.yaml is unchanged
 
 
+def test_hub_format_streams_like_the_same_pairs_in_memory(tiny_recipe, tmp_path):
+    """format: hub reads the split through datasets' streaming loader (a local dataset directory
+    here: nothing is downloaded) and trains exactly as the same rows loaded in memory."""
+    tree = yaml.safe_load(tiny_recipe.read_text())
+    folder = tmp_path / "hubdata"
+    folder.mkdir()
+    for split, files in (("train", tree["data"]["train"]), ("validation", tree["data"]["valid"])):
+        pairs = zip(*(Path(files[side]).read_text(encoding="utf-8").splitlines() for side in ("src", "tgt")))
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps({"document": s, "summary": t}) + "\n" for s, t in pairs))
+    hub = ["data.format=hub", f"data.hub_name={folder}", "data.src_field=document", "data.tgt_field=summary",
+           "data.train={hub_split: train}", "data.valid={hub_split: validation}", "data.test=null"]
+    train_run(tiny_recipe, ["train.max_steps=10", f"run_dir={tmp_path / 'mem'}", *hub], resume=False)
+    train_run(tiny_recipe, ["train.max_steps=10", f"run_dir={tmp_path / 'stream'}", *hub, *STREAM], resume=False)
+    assert losses(tmp_path / "stream") == losses(tmp_path / "mem")
+    meta = json.loads((only_cache(tmp_path / "stream") / streaming.META_FILE).read_text())
+    assert meta["pairs"] == 400
+
+
 def test_batches_respect_batch_tokens_and_cover_the_corpus(tiny_recipe, tmp_path):
     run = tmp_path / "run"
     train_run(tiny_recipe, ["train.max_steps=1", *STREAM], resume=False)
@@ -156,7 +174,7 @@ def test_bad_line_past_the_tokenizer_sample_fails_the_run_with_file_and_line(tin
 def test_streaming_refuses_what_it_does_not_implement(tiny_recipe, tmp_path):
     text = tmp_path / "t.txt"
     text.write_text("hello\n", encoding="utf-8")
-    with pytest.raises(RecipeError, match=r"streaming reads formats parallel, tsv, jsonl, not 'text'"):
+    with pytest.raises(RecipeError, match=r"streaming reads formats parallel, tsv, jsonl, hub, not 'text'"):
         load_recipe(tiny_recipe, ["data.format=text", f"data.train={{path: {text}}}", "data.valid=null",
                                   "data.test=null", *STREAM])
 
@@ -172,3 +190,29 @@ def test_streaming_is_refused_under_torchrun(tiny_recipe, monkeypatch):
     with pytest.raises(SeqkitError, match="data.streaming is not supported under torchrun"):
         train_run(tiny_recipe, STREAM, resume=False)
     assert not (tiny_recipe.parent / "run" / "checkpoints").exists()
+
+
+def test_full_gigaword_recipe_trains_from_a_local_copy_of_the_hub_dataset(tmp_path):
+    """recipes/summarize-full.yaml as shipped (hub columns, split slicing, streaming, copy_oov,
+    coverage), its hub_name pointed at a local directory in the Hub dataset's layout and its
+    model shrunk: the data path a user with the full corpus runs, without a download."""
+    import gzip
+
+    root = Path(__file__).resolve().parents[1] / "recipes"
+    data = root / "data" / "gigaword"
+    folder = tmp_path / "gigaword"
+    folder.mkdir()
+    for split, name, n in (("train", "train", 300), ("validation", "valid", 40), ("test", "test", 20)):
+        src, tgt = (gzip.open(data / f"{name}.{side}.gz", "rt", encoding="utf-8").read().splitlines()[:n]
+                    for side in ("src", "tgt"))
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps({"document": s, "summary": t}) + "\n"
+                                                       for s, t in zip(src, tgt)), encoding="utf-8")
+    small = ["model.encoder.hidden_size=8", "model.encoder.embedding_dim=16", "model.decoder.hidden_size=16",
+             "model.decoder.embedding_dim=16", "train.amp=none", "train.device=cpu", "train.num_threads=1",
+             "train.max_steps=3", "train.valid_every=3", "train.valid_metric_max_sentences=4", "train.progress=false",
+             "data.tokenizer_sample=100", "tokenizer.source.min_freq=1", f"data.hub_name={folder}",
+             f"run_dir={tmp_path / 'run'}"]
+    train_run(root / "summarize-full.yaml", small, resume=False)
+    meta = json.loads((only_cache(tmp_path / "run") / streaming.META_FILE).read_text())
+    assert meta["pairs"] == 300
+    assert (tmp_path / "run" / "checkpoints" / "best.json").is_file()

@@ -95,8 +95,27 @@ def test_summarization_run_evaluates_model_and_lead(tmp_path):
     for key in ("rouge1", "rouge2", "rougeL"):
         assert 0.0 <= result[key] <= 100.0
     hyps = out.read_text().splitlines()
+    assert result["repeated_trigrams"] == M.repeated_ngrams(hyps, 3) == 0  # the bigram block rules them out
     assert len(hyps) == 30 and all(len(h.split()) <= 6 for h in hyps)
     for hyp in hyps:  # no_repeat_ngram_size=2: no bigram twice
         words = hyp.split()
         bigrams = list(zip(words, words[1:]))
         assert len(bigrams) == len(set(bigrams))
+
+
+def test_holdout_split_keeps_line_order_and_decides_on_the_source_alone(tmp_path):
+    import gzip
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import holdout_split
+
+    src, tgt = tmp_path / "s.gz", tmp_path / "t.gz"
+    for path, lines in ((src, ["china wins", "us loses", "beijing talks", "rain"]),
+                        (tgt, ["a", "china b", "c", "d"])):
+        with gzip.open(path, "wt", encoding="utf-8") as f:
+            f.writelines(line + "\n" for line in lines)
+    holdout_split.main([str(tmp_path / "out"), "--src", str(src), "--tgt", str(tgt)])
+    read = lambda name: gzip.open(tmp_path / "out" / name, "rt", encoding="utf-8").read().splitlines()  # noqa: E731
+    assert read("heldout.src.gz") == ["china wins", "beijing talks"] and read("heldout.tgt.gz") == ["a", "c"]
+    assert read("train.src.gz") == ["us loses", "rain"] and read("train.tgt.gz") == ["china b", "d"]
+    assert read("heldout-unseen.tgt.gz") == ["a", "c"]

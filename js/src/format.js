@@ -126,6 +126,10 @@ export function readConfig(where, files) {
     throw new ModelError(`${path}: model_kind is ${JSON.stringify(config.model_kind)}; the JavaScript runtime ` +
       "translates seq2seq models (translation, summarization) only");
   }
+  if (config.copy_oov) {
+    throw new ModelError(`${path}: copy_oov: the model copies source words outside its vocabulary ` +
+      "(model.decoder.copy_oov), which the JavaScript runtime does not implement; use the Python runtime");
+  }
   for (const key of ["special_ids", "memory", "state", "search", "tgt_vocab_size", "src_pad_id"]) {
     if (config[key] === undefined || config[key] === null) throw new ModelError(`${path}: ${key}: missing`);
   }

@@ -24,31 +24,41 @@ holds integers exactly up to 2**24, far above any vocabulary size. The final wri
 ScatterElements without reduction (opset 11+). Repeated source words are written several times
 with one identical value, so the order ONNX leaves undefined for duplicate indices cannot change
 the result.
+
+With ``extended`` (``model.decoder.copy_oov``, :mod:`seqkit.oov`) source ids ``V + k`` name a
+sentence's own unknown words. The output grows by S columns (B, [T,] V + S): generation gives
+them no mass (``log EPS``, a floor that keeps the loss finite), so a column ``V + k`` holds the
+copy probability of that word alone. Columns past a sentence's unknown words keep the floor.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 EPS = 1e-10  # floor on a source word's copy mass before the log
+LOG_EPS = math.log(EPS)
 
 
 class CopyGenerator(nn.Module):
     """The generation gate and the mixture. ``context_size``: attention context C,
     ``hidden_size``: attentional output H, ``embedding_dim``: decoder input embedding E."""
 
-    def __init__(self, context_size: int, hidden_size: int, embedding_dim: int):
+    def __init__(self, context_size: int, hidden_size: int, embedding_dim: int, extended: bool = False):
         super().__init__()
         self.gate = nn.Linear(context_size + hidden_size + embedding_dim, 1)
+        self.extended = extended
 
     def forward(self, logits: Tensor, weights: Tensor, src_ids: Tensor, context: Tensor,
                 att_out: Tensor, emb: Tensor) -> Tensor:
         """Log of the mixture, float32.
 
         logits (B, [T,] V); weights (B, [T,] S) attention (zero at padding); src_ids (B, S)
-        int64; context (B, [T,] C); att_out (B, [T,] H); emb (B, [T,] E). Returns (B, [T,] V).
+        int64; context (B, [T,] C); att_out (B, [T,] H); emb (B, [T,] E). Returns (B, [T,] V),
+        (B, [T,] V + S) when ``extended``.
         """
         if weights.dim() == 2:  # one step: give it a time axis of 1
             return self(logits[:, None], weights[:, None], src_ids, context[:, None], att_out[:, None], emb[:, None])[:, 0]
@@ -56,6 +66,8 @@ class CopyGenerator(nn.Module):
         # Generation in log space: log p_gen + log_softmax is exact and finite for every word, and
         # only S << V entries need the mixture.
         out = torch.log_softmax(logits.float(), dim=-1) + F.logsigmoid(gate)  # (B, T, V)
+        if self.extended:  # the sentence's unknown words, V + k: no generation mass
+            out = torch.cat([out, torch.full_like(weights, LOG_EPS, dtype=torch.float32)], dim=-1)  # (B, T, V + S)
         same = (src_ids[:, :, None] == src_ids[:, None, :]).float()  # (B, S, S) same word
         mass = weights.float() @ same  # (B, T, S) copy mass of the word at each source position
         copied = F.logsigmoid(-gate) + torch.log(mass.clamp_min(EPS))

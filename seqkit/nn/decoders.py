@@ -20,8 +20,18 @@ steps with the very code ``step`` uses. Either way ``forward`` equals stepping `
 With ``copy_source: true`` the output layer is a pointer-generator (:mod:`seqkit.nn.copy`): ``step`` and
 ``forward`` return the log of the copy/generate mixture instead of logits.
 
+With ``copy_oov: true`` as well (:mod:`seqkit.oov`) ids ``>= V`` are a sentence's own source words
+outside the vocabulary: the decoder reads them as unk and the output has ``V + S`` columns.
+
+With ``coverage: true`` (See et al. 2017) the attention summed over the past steps, ``cov``
+(B, S), enters every attention score through its keys: ``keys + cov[..., None] * w_cov`` (w_cov
+(K,), zero at first). For additive attention that is See et al.'s ``v . tanh(W_k m + W_q q +
+w_c cov)``; for multiplicative ones it adds ``cov * (q . w_cov)``. Teacher forcing then runs the
+attention step by step (the RNN stays fused without input feeding).
+
 State is a flat tuple: LSTM ``(h, c)``, GRU/RNN ``(h,)``, each (L, B, H), followed by
-``h~`` (B, H) when input feeding. Memory is ``(memory (B, S, H_enc), mask (B, S) float
+``h~`` (B, H) when input feeding, then ``cov`` (B, S) with coverage.
+Memory is ``(memory (B, S, H_enc), mask (B, S) float
 1.0/0.0, keys (B, S, K))`` [+ ``src_ids (B, S)`` float32 with copy], or ``()`` without
 attention (and for a language model).
 """
@@ -34,7 +44,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from seqkit.contracts import MAX_LAYERS, MAX_WIDTH, Encoder, EncoderOutput
+from seqkit.contracts import MAX_LAYERS, MAX_WIDTH, UNK_ID, Encoder, EncoderOutput
 from seqkit.errors import PluginError
 from seqkit.nn.attention import NoAttention, NoAttentionConfig
 from seqkit.nn.copy import CopyGenerator, source_ids
@@ -70,6 +80,13 @@ class DecoderConfig(BaseModel):
     # onto the source ids, so source words the softmax has not learned can still be emitted.
     # Needs attention and one vocabulary for source and target (tokenizer.shared).
     copy_source: bool = False
+    # With copy_source: each sentence's source words outside the vocabulary get their own ids
+    # V + k (an extended vocabulary, seqkit.oov), so copying emits the word itself instead of
+    # unk. Needs a word or char tokenizer.
+    copy_oov: bool = False
+    # Coverage (See et al. 2017): the attention summed over past steps enters the attention
+    # scores; train.coverage_loss penalizes attending to a source position twice.
+    coverage: bool = False
 
 
 class RNNDecoderConfig(DecoderConfig):
@@ -164,8 +181,11 @@ class _RecurrentDecoder(nn.Module):
         if encoder is not None:
             self.bridge = Bridge(config.bridge, encoder, hidden, config.num_layers, self.has_cell)
         self.copy = self._build_copy(config, encoder, ctx)
+        self.vocab_size = vocab_size
+        self.coverage_key = self._build_coverage(config, encoder)
         n_rnn = 2 if self.has_cell else 1
-        self.state_batch_dims: tuple[int, ...] = (1,) * n_rnn + ((0,) if config.input_feeding else ())
+        self.state_batch_dims: tuple[int, ...] = ((1,) * n_rnn + ((0,) if config.input_feeding else ())
+                                                  + ((0,) if config.coverage else ()))
 
     @staticmethod
     def _build_attention(config: DecoderConfig, encoder: Encoder | None) -> nn.Module:
@@ -179,28 +199,43 @@ class _RecurrentDecoder(nn.Module):
 
     def _build_copy(self, config: DecoderConfig, encoder: Encoder | None, ctx: int) -> CopyGenerator | None:
         if not config.copy_source:
+            if config.copy_oov:
+                raise PluginError("model.decoder.copy_oov: the extended vocabulary is the copy layer's; "
+                                  "set model.decoder.copy_source: true")
             return None
         if encoder is None:
             raise PluginError("model.decoder.copy_source: a language model has no source to copy from; set copy_source: false")
         if not self.has_attention:
             raise PluginError("model.decoder.copy_source: copying points with the attention weights; "
                               "set model.decoder.attention to an attention type other than 'none'")
-        return CopyGenerator(ctx, config.hidden_size, config.embedding_dim)
+        return CopyGenerator(ctx, config.hidden_size, config.embedding_dim, config.copy_oov)
+
+    def _build_coverage(self, config: DecoderConfig, encoder: Encoder | None) -> nn.Parameter | None:
+        """w_cov (K,), K = the attention keys' width, zero so that coverage starts as a no-op."""
+        if not config.coverage:
+            return None
+        if encoder is None or not self.has_attention:
+            raise PluginError("model.decoder.coverage: coverage sums the attention weights; "
+                              "set model.decoder.attention to an attention type other than 'none'")
+        keys = self.attention.precompute(torch.zeros(1, 1, encoder.output_size))  # (1, 1, K)
+        return nn.Parameter(torch.zeros(keys.size(-1)))
 
     def _make_rnn(self, input_size: int, config: DecoderConfig) -> nn.RNNBase:
         raise NotImplementedError
 
     # -- state plumbing ------------------------------------------------------------------------
-    def _split(self, state: State) -> tuple[Any, Tensor | None]:
-        """Flat state -> (what nn.RNN/LSTM/GRU take as hx, h~ (B, H) or None)."""
+    def _split(self, state: State) -> tuple[Any, Tensor | None, Tensor | None]:
+        """Flat state -> (what nn.RNN/LSTM/GRU take as hx, h~ (B, H) or None, cov (B, S) or None)."""
+        n = 2 if self.has_cell else 1
         rnn_state = (state[0], state[1]) if self.has_cell else state[0]
-        feed = state[-1] if self.config.input_feeding else None
-        return rnn_state, feed
+        feed = state[n] if self.config.input_feeding else None
+        cov = state[-1] if self.config.coverage else None
+        return rnn_state, feed, cov
 
-    def _join(self, rnn_state: Any, att_out: Tensor) -> State:
-        """Inverse of _split; att_out (B, H) is kept only when input feeding."""
+    def _join(self, rnn_state: Any, att_out: Tensor, cov: Tensor | None) -> State:
+        """Inverse of _split; att_out (B, H) is kept only when input feeding, cov with coverage."""
         flat = tuple(rnn_state) if self.has_cell else (rnn_state,)
-        return flat + ((att_out,) if self.config.input_feeding else ())
+        return flat + ((att_out,) if self.config.input_feeding else ()) + ((cov,) if cov is not None else ())
 
     def init(self, enc: EncoderOutput | None, batch_size: int) -> tuple[State, State]:
         """-> (memory, state); ``enc`` None (language model) gives () and a zero state."""
@@ -220,15 +255,36 @@ class _RecurrentDecoder(nn.Module):
                 memory += (enc.src_ids.float(),)  # float32: exported memory is float (ids exact < 2**24)
         # zeros_like (not new_zeros(batch_size, ...)) keeps the batch size symbolic when traced.
         feed = (torch.zeros_like(rnn_state[0][0]),) if self.config.input_feeding else ()
-        return memory, rnn_state + feed
+        cov = (torch.zeros_like(memory[1]),) if self.coverage_key is not None else ()  # (B, S)
+        return memory, rnn_state + feed + cov
 
     # -- one step and the whole sequence -------------------------------------------------------
-    def _attend(self, query: Tensor, memory: State) -> tuple[Tensor | None, Tensor]:
-        """query (B, T, H) -> (context (B, T, C) or None, weights (B, T, S) or (B, T, 0))."""
+    def _attend(self, query: Tensor, memory: State, cov: Tensor | None = None) -> tuple[Tensor | None, Tensor]:
+        """query (B, T, H) -> (context (B, T, C) or None, weights (B, T, S) or (B, T, 0));
+        ``cov`` (B, S): the coverage the scores see (T must then be 1)."""
         if not self.has_attention:
             return None, query[..., :0]
         mem, mask, keys = memory[:3]
+        if cov is not None:
+            keys = keys + cov[:, :, None].to(keys.dtype) * self.coverage_key.to(keys.dtype)  # (B, S, K)
         return self.attention(query, keys, mem, mask)
+
+    def _attend_steps(self, out: Tensor, memory: State, cov: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Coverage over a whole target: out (B, T, H) -> (context (B, T, C), weights (B, T, S),
+        final cov (B, S)); step t sees the attention of steps < t, as ``step`` does."""
+        contexts, all_weights = [], []
+        for t in range(out.size(1)):
+            context, weights = self._attend(out[:, t : t + 1], memory, cov)
+            cov = cov + weights[:, 0].to(cov.dtype)
+            contexts.append(context)
+            all_weights.append(weights)
+        return torch.cat(contexts, dim=1), torch.cat(all_weights, dim=1), cov
+
+    def _embed(self, y: Tensor) -> Tensor:
+        """y (B, T) int64 -> (B, T, E); an extended id (copy_oov: a source word) reads as unk."""
+        if self.config.copy_oov:
+            y = y.masked_fill(y >= self.vocab_size, UNK_ID)
+        return self.embedding_dropout(self.embedding(y))
 
     def _attentional(self, out: Tensor, context: Tensor | None) -> Tensor:
         """h~ = tanh(W_c [c; h]) (B, T, H); the RNN output itself without attention."""
@@ -239,20 +295,22 @@ class _RecurrentDecoder(nn.Module):
     def _advance(self, emb: Tensor, memory: State, state: State) -> tuple[Tensor, Tensor | None, Tensor, State]:
         """One step: emb (B, 1, E) -> (h~ (B, 1, H), context (B, 1, C) or None, weights (B, 1, S),
         new state)."""
-        rnn_state, feed = self._split(state)
+        rnn_state, feed, cov = self._split(state)
         inputs = [emb]
         context, weights = None, None
         if self.attend_first:
             top = (rnn_state[0] if self.has_cell else rnn_state)[-1]  # (B, H) top layer of s_{t-1}
-            context, weights = self._attend(top[:, None, :], memory)
+            context, weights = self._attend(top[:, None, :], memory, cov)
             inputs.append(context)
         if feed is not None:
             inputs.append(feed[:, None, :])
         out, rnn_state = self.rnn(torch.cat(inputs, dim=-1), rnn_state)  # (B, 1, H)
         if not self.attend_first:
-            context, weights = self._attend(out, memory)
+            context, weights = self._attend(out, memory, cov)
         att_out = self._attentional(out, context)
-        return att_out, context, weights, self._join(rnn_state, att_out[:, 0])
+        if cov is not None:
+            cov = cov + weights[:, 0].to(cov.dtype)
+        return att_out, context, weights, self._join(rnn_state, att_out[:, 0], cov)
 
     def _logits(self, att_out: Tensor, context: Tensor | None, weights: Tensor, emb: Tensor, memory: State) -> Tensor:
         """h~ (B, [T,] H) -> logits (B, [T,] V), or with copy the log of the mixture."""
@@ -266,14 +324,14 @@ class _RecurrentDecoder(nn.Module):
 
     def step(self, y_prev: Tensor, memory: State, state: State) -> tuple[Tensor, Tensor, State]:
         """y_prev (B,) int64 -> (logits (B, V), attention (B, S) or (B, 0), new state)."""
-        emb = self.embedding_dropout(self.embedding(y_prev[:, None]))  # (B, 1, E)
+        emb = self._embed(y_prev[:, None])  # (B, 1, E)
         att_out, context, weights, state = self._advance(emb, memory, state)
         context = context[:, 0] if context is not None else None
         return self._logits(att_out[:, 0], context, weights[:, 0], emb[:, 0], memory), weights[:, 0], state
 
     def forward(self, y_in: Tensor, memory: State, state: State) -> tuple[Tensor, Tensor, State]:
         """Teacher forcing: y_in (B, T) -> (logits (B, T, V), attention (B, T, S), final state)."""
-        emb = self.embedding_dropout(self.embedding(y_in))  # (B, T, E)
+        emb = self._embed(y_in)  # (B, T, E)
         if self.attend_first or self.config.input_feeding:
             outs, contexts, all_weights = [], [], []
             for t in range(y_in.size(1)):
@@ -284,11 +342,14 @@ class _RecurrentDecoder(nn.Module):
             att_out, weights = torch.cat(outs, dim=1), torch.cat(all_weights, dim=1)
             context = torch.cat(contexts, dim=1) if self.has_attention else None
         else:  # fast path: one fused RNN call, attention for all T steps at once
-            rnn_state, _ = self._split(state)
+            rnn_state, _, cov = self._split(state)
             out, rnn_state = self.rnn(emb, rnn_state)  # (B, T, H)
-            context, weights = self._attend(out, memory)
+            if cov is None:
+                context, weights = self._attend(out, memory)
+            else:
+                context, weights, cov = self._attend_steps(out, memory, cov)
             att_out = self._attentional(out, context)
-            state = self._join(rnn_state, att_out[:, -1])
+            state = self._join(rnn_state, att_out[:, -1], cov)
         return self._logits(att_out, context, weights, emb, memory), weights, state
 
 

@@ -66,6 +66,11 @@ class RuntimeModel:
         self.src_tokenizer, self.tgt_tokenizer, self.probs_fn = src_tokenizer, tgt_tokenizer, probs_fn
         self.members = list(members)
 
+    @property
+    def copy_oov(self) -> bool:
+        """Whether its outputs extend the vocabulary with the source's unknown words (seqkit.oov)."""
+        return self.config.copy_oov
+
     def search_config(self, **overrides: Any) -> SearchConfig:
         """The exported search defaults with ``overrides`` (SearchConfig fields) applied."""
         return resolve_search(self.config.search, overrides)
@@ -77,7 +82,8 @@ class RuntimeModel:
         if self.config.model_kind != "seq2seq":
             raise ModelError(f"{self.model_dir}: a language model (task {self.config.task}) cannot translate; "
                              "use `seqkit generate`")
-        return Translator(self.stepper, self.src_tokenizer, self.tgt_tokenizer, self.search_config(**search_overrides))
+        return Translator(self.stepper, self.src_tokenizer, self.tgt_tokenizer, self.search_config(**search_overrides),
+                          copy_oov=self.config.copy_oov)
 
     def generator(self, **search_overrides: Any) -> Generator:
         if self.config.model_kind != "lm":

@@ -65,6 +65,7 @@ PROBS = "probs"
 TOP_K, EOS_ID, TOP_LOG_PROBS, TOP_IDS, EOS_LOG_PROBS = "top_k", "eos_id", "top_log_probs", "top_ids", "eos_log_probs"
 CANDIDATES = "candidates"
 BATCH, SRC_LEN = "batch", "src_len"
+EXTENDED_VOCAB = "extended_vocab"  # log_probs columns with copy_oov: V + S
 
 
 def known_format(value: int) -> int:
@@ -153,6 +154,9 @@ class ExportConfig(BaseModel):
     # The step graph has the top_k/eos_id inputs and top_log_probs/top_ids/eos_log_probs outputs;
     # False for exports made before they existed (search then reads whole log_probs rows).
     step_top_k: bool = False
+    # model.decoder.copy_oov: log_probs has tgt_vocab_size + S columns, ids from tgt_vocab_size on
+    # a sentence's own unknown source words (seqkit.oov); source ids are fed extended the same way.
+    copy_oov: bool = False
     # Classifier only: label strings in class-id order (index = column of ``probs``).
     labels: list[str] | None = None
     shortlist: ShortlistInfo | None = None  # seq2seq only; None: no shortlist graph
@@ -210,11 +214,12 @@ def encoder_io(memory: list[TensorSpec], state: list[TensorSpec]) -> GraphIO:
     return GraphIO(inputs={SRC: {0: BATCH, 1: SRC_LEN}, SRC_LENGTHS: {0: BATCH}}, outputs=outputs)
 
 
-def step_io(memory: list[TensorSpec], state: list[TensorSpec], has_attention: bool) -> GraphIO:
+def step_io(memory: list[TensorSpec], state: list[TensorSpec], has_attention: bool, copy_oov: bool = False) -> GraphIO:
     """decoder_step.onnx / lm_step.onnx: y_prev (B,) int64, memory_i..., state_i... ->
-    log_probs (B, V), [attention (B, S)], state_out_i... (same shapes as state_i)."""
+    log_probs (B, V) (B, V + S with copy_oov), [attention (B, S)], state_out_i... (same shapes
+    as state_i)."""
     inputs = {Y_PREV: {0: BATCH}, **{t.name: t.dynamic_axes() for t in (*memory, *state)}}
-    outputs: dict[str, dict[int, str]] = {LOG_PROBS: {0: BATCH}}
+    outputs: dict[str, dict[int, str]] = {LOG_PROBS: {0: BATCH, 1: EXTENDED_VOCAB} if copy_oov else {0: BATCH}}
     if has_attention:
         outputs[ATTENTION] = {0: BATCH, 1: SRC_LEN}
     for i, t in enumerate(state):

@@ -139,8 +139,10 @@ class OrtTopKStepper(OrtStepper):
         super().__init__(config, encoder, step)
 
     def step_top_k(self, y_prev: np.ndarray, memory: State, state: State, k: int, eos_id: int) -> tuple[TopK, np.ndarray | None, State]:
-        """y_prev (N,) int64 -> (TopK (N, min(k, V)) of ``step``'s log-probs, attention, state)."""
-        k = min(k, self.config.tgt_vocab_size)  # ONNX TopK rejects k > V
+        """y_prev (N,) int64 -> (TopK (N, min(k, width)) of ``step``'s log-probs, attention, state)."""
+        # ONNX TopK rejects k > V; with copy_oov a row has V + S columns (S: the memory's source length).
+        width = self.config.tgt_vocab_size + (int(memory[0].shape[1]) if self.config.copy_oov else 0)
+        k = min(k, width)
         out = self._run([TOP_LOG_PROBS, TOP_IDS, EOS_LOG_PROBS], y_prev, memory, state, k, eos_id)
         return TopK(out[0], out[1], out[2]), *self._attention_and_state(out[3:])
 

@@ -20,12 +20,13 @@ import numpy as np
 import torch
 
 from seqkit import metrics as M
+from seqkit import oov
 from seqkit.batching import bucket_batches, collate, encode_source
 from seqkit.data import load_split
 from seqkit.errors import DataError, SeqkitError
 from seqkit.export_seq2seq import export_seq2seq
 from seqkit.inference import Translator
-from seqkit.loss import smoothed_loss
+from seqkit.loss import coverage_loss, smoothed_loss
 from seqkit.models import TorchStepper
 from seqkit.rundir import TOKENIZER_DIR
 from seqkit.streaming import StreamBatches
@@ -55,6 +56,7 @@ class Seq2SeqTask:
             if (s_trunc and not data.truncate_src) or len(t_ids) + 1 > data.max_tgt_len or not t_ids:
                 dropped += 1
                 continue
+            s_ids, t_ids = self._extend(src, s_ids, tgt, t_ids)
             self.src_ids.append(s_ids)
             self.tgt_ids.append(t_ids)
             texts[0].append(src)
@@ -69,6 +71,13 @@ class Seq2SeqTask:
             data.truncate_src)
         self._set_lengths()
         self._epoch_batches: tuple[int, list[np.ndarray]] | None = None
+
+    def _extend(self, src: str, s_ids: list[int], tgt: str, t_ids: list[int]) -> tuple[list[int], list[int]]:
+        """The pair in its source's extended vocabulary (``model.decoder.copy_oov``, seqkit.oov)."""
+        if not oov.enabled(self.recipe.model):
+            return s_ids, t_ids
+        extended = oov.extend_source(self.src_tok, src, s_ids)
+        return extended.ids, oov.extend_target(self.tgt_tok, tgt, t_ids, extended)
 
     def _set_lengths(self) -> None:
         self.src_len = np.array([len(s) for s in self.src_ids])
@@ -87,9 +96,16 @@ class Seq2SeqTask:
     def end_epoch(self) -> None:
         self._epoch_batches = None
 
-    def _tensors(self, src_ids: list[list[int]], tgt_ids: list[list[int]]) -> dict[str, torch.Tensor]:
+    def _tensors(self, src_ids: list[list[int]], tgt_ids: list[list[int]],
+                 drop_seed: list[int] | None = None) -> dict[str, torch.Tensor]:
+        """The batch on the device; ``drop_seed`` (training): seeds ``train.word_dropout``'s draw."""
         tok = self.tgt_tok
         batch = collate(src_ids, tgt_ids, tok.pad_id, tok.bos_id, tok.eos_id)
+        p = self.train_cfg.word_dropout
+        if drop_seed is not None and p > 0:  # decoder inputs after bos become unk
+            drop = np.random.default_rng([self.recipe.seed, *drop_seed]).random(batch.tgt_in.shape) < p
+            drop[:, 0] = False
+            batch.tgt_in[drop & (batch.tgt_in != tok.pad_id)] = tok.unk_id
         dev = self.device
         return {
             "src": to_device(batch.src, dev),
@@ -99,18 +115,22 @@ class Seq2SeqTask:
             "ntokens": int(batch.ntokens),
         }
 
-    def _loss_on(self, t: dict[str, torch.Tensor], smoothing: float,
-                 model: torch.nn.Module | None = None) -> tuple[torch.Tensor, int, torch.Tensor]:
-        logits = (self.model if model is None else model)(t["src"], t["src_lengths"], t["tgt_in"])  # (B, T, V)
+    def _loss_on(self, t: dict[str, torch.Tensor], smoothing: float, model: torch.nn.Module | None = None,
+                 coverage: float = 0.0) -> tuple[torch.Tensor, int, torch.Tensor]:
+        model = self.model if model is None else model
+        # logits (B, T, V [+ S with copy_oov]), attention (B, T, S)
+        logits, attention = model(t["src"], t["src_lengths"], t["tgt_in"], return_attention=True)
         loss, nll = smoothed_loss(logits.reshape(-1, logits.size(-1)), t["tgt_out"].reshape(-1),
                                   self.tgt_tok.pad_id, smoothing)
+        if coverage > 0:  # train.coverage_loss
+            loss = loss + coverage * coverage_loss(attention, t["tgt_out"] != self.tgt_tok.pad_id)
         return loss, t["ntokens"], nll
 
     def loss(self, index: np.ndarray, model: torch.nn.Module | None = None) -> tuple[torch.Tensor, int, torch.Tensor]:
         """(summed smoothed loss, target tokens, summed NLL) of batch ``index``; the forward runs
         through ``model`` (the Trainer's: this model, or its DDP wrapper)."""
-        t = self._tensors([self.src_ids[i] for i in index], [self.tgt_ids[i] for i in index])
-        return self._loss_on(t, self.train_cfg.label_smoothing, model)
+        t = self._tensors([self.src_ids[i] for i in index], [self.tgt_ids[i] for i in index], index.tolist())
+        return self._loss_on(t, self.train_cfg.label_smoothing, model, self.train_cfg.coverage_loss)
 
     @torch.inference_mode()
     def validate(self, cfg: Any) -> dict[str, Any]:
@@ -118,6 +138,8 @@ class Seq2SeqTask:
         data = self.recipe.data
         src = [encode_source(self.src_tok, s, data.max_src_len)[0] for s in self.valid.src]
         tgt = [self.tgt_tok.encode(t)[: data.max_tgt_len - 1] for t in self.valid.tgt]
+        pairs = [self._extend(*texts) for texts in zip(self.valid.src, src, self.valid.tgt, tgt)]
+        src, tgt = [p[0] for p in pairs], [p[1] for p in pairs]
         lengths = np.array([max(len(s), len(t) + 1) for s, t in zip(src, tgt)])
         order = bucket_batches(lengths, lengths, cfg.batch_tokens, shuffle=False, seed=0, epoch=0)
         nll, ntok = 0.0, 0
@@ -149,7 +171,7 @@ def translate_lines(model: torch.nn.Module, src_tok: Any, tgt_tok: Any, recipe: 
     if strategy is not None:
         search = search.model_copy(update={"strategy": strategy})
     model.eval()
-    translator = Translator(TorchStepper(model, device), src_tok, tgt_tok, search)
+    translator = Translator(TorchStepper(model, device), src_tok, tgt_tok, search, copy_oov=oov.enabled(recipe.model))
     return [r.text for r in translator.translate(lines)]
 
 
@@ -171,7 +193,8 @@ class StreamingSeq2SeqTask(Seq2SeqTask):
 
     def loss(self, index: np.ndarray, model: Any = None) -> Any:
         src, tgt = self.stream.rows(index)
-        return self._loss_on(self._tensors(src, tgt), self.train_cfg.label_smoothing, model)
+        return self._loss_on(self._tensors(src, tgt, index.tolist()), self.train_cfg.label_smoothing, model,
+                             self.train_cfg.coverage_loss)
 
 
 def lead_words(references: list[str]) -> int:
@@ -213,7 +236,8 @@ class _Seq2Seq:
 
     def front_end(self, run: Any, options: dict[str, Any]) -> Translator:
         search = run.recipe.search.with_overrides(**options)
-        return Translator(TorchStepper(run.model, run.device), run.src_tok, run.tgt_tok, search)
+        return Translator(TorchStepper(run.model, run.device), run.src_tok, run.tgt_tok, search,
+                          copy_oov=oov.enabled(run.recipe.model))
 
     def evaluate(self, run: Any, corpus: Any, *, strategy: str | None, beam_size: int | None,
                  output: Path | None) -> dict[str, Any]:
@@ -230,6 +254,7 @@ class _Seq2Seq:
                                   "decode_seconds": round(seconds, 2)}
         if recipe.task == "summarization":
             result.update(M.rouge(hyps, corpus.tgt))
+            result["repeated_trigrams"] = M.repeated_ngrams(hyps, 3)  # per headline
             train = load_split(recipe.data, "train", recipe.base_dir, cache_dir=run.run_dir / "cache")
             n_words = lead_words(train.tgt)
             lead = M.rouge(lead_baseline(corpus.src, n_words), corpus.tgt)
