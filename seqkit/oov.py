@@ -67,6 +67,25 @@ def extend_target(tokenizer: Any, text: str, ids: Sequence[int], source: Extende
     return [size + index[w] if i == unk and w in index else int(i) for i, w in zip(ids, words)]
 
 
+def hide_words(src: Sequence[int], tgt: Sequence[int], vocab_size: int, draws: Sequence[float], rate: float,
+               specials: Sequence[int]) -> tuple[list[int], list[int]]:
+    """``train.oov_dropout``: a training pair with some of its known source words made unknown.
+
+    Each distinct source id below ``vocab_size`` (not one of ``specials``) whose first position's
+    draw is below ``rate`` becomes the sentence's next extended id (after the ids ``src`` already
+    holds), in the source and wherever the target has it: the model reads the word as unk and can
+    only emit it by copying, as it must a word of a topic the training data never had."""
+    hidden = {int(i) - vocab_size for i in src if i >= vocab_size}
+    mapping: dict[int, int] = {}
+    skip = set(specials)
+    for i, draw in zip(src, draws):
+        if i < vocab_size and i not in skip and i not in mapping and draw < rate:
+            mapping[int(i)] = vocab_size + len(hidden) + len(mapping)
+    if not mapping:
+        return list(src), list(tgt)
+    return [mapping.get(i, i) for i in src], [mapping.get(i, i) for i in tgt]
+
+
 def decode_tokens(tokens: Sequence[int], tokenizer: Any, *, oov_words: Sequence[str] = (),
                   attention: Any = None, src_words: Sequence[str] | None = None) -> str:
     """Output ids as text: an extended id ``V + k`` is ``oov_words[k]`` (an id past them, which

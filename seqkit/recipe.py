@@ -205,6 +205,9 @@ def _validate_plugins(recipe: Recipe) -> None:
     if recipe.train.coverage_loss > 0 and recipe.model.decoder.get("coverage") is not True:
         raise PluginError("train.coverage_loss: the coverage loss needs the decoder's coverage; "
                           "set model.decoder.coverage: true (or train.coverage_loss: 0)")
+    if recipe.train.oov_dropout > 0 and recipe.model.decoder.get("copy_oov") is not True:
+        raise PluginError("train.oov_dropout: making source words unknown needs the extended vocabulary; "
+                          "set model.decoder.copy_oov: true (or train.oov_dropout: 0)")
     if recipe.model.decoder.get("copy_oov") is True and tok.source.get("type") not in ("word", "char"):
         raise PluginError("model.decoder.copy_oov: the extended vocabulary is numbered from token strings; "
                           "it needs tokenizer.source.type word or char")

@@ -111,6 +111,9 @@ class TrainConfig(BaseModel):
     # Translation/summarization: each decoder input token (not bos) becomes unk with this
     # probability during training (word dropout, Bowman et al. 2016); validation reads them all.
     word_dropout: float = Field(0.0, ge=0, lt=1)
+    # With model.decoder.copy_oov: each known source word of a training pair becomes an unknown
+    # one (read as unk, emitted only by copying, in the target too) with this probability.
+    oov_dropout: float = Field(0.0, ge=0, lt=1)
     # Weight of See et al.'s coverage loss, sum_t sum_i min(a_t,i, cov_t,i) per target token;
     # needs model.decoder.coverage: true. 0 = coverage without the loss.
     coverage_loss: float = Field(0.0, ge=0, le=100, allow_inf_nan=False)

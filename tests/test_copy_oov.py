@@ -38,6 +38,36 @@ def test_unknown_source_words_get_the_sentences_own_ids(tok):
     assert oov.extend_source(tok, "<unk> a", tok.encode("<unk> a") + [3]).words == []
 
 
+def test_oov_dropout_hides_known_words_in_source_and_target(tok):
+    V = tok.vocab_size
+    a, b, c = tok.encode("a b c")
+    src = [a, V, b, a, c, tok.eos_id]  # one word already unknown: V
+    tgt = [b, a, V, c]
+    # a (first at position 0) and c (position 4) are drawn below the rate; b's draw (position 2)
+    # is not, nor is a's second position (only a word's first position counts); eos never hides.
+    draws = [0.05, 0.0, 0.9, 0.9, 0.01, 0.0]
+    specials = (tok.pad_id, tok.unk_id, tok.bos_id, tok.eos_id)
+    got_src, got_tgt = oov.hide_words(src, tgt, V, draws, 0.1, specials)
+    assert got_src == [V + 1, V, b, V + 1, V + 2, tok.eos_id]
+    assert got_tgt == [b, V + 1, V, V + 2]
+    assert oov.hide_words(src, tgt, V, [0.5] * 6, 0.1, specials) == (src, tgt)
+
+
+def test_oov_dropout_is_seeded_and_changes_training(tmp_path):
+    """The draws are seeded by the recipe seed and the batch's examples: the same recipe trains to
+    the same weights twice, and to other weights without the dropout."""
+    def weights(name: str, rate: float) -> dict:
+        tree = yaml.safe_load(_recipe(tmp_path, max_steps=6, oov_dropout=rate).read_text())
+        tree["run_dir"] = str(tmp_path / name)
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(tree), encoding="utf-8")
+        train_run(tmp_path / f"{name}.yaml", [], resume=False)
+        return load_run(tmp_path / name).model.state_dict()
+
+    one, two, none = weights("one", 0.3), weights("two", 0.3), weights("none", 0.0)
+    assert all(torch.equal(one[k], two[k]) for k in one)
+    assert not all(torch.equal(one[k], none[k]) for k in one)
+
+
 def test_decode_tokens_spells_extended_ids_and_replaces_unks(tok):
     V = tok.vocab_size
     a = tok.encode("a")[0]
@@ -82,6 +112,7 @@ def test_train_export_and_runtime_decode_unknown_words_identically(tmp_path):
 @pytest.mark.parametrize("change,message", [
     ({"train": {"coverage_loss": 1.0}, "decoder": {"coverage": False}}, r"train\.coverage_loss: .*coverage: true"),
     ({"decoder": {"copy_source": False}}, r"model\.decoder\.copy_oov: .*copy_source: true"),
+    ({"train": {"oov_dropout": 0.1}, "decoder": {"copy_oov": False}}, r"train\.oov_dropout: .*copy_oov: true"),
     ({"tokenizer": {"type": "sentencepiece", "vocab_size": 50}}, r"model\.decoder\.copy_oov: .*word or char"),
 ])
 def test_recipe_errors_name_the_key(tmp_path, change, message):

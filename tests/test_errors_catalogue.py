@@ -507,6 +507,10 @@ def case_word_dropout_one(tmp: Path) -> None:
     _load(SUMMARIZE, ["train.word_dropout=1"])
 
 
+def case_oov_dropout_without_copy_oov(tmp: Path) -> None:
+    _load(SUMMARIZE, ["model.decoder.copy_oov=false", "train.oov_dropout=0.1"])
+
+
 def _read_embeddings(path: Path) -> None:
     from seqkit.embeddings import read_vectors
 
@@ -616,6 +620,8 @@ CASES: list[tuple[str, str, Callable[[Path], object]]] = [
     ("recipe", "extended vocabulary without copying (`model.decoder.copy_oov=true`)", case_copy_oov_without_copy),
     ("recipe", "extended vocabulary over sentencepiece pieces", case_copy_oov_with_sentencepiece),
     ("recipe", "word dropout of 1 (`train.word_dropout=1`)", case_word_dropout_one),
+    ("recipe", "unknown-word dropout without the extended vocabulary (`model.decoder.copy_oov=false`)",
+     case_oov_dropout_without_copy_oov),
     ("train", "embedding file whose dimension differs from embedding_dim", case_embedding_dimension),
     ("train", "embedding file that cannot be read", case_embedding_file_missing),
     ("recipe", "unknown shortlist mode (`export.shortlist.mode=always`)", case_bad_shortlist_mode),

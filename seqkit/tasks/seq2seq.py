@@ -98,8 +98,16 @@ class Seq2SeqTask:
 
     def _tensors(self, src_ids: list[list[int]], tgt_ids: list[list[int]],
                  drop_seed: list[int] | None = None) -> dict[str, torch.Tensor]:
-        """The batch on the device; ``drop_seed`` (training): seeds ``train.word_dropout``'s draw."""
+        """The batch on the device; ``drop_seed`` (training): seeds the draws of ``train.word_dropout``
+        and ``train.oov_dropout``."""
         tok = self.tgt_tok
+        rate = self.train_cfg.oov_dropout
+        if drop_seed is not None and rate > 0:
+            rng = np.random.default_rng([self.recipe.seed, *drop_seed, 1])
+            specials = (tok.pad_id, tok.unk_id, tok.bos_id, tok.eos_id)
+            pairs = [oov.hide_words(s, t, tok.vocab_size, rng.random(len(s)), rate, specials)
+                     for s, t in zip(src_ids, tgt_ids)]
+            src_ids, tgt_ids = [p[0] for p in pairs], [p[1] for p in pairs]
         batch = collate(src_ids, tgt_ids, tok.pad_id, tok.bos_id, tok.eos_id)
         p = self.train_cfg.word_dropout
         if drop_seed is not None and p > 0:  # decoder inputs after bos become unk
