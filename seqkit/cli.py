@@ -31,6 +31,7 @@ from seqkit.evaluate import (
     open_step_model,
 )
 from seqkit.plot import plot_curves, plot_first_attention
+from seqkit.openmp import set_thread_wait
 from seqkit.progress import configure_logging
 from seqkit.recipe import dump_recipe, load_recipe
 from seqkit.rundir import EMA_FILE, MODEL_FILE
@@ -373,10 +374,8 @@ _EXTRA_OF = {**dict.fromkeys(["torch", "datasets", "safetensors", "onnx", "sacre
 
 
 def main() -> None:
-    # Idle OpenMP threads spin by default. On a machine shared with other busy processes that
-    # spinning made training steps 3-10x slower (measured, docs/benchmarks.md); sleeping
-    # threads cost little when the machine is otherwise idle. Must be set before torch loads.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # OpenMP threads spin briefly, then sleep (seqkit.openmp); must be set before torch loads.
+    set_thread_wait()
     try:
         code = cli.main(standalone_mode=False)
     except click.exceptions.Abort:

@@ -22,6 +22,7 @@ from seqkit import checkpoint as ckpt
 from seqkit import distributed
 from seqkit.data import Corpus, load_split
 from seqkit.devices import torch_device
+from seqkit.openmp import thread_wait
 from seqkit.embeddings import apply_pretrained
 from seqkit.errors import CheckpointError, SeqkitError
 from seqkit.models import TorchStepper
@@ -198,8 +199,8 @@ def trim_metrics(run_dir: Path, step: int) -> None:
 def _log_environment(recipe: Recipe, run_dir: Path, device: torch.device) -> None:
     """What train.log needs to reproduce the run: versions, device, threads, the recipe's hash."""
     digest = sha256_file(run_dir / RECIPE_FILE)
-    log.info("seqkit %s, torch %s, python %s, %s; device %s, %d torch threads", __version__, torch.__version__,
-             platform.python_version(), platform.platform(terse=True), device, torch.get_num_threads())
+    log.info("seqkit %s, torch %s, python %s, %s; device %s, %d torch threads (%s)", __version__, torch.__version__,
+             platform.python_version(), platform.platform(terse=True), device, torch.get_num_threads(), thread_wait())
     log.info("recipe %s (sha256 %s)%s", run_dir / RECIPE_FILE, digest[:16],
              f": {recipe.description}" if recipe.description else "")
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import click
+import pytest
 import yaml
 
 from seqkit.rundir import sha256_file
@@ -156,3 +158,30 @@ def test_progress_bar_fills_against_the_budget_that_stops_the_run():
     assert "90%" in screen.getvalue() and "step 900/1000" in screen.getvalue()
     piped = io.StringIO()
     assert Progress(cfg, 0, stream=piped).bar is None and piped.getvalue() == ""
+
+
+@pytest.mark.parametrize(("environ", "load", "expected"), [
+    ({}, 0.3, {"GOMP_SPINCOUNT": "10000"}),  # an idle machine: spin briefly, then sleep
+    ({}, 1.0, {"OMP_WAIT_POLICY": "PASSIVE"}),  # others hold half the CPUs: sleep at once
+    ({"OMP_WAIT_POLICY": "ACTIVE"}, 0.0, {"OMP_WAIT_POLICY": "ACTIVE"}),  # the user's choice stays
+    ({"GOMP_SPINCOUNT": "0"}, 5.0, {"GOMP_SPINCOUNT": "0"}),
+])
+def test_openmp_threads_spin_briefly_on_an_idle_machine(environ, load, expected):
+    from seqkit.openmp import set_thread_wait, thread_wait
+
+    said = set_thread_wait(environ, load=load, cpus=2)
+    assert environ == expected
+    assert said.startswith(thread_wait(environ))
+
+
+def test_the_seqkit_command_sets_the_wait_before_torch_loads(tmp_path):
+    """cli.main sets how OpenMP threads wait; libgomp reads it when torch loads, so torch must not
+    load before: importing seqkit.cli leaves torch out, and the running command sees the value."""
+    code = ("import os, sys; import seqkit.cli as c; assert 'torch' not in sys.modules; "
+            "sys.argv = ['seqkit', '--version']\n"
+            "try:\n    c.main()\nexcept SystemExit:\n    pass\n"
+            "print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] in ("10000 None", "None PASSIVE")  # which one: the load

@@ -68,6 +68,20 @@ def test_oov_dropout_is_seeded_and_changes_training(tmp_path):
     assert not all(torch.equal(one[k], none[k]) for k in one)
 
 
+def test_oov_rates_count_unknown_and_copyable_target_words(tok):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import oov_rates
+
+    # sources: 6 tokens, 2 unknown (zz, yy); targets: 5 tokens, 3 unknown, 2 of them in their source
+    got = oov_rates.rates(tok, ["a zz b", "yy c a"], ["zz qq", "b yy c"], max_src_len=10)
+    assert got == {"pairs": 2, "source_unknown_pct": 33.33, "target_unknown_pct": 60.0, "target_copyable_pct": 40.0}
+    # max_src_len cuts the source as training does: yy is then not there to copy
+    assert oov_rates.rates(tok, ["a b yy"], ["yy"], max_src_len=3)["target_copyable_pct"] == 0.0
+
+
 def test_decode_tokens_spells_extended_ids_and_replaces_unks(tok):
     V = tok.vocab_size
     a = tok.encode("a")[0]

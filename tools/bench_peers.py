@@ -30,6 +30,11 @@ the toolkits taking turns: OpenNMT-py, seqkit with ``--recipe`` (default: the ru
 on OpenNMT-py's architecture; it reports target
 tokens per second of the steps after the first ``--warmup`` (each toolkit's own log), the
 process's CPU share and peak RSS (``/usr/bin/time -v``).
+
+Each toolkit runs with its own OpenMP defaults: OpenNMT-py with the environment this script was
+started in, seqkit with what the ``seqkit`` command sets (``seqkit.openmp``: a short spin) unless
+that environment says otherwise. Export ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` to give both
+the same.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ SPLITS = ("train", "valid", "test")
 # OpenNMT-py 3.5.1 calls torch.load without weights_only=False, which torch >= 2.6 refuses for its
 # own checkpoints (they pickle an argparse.Namespace); these are files it wrote itself here.
 ONMT_ENV = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
+PEER_ENVIRON = dict(os.environ)  # the peer's environment: without seqkit's OpenMP default (main)
 
 
 def peer_python(venv: Path) -> Path:
@@ -140,12 +146,14 @@ ONMT_ARCH = ["model.encoder.hidden_size=128", "model.encoder.embedding_dim=256",
              "model.decoder.tie_embeddings=true", "train.amp=none"]
 
 
-def timed(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run cmd under /usr/bin/time -v; its output into log. CPU share and peak RSS."""
+def timed(cmd: list[str], log: Path, env: dict[str, str] | None = None,
+          base: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run cmd under /usr/bin/time -v (environment ``base``, default ours, updated by ``env``);
+    its output into log. CPU share and peak RSS."""
     start = time.perf_counter()
     with open(log, "w", encoding="utf-8") as fh:
         done = subprocess.run(["/usr/bin/time", "-v", *cmd], stdout=fh, stderr=subprocess.STDOUT,
-                              env={**os.environ, **(env or {})})
+                              env={**(os.environ if base is None else base), **(env or {})})
     text = log.read_text(encoding="utf-8", errors="replace")
     if done.returncode != 0:
         raise SystemExit(f"error: {' '.join(cmd[:3])} failed (exit {done.returncode}); see {log}")
@@ -162,7 +170,8 @@ def train_peer(run_dir: Path, work: Path, venv: Path, steps: int, tag: str = "",
     subprocess.run([py, "-m", "onmt.bin.build_vocab", "-config", str(cfg), "-n_sample", "-1"], check=True,
                    capture_output=True)
     env = {**ONMT_ENV, **({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else {})}
-    result = timed([py, "-m", "onmt.bin.train", "-config", str(cfg)], work / f"onmt-train{tag}-{steps}.log", env)
+    result = timed([py, "-m", "onmt.bin.train", "-config", str(cfg)], work / f"onmt-train{tag}-{steps}.log", env,
+                   base=PEER_ENVIRON)
     # "Step 50/ 1216; acc: ..; ppl: ..; xent: ..; lr: ..; 2671/2532 tok/s;    28 sec;"
     rates = [(int(m.group(1)), float(m.group(3))) for m in
              re.finditer(r"Step\s+(\d+)/\s*\d+;.*?(\d+)/\s*(\d+) tok/s", Path(result["log"]).read_text())]
@@ -266,7 +275,7 @@ def onmt_decode(args: argparse.Namespace, model: Path, beam: int) -> dict[str, A
     work, py = args.work, str(peer_python(args.venv))
     script, out = work / "onmt_driver.py", work / f"onmt-beam{beam}.json"
     script.write_text(ONMT_DRIVER, encoding="utf-8")
-    env = {**os.environ, **ONMT_ENV, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    env = {**PEER_ENVIRON, **ONMT_ENV, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     cmd = [py, str(script), str(args.repeats), str(args.latency_sentences), str(out), "-model", str(model),
            "-src", str(work / "test.src.sp"), "-beam_size", str(beam), "-batch_size", "32", "-batch_type", "sents",
            "-output", str(work / f"onmt-beam{beam}.pred.txt")]  # its default is pred.txt in the working directory
@@ -346,6 +355,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=1, help="decode: seqkit passes per backend (the fastest counts)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
+    from seqkit.openmp import set_thread_wait
+
+    set_thread_wait()  # seqkit decodes in this process: its OpenMP default, before torch loads
     if args.command == "setup":
         setup(args.venv)
         return 0

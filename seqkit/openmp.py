@@ -1,0 +1,49 @@
+"""How torch's OpenMP threads wait between kernels, set by ``seqkit`` before torch loads.
+
+torch's CPU kernels run on GNU OpenMP (libgomp), which reads its environment once, when torch is
+imported. A waiting thread spins (quick to resume, but it holds a core) or sleeps (frees the core,
+but waking it costs time at every small kernel). Measured on the 2-core VM, 2 threads
+(docs/benchmarks.md, "Threads waiting: spin or sleep"): on an idle machine a short spin
+(``GOMP_SPINCOUNT=10000``) trained the translate recipe 1.4x and decoded with torch 1.6-1.8x
+faster than sleeping at once (``OMP_WAIT_POLICY=PASSIVE``); beside one busy process it was the
+other way round (0.55x training, 0.4x decoding). So the command looks at the machine when it
+starts: spin briefly when it is idle, sleep when other work already holds half the CPUs.
+onnxruntime has its own thread pool (seqkit.runtime.stepper).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import MutableMapping
+
+SPIN_COUNT = "10000"
+
+
+def set_thread_wait(environ: MutableMapping[str, str] = os.environ, load: float | None = None,
+                    cpus: int | None = None) -> str:
+    """Unless ``environ`` already says how OpenMP threads wait (``OMP_WAIT_POLICY`` or
+    ``GOMP_SPINCOUNT``): ``OMP_WAIT_POLICY=PASSIVE`` when the 1-minute load average (``load``)
+    is at least half the CPUs (``cpus``), else ``GOMP_SPINCOUNT=10000``. Call before torch is
+    imported. Returns the setting, as the training log records it."""
+    for key in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+        if key in environ:
+            return f"{key}={environ[key]} (from the environment)"
+    cpus = cpus if cpus is not None else os.cpu_count() or 1
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except OSError:  # not available on this platform
+            load = 0.0
+    if load >= cpus / 2:
+        environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        return f"OMP_WAIT_POLICY=PASSIVE (load average {load:.1f} on {cpus} CPUs)"
+    environ["GOMP_SPINCOUNT"] = SPIN_COUNT
+    return f"GOMP_SPINCOUNT={SPIN_COUNT} (load average {load:.1f} on {cpus} CPUs)"
+
+
+def thread_wait(environ: MutableMapping[str, str] = os.environ) -> str:
+    """How OpenMP threads wait in this process, for the training log."""
+    for key in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+        if key in environ:
+            return f"{key}={environ[key]}"
+    return "libgomp's default spin"
