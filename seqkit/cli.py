@@ -30,8 +30,8 @@ from seqkit.evaluate import (
     open_generator,
     open_step_model,
 )
-from seqkit.plot import plot_curves, plot_first_attention
 from seqkit.openmp import set_thread_wait
+from seqkit.plot import plot_curves, plot_first_attention
 from seqkit.progress import configure_logging
 from seqkit.recipe import dump_recipe, load_recipe
 from seqkit.rundir import EMA_FILE, MODEL_FILE
@@ -374,7 +374,8 @@ _EXTRA_OF = {**dict.fromkeys(["torch", "datasets", "safetensors", "onnx", "sacre
 
 
 def main() -> None:
-    # OpenMP threads spin briefly, then sleep (seqkit.openmp); must be set before torch loads.
+    # How OpenMP threads wait: a short spin on an idle machine, sleep on a busy one
+    # (seqkit.openmp). libgomp reads it when torch loads, so this comes first.
     set_thread_wait()
     try:
         code = cli.main(standalone_mode=False)

@@ -17,6 +17,7 @@ import os
 from collections.abc import MutableMapping
 
 SPIN_COUNT = "10000"
+KEYS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")  # libgomp reads both; either set means the user chose
 
 
 def set_thread_wait(environ: MutableMapping[str, str] = os.environ, load: float | None = None,
@@ -25,9 +26,8 @@ def set_thread_wait(environ: MutableMapping[str, str] = os.environ, load: float 
     ``GOMP_SPINCOUNT``): ``OMP_WAIT_POLICY=PASSIVE`` when the 1-minute load average (``load``)
     is at least half the CPUs (``cpus``), else ``GOMP_SPINCOUNT=10000``. Call before torch is
     imported. Returns the setting, as the training log records it."""
-    for key in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
-        if key in environ:
-            return f"{key}={environ[key]} (from the environment)"
+    if any(key in environ for key in KEYS):
+        return f"{thread_wait(environ)} (from the environment)"
     cpus = cpus if cpus is not None else os.cpu_count() or 1
     if load is None:
         try:
@@ -43,7 +43,4 @@ def set_thread_wait(environ: MutableMapping[str, str] = os.environ, load: float 
 
 def thread_wait(environ: MutableMapping[str, str] = os.environ) -> str:
     """How OpenMP threads wait in this process, for the training log."""
-    for key in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
-        if key in environ:
-            return f"{key}={environ[key]}"
-    return "libgomp's default spin"
+    return next((f"{key}={environ[key]}" for key in KEYS if key in environ), "libgomp's default spin")

@@ -22,10 +22,10 @@ from seqkit import checkpoint as ckpt
 from seqkit import distributed
 from seqkit.data import Corpus, load_split
 from seqkit.devices import torch_device
-from seqkit.openmp import thread_wait
 from seqkit.embeddings import apply_pretrained
 from seqkit.errors import CheckpointError, SeqkitError
 from seqkit.models import TorchStepper
+from seqkit.openmp import thread_wait
 from seqkit.recipe import Recipe, dump_recipe, load_recipe
 from seqkit.rundir import (
     CACHE_DIR,

@@ -213,7 +213,7 @@ def environment(args: argparse.Namespace, run: Any) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from seqkit.openmp import set_thread_wait
 
-    set_thread_wait()  # the seqkit command's OpenMP default (a short spin), before torch loads
+    set_thread_wait()  # the seqkit command's OpenMP default (seqkit.openmp), before torch loads
     import datasets
 
     from seqkit.data import load_split

@@ -32,7 +32,7 @@ tokens per second of the steps after the first ``--warmup`` (each toolkit's own 
 process's CPU share and peak RSS (``/usr/bin/time -v``).
 
 Each toolkit runs with its own OpenMP defaults: OpenNMT-py with the environment this script was
-started in, seqkit with what the ``seqkit`` command sets (``seqkit.openmp``: a short spin) unless
+started in, seqkit with what the ``seqkit`` command sets (``seqkit.openmp``: a short spin when idle) unless
 that environment says otherwise. Export ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` to give both
 the same.
 """
