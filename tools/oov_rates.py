@@ -14,17 +14,10 @@ data then holds no such word at all (docs/benchmarks.md, ``train.oov_dropout``).
 from __future__ import annotations
 
 import argparse
-import gzip
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def read_lines(path: Path) -> list[str]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        return f.read().splitlines()
 
 
 def rates(tok: object, src: list[str], tgt: list[str], max_src_len: int) -> dict[str, float]:
@@ -54,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(args.files) % 2:
         p.error("files come in pairs: SRC TGT [SRC TGT ...]")
     sys.path.insert(0, str(ROOT))
+    from seqkit.errors import SeqkitError
     from seqkit.recipe import load_recipe
+    from seqkit.textio import read_aligned
     from seqkit.tokenizers import load_tokenizers
 
     recipe = load_recipe(args.run_dir / "recipe.yaml")
@@ -64,9 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     print("| source file | pairs | source tokens unknown | target tokens unknown | target tokens unknown and in their source |")
     print("|---|---:|---:|---:|---:|")
     for src_path, tgt_path in zip(args.files[::2], args.files[1::2]):
-        src, tgt = read_lines(src_path), read_lines(tgt_path)
-        if len(src) != len(tgt):
-            p.error(f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}")
+        try:
+            src, (tgt,) = read_aligned(src_path, [tgt_path], "one target line per source line")
+        except SeqkitError as exc:  # the file, and what is wrong with it
+            p.error(str(exc))
         r = rates(src_tok, src, tgt, recipe.data.max_src_len)
         print(f"| {src_path} | {r['pairs']} | {r['source_unknown_pct']}% | {r['target_unknown_pct']}% "
               f"| {r['target_copyable_pct']}% |")

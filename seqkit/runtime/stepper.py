@@ -43,8 +43,9 @@ def session_options(threads: int | None = None, *, sequential: bool = True) -> o
     --compare-execution-mode); sequential is the default and avoids an inter-op thread pool.
 
     The pool's threads sleep while they wait instead of spinning, unless OMP_WAIT_POLICY is
-    ACTIVE: the one switch seqkit reads for torch's OpenMP threads too (docs/recipes.md). On the
-    shared 2-core VM (load ~9), beam 5 over 200 sentences took 2.4-2.6 s spinning and 1.1 s not."""
+    ACTIVE (a variable torch's OpenMP threads read too; seqkit.openmp). Spinning was slower on the
+    2-core VM both idle (beam 5 fp32 3.14 s against 2.38 s) and loaded (load ~9: 200 sentences
+    2.4-2.6 s against 1.1 s); docs/recipes.md."""
     opts = ort.SessionOptions()
     if os.environ.get("OMP_WAIT_POLICY", "").strip().upper() != "ACTIVE":
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -107,13 +108,16 @@ class OrtStepper:
 
     def _run(self, heads: list[str], y_prev: np.ndarray, memory: State, state: State, k: int, eos_id: int) -> list[np.ndarray]:
         """The step graph's ``heads`` outputs, then attention (if any) and the new state."""
+        return self.step_session.run(heads + self.step_outputs[1:], self._feeds(y_prev, memory, state, k, eos_id))
+
+    def _feeds(self, y_prev: np.ndarray, memory: State, state: State, k: int, eos_id: int) -> dict[str, np.ndarray]:
         feeds = {Y_PREV: np.ascontiguousarray(y_prev, dtype=np.int64)}
         feeds.update(zip(self.memory_names, memory))
         feeds.update(zip(self.state_names, state))
         if self.config.step_top_k:  # graph inputs must be fed even when their outputs are not read
             feeds[TOP_K] = np.array([k], dtype=np.int64)
             feeds[EOS_ID] = np.array(eos_id, dtype=np.int64)
-        return self.step_session.run(heads + self.step_outputs[1:], feeds)
+        return feeds
 
     def _attention_and_state(self, out: list[np.ndarray]) -> tuple[np.ndarray | None, State]:
         if self.config.has_attention:
@@ -176,12 +180,9 @@ class OrtShortlistStepper(OrtTopKStepper):
         out = self._run([TOP_LOG_PROBS, TOP_IDS, EOS_LOG_PROBS], y_prev, memory, state, k, column)
         return TopK(out[0], out[1], out[2]), *self._attention_and_state(out[3:])
 
-    def _run(self, heads: list[str], y_prev: np.ndarray, memory: State, state: State, k: int, eos_id: int) -> list[np.ndarray]:
-        feeds = {Y_PREV: np.ascontiguousarray(y_prev, dtype=np.int64), CANDIDATES: memory[-1],
-                 TOP_K: np.array([k], dtype=np.int64), EOS_ID: np.array(eos_id, dtype=np.int64)}
-        feeds.update(zip(self.memory_names, memory[:-1]))
-        feeds.update(zip(self.state_names, state))
-        return self.step_session.run(heads + self.step_outputs[1:], feeds)
+    def _feeds(self, y_prev: np.ndarray, memory: State, state: State, k: int, eos_id: int) -> dict[str, np.ndarray]:
+        """The step graph's feeds, the candidates (memory's last element) one of them."""
+        return {**super()._feeds(y_prev, memory[:-1], state, k, eos_id), CANDIDATES: memory[-1]}
 
     def select_memory(self, memory: State, index: np.ndarray) -> State:
         return (*super().select_memory(memory[:-1], index), memory[-1])
