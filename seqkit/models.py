@@ -273,6 +273,9 @@ def top_k_lower_id(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """The k largest of each row of x (N, V), best first, equal values in id order (as ONNX
     TopK and seqkit.search.top_k_rows): torch.topk leaves tie order open, so rows where a tie
     could matter (at the k-th value, or inside the k) are redone with a stable sort."""
+    if k == 1:  # torch.max returns the first of equal maxima: the lowest id
+        values, ids = x.max(dim=-1, keepdim=True)
+        return values, ids
     values, ids = torch.topk(x, min(k + 1, x.size(-1)), dim=-1)  # one more: a tie at the cut shows
     cut = values[:, k - 1] == values[:, k] if values.size(-1) > k else torch.zeros_like(values[:, 0], dtype=torch.bool)
     values, ids = values[:, :k], ids[:, :k]

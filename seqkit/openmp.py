@@ -8,13 +8,17 @@ but waking it costs time at every small kernel). Measured on the 2-core VM, 2 th
 faster than sleeping at once (``OMP_WAIT_POLICY=PASSIVE``); beside one busy process it was the
 other way round (0.55x training, 0.4x decoding). So the command looks at the machine when it
 starts: spin briefly when it is idle, sleep when other work already holds half the CPUs.
-onnxruntime has its own thread pool (seqkit.runtime.stepper).
+"Holds" is read from the kernel's count of runnable tasks (/proc/loadavg), sampled for a few
+milliseconds: the 1-minute load average, used where that count is not available, still counts a
+job for a minute after it ended. onnxruntime has its own thread pool (seqkit.runtime.stepper).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import MutableMapping
+from pathlib import Path
 
 SPIN_COUNT = "10000"
 KEYS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")  # libgomp reads both; either set means the user chose
@@ -23,22 +27,41 @@ KEYS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")  # libgomp reads both; either set m
 def set_thread_wait(environ: MutableMapping[str, str] = os.environ, load: float | None = None,
                     cpus: int | None = None) -> str:
     """Unless ``environ`` already says how OpenMP threads wait (``OMP_WAIT_POLICY`` or
-    ``GOMP_SPINCOUNT``): ``OMP_WAIT_POLICY=PASSIVE`` when the 1-minute load average (``load``)
-    is at least half the CPUs (``cpus``), else ``GOMP_SPINCOUNT=10000``. Call before torch is
-    imported. Returns the setting, as the training log records it."""
+    ``GOMP_SPINCOUNT``): ``OMP_WAIT_POLICY=PASSIVE`` when other work (``load``, default
+    :func:`busy_cpus`) holds at least half the CPUs (``cpus``), else ``GOMP_SPINCOUNT=10000``.
+    Call before torch is imported. Returns the setting, as the training log records it."""
     if any(key in environ for key in KEYS):
         return f"{thread_wait(environ)} (from the environment)"
     cpus = cpus if cpus is not None else os.cpu_count() or 1
+    what = "busy CPUs"
     if load is None:
-        try:
-            load = os.getloadavg()[0]
-        except OSError:  # not available on this platform
-            load = 0.0
+        load, what = busy_cpus()
     if load >= cpus / 2:
         environ["OMP_WAIT_POLICY"] = "PASSIVE"
-        return f"OMP_WAIT_POLICY=PASSIVE (load average {load:.1f} on {cpus} CPUs)"
+        return f"OMP_WAIT_POLICY=PASSIVE ({what} {load:.1f} of {cpus})"
     environ["GOMP_SPINCOUNT"] = SPIN_COUNT
-    return f"GOMP_SPINCOUNT={SPIN_COUNT} (load average {load:.1f} on {cpus} CPUs)"
+    return f"GOMP_SPINCOUNT={SPIN_COUNT} ({what} {load:.1f} of {cpus})"
+
+
+def busy_cpus(samples: int = 10, interval: float = 0.005, loadavg: Path = Path("/proc/loadavg")) -> tuple[float, str]:
+    """-> (CPUs other work keeps busy now, what that figure is).
+
+    Linux: the mean over ``samples`` reads, ``interval`` seconds apart, of the runnable tasks in
+    /proc/loadavg (its fourth field, "running/total") less this one. Elsewhere, or when the file
+    cannot be read: the 1-minute load average (0 where there is none)."""
+    counts = []
+    try:
+        for i in range(samples):
+            if i:
+                time.sleep(interval)
+            running = loadavg.read_text(encoding="ascii").split()[3].split("/")[0]
+            counts.append(max(int(running) - 1, 0))  # the reading task itself is runnable
+    except (OSError, IndexError, ValueError):
+        try:
+            return os.getloadavg()[0], "load average"
+        except OSError:  # not available on this platform
+            return 0.0, "load average"
+    return sum(counts) / len(counts), "busy CPUs"
 
 
 def thread_wait(environ: MutableMapping[str, str] = os.environ) -> str:

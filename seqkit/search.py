@@ -3,10 +3,10 @@ against a step function.
 
 numpy only, and imports no torch: the same code drives :class:`seqkit.models.TorchStepper` and
 the onnxruntime step function of :mod:`seqkit.runtime`. A step function that also implements
-:class:`TopKStepFunction` hands beam search only the best k log-probs of each row (plus eos's),
-so numpy never touches the (N, V) scores; the results are identical to the full-row path
-(tests/test_search.py), which serves every other step function, greedy, sampling, and beam
-search with ``no_repeat_ngram_size`` (that needs whole rows). Shapes: B = sentences, K = beam size,
+:class:`TopKStepFunction` hands beam search and greedy only the best k log-probs of each row
+(plus eos's), so numpy never touches the (N, V) scores; the results are identical to the
+full-row path (tests/test_search.py), which serves every other step function, sampling, and
+beam search with ``no_repeat_ngram_size`` (that needs whole rows). Shapes: B = sentences, K = beam size,
 N = rows fed to one ``step`` call (B, or B*K in beam search), S = source length,
 V = vocabulary size, T = target steps.
 
@@ -305,14 +305,19 @@ def greedy(
     attn_buf = _Attn(return_attention, batch, steps)
     rows = np.arange(batch)  # sentence of each active row
     y = np.full(batch, bos_id, dtype=np.int64)
+    top_k = isinstance(fn, TopKStepFunction)
     for t in range(steps):
-        # Whole rows even from a TopKStepFunction: at greedy's B rows the top-k path measured
-        # slower for torch (docs/benchmarks.md), and one argmax pass is all numpy does here.
-        logp, attn, state = fn.step(y, memory, state)
-        logp = _constrain(logp, t, limits[rows], eos_id=eos_id, min_len=min_len)
-        tok = logp.argmax(axis=1)  # ties: lowest id
+        if top_k:  # the best of each row only (a shortlist stepper never widens it to V)
+            vals, ids, attn, state = step_top(fn, y, memory, state, 1, t, limits[rows], eos_id=eos_id,
+                                              min_len=min_len)
+            tok, best = ids[:, 0], vals[:, 0]
+        else:
+            logp, attn, state = fn.step(y, memory, state)
+            logp = _constrain(logp, t, limits[rows], eos_id=eos_id, min_len=min_len)
+            tok = logp.argmax(axis=1)  # ties: lowest id
+            best = logp[np.arange(len(rows)), tok]
         tokens[rows, t] = tok
-        log_prob[rows] += logp[np.arange(len(rows)), tok]
+        log_prob[rows] += best
         attn_buf.write(t, attn, rows)
         ended = tok == eos_id  # forced at limit, so every row ends by step `steps - 1`
         out_len[rows[ended]] = t

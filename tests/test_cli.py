@@ -174,6 +174,24 @@ def test_openmp_threads_spin_briefly_on_an_idle_machine(environ, load, expected)
     assert said.startswith(thread_wait(environ))
 
 
+def test_busy_cpus_counts_the_runnable_tasks_now_not_the_last_minute(tmp_path, monkeypatch):
+    """A job that ended seconds ago still lifts the 1-minute load average; the runnable count of
+    /proc/loadavg (less the reading task) does not. An unreadable file falls back to the average."""
+    import os
+
+    from seqkit.openmp import busy_cpus
+
+    proc = tmp_path / "loadavg"
+    proc.write_text("1.95 1.40 1.20 3/412 9876\n", encoding="ascii")  # two others running now
+    assert busy_cpus(samples=3, interval=0.0, loadavg=proc) == (2.0, "busy CPUs")
+    proc.write_text("1.95 1.40 1.20 1/412 9876\n", encoding="ascii")  # the job just ended
+    assert busy_cpus(samples=3, interval=0.0, loadavg=proc) == (0.0, "busy CPUs")
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.5, 1.0, 0.5))
+    proc.write_text("garbled\n", encoding="ascii")
+    assert busy_cpus(loadavg=proc) == (1.5, "load average")
+    assert busy_cpus(loadavg=tmp_path / "missing") == (1.5, "load average")
+
+
 def test_the_seqkit_command_sets_the_wait_before_torch_loads(tmp_path):
     """cli.main sets how OpenMP threads wait; libgomp reads it when torch loads, so torch must not
     load before: importing seqkit.cli leaves torch out, and the running command sees the value."""

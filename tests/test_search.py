@@ -379,6 +379,15 @@ def _same_hyps(a: list[Hypothesis], b: list[Hypothesis]) -> None:
             np.testing.assert_array_equal(x.attention, y.attention)
 
 
+def _full_and_top(vocab: int, ties: bool):
+    """Four seeds of (ToyStep, the same model as ToyTopK, src, lengths, per-sentence max_len)."""
+    for seed in range(4):
+        full, top = ToyStep(vocab=vocab, seed=seed), ToyTopK(vocab=vocab, seed=seed, ties=ties)
+        if ties:
+            full.table, full.src_emb, full.time = top.table, top.src_emb, top.time
+        yield full, top, *batch(SRC), np.array([5, 9, 3, 11])
+
+
 @pytest.mark.parametrize("vocab,ties", [(6, False), (6, True), (40, False), (40, True)])
 @pytest.mark.parametrize("settings", [
     {"beam_size": 5},  # vocab 6 < 2K: rows hold fewer than 2K candidates
@@ -389,19 +398,26 @@ def _same_hyps(a: list[Hypothesis], b: list[Hypothesis]) -> None:
 ])
 def test_top_k_path_equals_full_rows(vocab, ties, settings):
     """Beam search gives exactly the same hypotheses from each row's top k as from whole rows:
-    tokens, scores, log-probs, attention; ties included. (Greedy reads whole rows.)"""
-    for seed in range(4):
-        full, top = ToyStep(vocab=vocab, seed=seed), ToyTopK(vocab=vocab, seed=seed, ties=ties)
-        if ties:
-            full.table, full.src_emb, full.time = top.table, top.src_emb, top.time
-        src, lengths = batch(SRC)
-        limits = np.array([5, 9, 3, 11])
+    tokens, scores, log-probs, attention; ties included."""
+    for full, top, src, lengths, limits in _full_and_top(vocab, ties):
         want = beam_search(full, src, lengths, bos_id=BOS, eos_id=EOS, max_len=limits, **settings)
         got = beam_search(top, src, lengths, bos_id=BOS, eos_id=EOS, max_len=limits, **settings)
         for a, b in zip(want, got):
             _same_hyps(a, b)
         k = settings["beam_size"]
         assert top.k_asked and set(top.k_asked) <= {2 * k, 2 * k + 1}  # beam never reads whole rows
+
+
+@pytest.mark.parametrize("vocab,ties", [(6, False), (6, True), (40, True)])
+@pytest.mark.parametrize("min_len", [0, 3, 30])  # 30: beyond max_len, which wins
+def test_greedy_top_one_equals_whole_rows(vocab, ties, min_len):
+    """Greedy from a TopKStepFunction reads each row's best one (two while eos is blocked) and
+    gives what the argmax of whole rows gives: tokens, log-probs, attention; ties go to the
+    lower id."""
+    for full, top, src, lengths, limits in _full_and_top(vocab, ties):
+        kwargs = {"bos_id": BOS, "eos_id": EOS, "max_len": limits, "min_len": min_len, "return_attention": True}
+        _same_hyps(greedy(full, src, lengths, **kwargs), greedy(top, src, lengths, **kwargs))
+        assert top.k_asked and set(top.k_asked) <= {1, 2}
 
 
 def test_no_repeat_ngram_uses_whole_rows():

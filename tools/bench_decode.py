@@ -213,7 +213,8 @@ def environment(args: argparse.Namespace, run: Any) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from seqkit.openmp import set_thread_wait
 
-    set_thread_wait()  # the seqkit command's OpenMP default (seqkit.openmp), before torch loads
+    wait = set_thread_wait()  # the seqkit command's OpenMP default (seqkit.openmp), before torch loads
+    print(f"torch threads wait: {wait}", file=sys.stderr)
     import datasets
 
     from seqkit.data import load_split
@@ -229,7 +230,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows = measure_all(fns, run, args, src, refs)
     agreement(rows)
     print(table(rows, args, len(src)))
-    report = {"environment": environment(args, run), "sentences": len(src),
+    report = {"environment": {**environment(args, run), "thread_wait": wait}, "sentences": len(src),
               "results": [{"backend": b, "strategy": s, **{k: v for k, v in r.items() if k != "tokens"}}
                           for (b, s), r in rows.items()]}
     if args.json:

@@ -357,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from seqkit.openmp import set_thread_wait
 
-    set_thread_wait()  # seqkit decodes in this process: its OpenMP default, before torch loads
+    print(f"seqkit's torch threads wait: {set_thread_wait()}", file=sys.stderr)  # before torch loads
     if args.command == "setup":
         setup(args.venv)
         return 0
