@@ -5,13 +5,18 @@ one: ``shadow = d * shadow + (1 - d) * weight`` with ``d = min(train.ema, (1 + n
 after ``n`` steps, so the first steps are not averaged with the random initialisation for long
 (TensorFlow's ``ExponentialMovingAverage(num_updates=...)`` warm-up). The shadow weights are saved
 in each checkpoint as ``ema.safetensors`` beside the raw ``model.safetensors`` and restored on
-resume; validation, ``best`` and resume keep using the raw weights. ``seqkit average RUN --ema
---last 1 -o OUT`` turns them into a run directory that evaluate, translate and export open.
+resume; resume keeps using the raw weights. Validation, early stopping and ``best`` use the raw weights
+too unless ``train.validate_ema``: then each validation runs with the shadow weights swapped in
+(:meth:`WeightEMA.applied`), and a run directory decodes with its checkpoint's ``ema.safetensors``
+(seqkit.runs.load_run). ``seqkit average RUN --ema --last 1 -o OUT`` turns the average of any run
+into a run directory that evaluate, translate and export open.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -48,6 +53,20 @@ class WeightEMA:
         for name, shadow in zip(self.names, self.shadow):
             out[name] = shadow.to(out[name].dtype).cpu().contiguous()
         return out
+
+    @contextlib.contextmanager
+    def applied(self) -> Iterator[None]:
+        """Within the block the model holds the moving average; its own weights come back after."""
+        with torch.no_grad():
+            saved = [live.clone() for live in self._live]
+            for shadow, live in zip(self.shadow, self._live):
+                live.copy_(shadow.to(live.dtype))
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for kept, live in zip(saved, self._live):
+                    live.copy_(kept)
 
     def load(self, checkpoint: Path) -> None:
         """Restore the shadow weights saved in ``checkpoint``; start from the live weights when

@@ -29,6 +29,7 @@ from seqkit.openmp import thread_wait
 from seqkit.recipe import Recipe, dump_recipe, load_recipe
 from seqkit.rundir import (
     CACHE_DIR,
+    EMA_FILE,
     METRICS_FILE,
     MODEL_FILE,
     RECIPE_FILE,
@@ -239,6 +240,9 @@ def load_run(run_dir: Path, which: str = "best", device: str = "cpu") -> LoadedR
     path = ckpt.resolve_checkpoint(run_dir, which)
     ckpt.verify_checkpoint(path)  # the sha256 of the tensor files
     model = new_model(recipe.model, entry(recipe.task).model, vocab.sizes, "cpu")
-    ckpt.load_model_tensors(model, path / MODEL_FILE)
+    # train.validate_ema chose this checkpoint on its moving average: that is the model to decode
+    # (a `seqkit average` output keeps the recipe but holds one set of weights: model.safetensors).
+    averaged = recipe.train.validate_ema and (path / EMA_FILE).is_file()
+    ckpt.load_model_tensors(model, path / (EMA_FILE if averaged else MODEL_FILE))
     model.to(dev).eval()
     return LoadedRun(run_dir, recipe, vocab.src_tok, vocab.tgt_tok, model, dev, path, vocab.labels)

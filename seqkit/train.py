@@ -338,7 +338,9 @@ class Trainer:
         start = time.perf_counter()
         metrics: dict[str, Any] = {}
         if self.is_main:  # under DDP rank 0 validates alone and shares the numbers
-            metrics = self.task.validate(self.cfg)
+            averaged = self._ema.applied() if self._ema is not None and self.cfg.validate_ema else contextlib.nullcontext()
+            with averaged:
+                metrics = self.task.validate(self.cfg)
             metrics["valid_seconds"] = round(time.perf_counter() - start, 2)
             metrics["step"] = self.step
             if self.device.type == "cuda":  # the only record of it: nothing else watches the GPU

@@ -132,6 +132,9 @@ class TrainConfig(BaseModel):
     # Most recent checkpoints kept besides best: enough for `seqkit average --last 5` (docs/cli.md).
     keep_checkpoints: int = Field(5, ge=1)
     ema: float | None = Field(None, gt=0, lt=1)  # decay of a moving average of the weights, saved beside them
+    # Validate, early-stop and choose `best` on that moving average instead of the live weights;
+    # evaluate, translate, export and serve of the run then load the averaged weights.
+    validate_ema: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: Literal["none", "bf16", "fp16"] = "none"  # autocast: bf16 on GPU or a CPU with native bf16; fp16 GPU only
     num_threads: int | None = Field(None, gt=0, le=1024)  # torch intra-op threads on CPU (10^6 segfaults torch)
@@ -141,6 +144,9 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _schedule_end(self) -> TrainConfig:
+        if self.validate_ema and self.ema is None:
+            raise ValueError("validate_ema needs ema: the moving average of the weights it validates "
+                             "(set train.ema, e.g. 0.999, or validate_ema: false)")
         if self.early_stopping_metric is not None and self.early_stopping is None:
             raise ValueError("early_stopping_metric needs early_stopping: the validations without improvement "
                              "to stop after")

@@ -93,6 +93,51 @@ def test_average_ema_opens_as_a_run_and_refuses_runs_without_one(tiny_recipe, tm
     assert not any((tmp_path / name).exists() for name in "xyz")
 
 
+def test_applied_swaps_the_average_in_and_the_weights_back():
+    model = torch.nn.Linear(3, 2)
+    ema = WeightEMA(model, 0.5)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update(5)
+    live = {k: v.clone() for k, v in model.state_dict().items()}
+    with ema.applied():
+        inside = {k: v.clone() for k, v in model.state_dict().items()}
+    assert all(torch.equal(inside[k], v) for k, v in ema.tensors(model).items())
+    assert not torch.equal(inside["weight"], live["weight"])
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in live.items())  # restored exactly
+
+
+def test_validate_ema_validates_and_decodes_the_average(tiny_recipe, tmp_path):
+    """With train.validate_ema the validations score the moving average (the live weights train
+    on unchanged), and a run directory opens with its checkpoint's ema.safetensors."""
+    from seqkit.runs import load_run
+
+    def valid_and_train(run):
+        events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        return ([e["loss"] for e in events if e.get("split") == "valid"],
+                [e["loss"] for e in events if e.get("split") != "valid" and "loss" in e])
+
+    keys = ["train.ema=0.9", "train.max_steps=12", "train.valid_every=6"]
+    live, averaged = tmp_path / "live", tmp_path / "averaged"
+    train_run(tiny_recipe, [*keys, f"run_dir={live}"], resume=False)
+    train_run(tiny_recipe, [*keys, "train.validate_ema=true", f"run_dir={averaged}"], resume=False)
+    (live_valid, live_train), (avg_valid, avg_train) = valid_and_train(live), valid_and_train(averaged)
+    assert live_train == avg_train and live_train  # the same training
+    assert len(live_valid) == len(avg_valid) == 2 and live_valid != avg_valid  # other weights validated
+    best = json.loads((averaged / "checkpoints" / "best.json").read_text())["checkpoint"]
+    want = load_file(str(averaged / "checkpoints" / best / EMA_FILE))
+    got = load_run(averaged).model.state_dict()
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    raw = load_run(live).model.state_dict()  # without the key: the live weights, as before
+    want_raw = load_file(str(live / "checkpoints" / json.loads((live / "checkpoints" / "best.json").read_text())
+                             ["checkpoint"] / "model.safetensors"))
+    assert all(torch.equal(raw[k], want_raw[k]) for k in want_raw)
+
+    bad = seqkit("train", str(tiny_recipe), "--set", "train.validate_ema=true", "--set", f"run_dir={tmp_path / 'z'}")
+    assert bad.returncode != 0 and bad.stderr.count("error:") == 1 and "validate_ema needs ema" in bad.stderr
+    assert not (tmp_path / "z").exists()
+
+
 def test_ema_file_of_another_shape_is_refused(tmp_path):
     model = torch.nn.Linear(3, 2)
     from safetensors.torch import save_file
