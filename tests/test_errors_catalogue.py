@@ -464,6 +464,10 @@ def case_bad_ema(tmp: Path) -> None:
     _load(TRANSLATE, ["train.ema=1.5"])
 
 
+def case_validate_ema_without_ema(tmp: Path) -> None:
+    _load(SUMMARIZE, ["train.validate_ema=true"])
+
+
 def case_negative_coverage_beta(tmp: Path) -> None:
     _load(TRANSLATE, ["search.coverage_penalty=wu", "search.coverage_beta=-0.2"])
 
@@ -609,6 +613,8 @@ CASES: list[tuple[str, str, Callable[[Path], object]]] = [
     ("data", "gz file with a corrupt body", case_corrupt_gz),
     ("data", "JSONL line nested 100k deep", case_jsonl_deep),
     ("recipe", "moving-average decay of 1 or more (`train.ema=1.5`)", case_bad_ema),
+    ("recipe", "validating the moving average without one (`train.validate_ema=true`, no `train.ema`)",
+     case_validate_ema_without_ema),
     ("runtime", "ensemble.json naming a directory outside the ensemble", case_ensemble_member_path),
     ("recipe", "negative coverage penalty weight (`search.coverage_beta=-0.2`)", case_negative_coverage_beta),
     ("recipe", "coverage penalty without a weight (`search.coverage_penalty=summary`)", case_coverage_without_beta),
