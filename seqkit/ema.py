@@ -5,11 +5,11 @@ one: ``shadow = d * shadow + (1 - d) * weight`` with ``d = min(train.ema, (1 + n
 after ``n`` steps, so the first steps are not averaged with the random initialisation for long
 (TensorFlow's ``ExponentialMovingAverage(num_updates=...)`` warm-up). The shadow weights are saved
 in each checkpoint as ``ema.safetensors`` beside the raw ``model.safetensors`` and restored on
-resume; resume keeps using the raw weights. Validation, early stopping and ``best`` use the raw weights
-too unless ``train.validate_ema``: then each validation runs with the shadow weights swapped in
-(:meth:`WeightEMA.applied`), and a run directory decodes with its checkpoint's ``ema.safetensors``
-(seqkit.runs.load_run). ``seqkit average RUN --ema --last 1 -o OUT`` turns the average of any run
-into a run directory that evaluate, translate and export open.
+resume, which trains on the raw weights. Validation, early stopping and ``best`` use the raw
+weights too unless ``train.validate_ema``: then each validation runs with the shadow weights
+swapped in (:meth:`WeightEMA.applied`), and a run directory decodes with its checkpoint's
+``ema.safetensors`` (seqkit.runs.load_run). ``seqkit average RUN --ema --last 1 -o OUT`` turns
+the average of any run into a run directory that evaluate, translate and export open.
 """
 
 from __future__ import annotations
