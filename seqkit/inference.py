@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -116,12 +117,19 @@ class Translator:
     """Batched text-to-text decoding with the strategy named in ``config.strategy``."""
 
     def __init__(self, fn: StepFunction, src_tokenizer: Any, tgt_tokenizer: Any, config: SearchConfig, *,
-                 max_src_len: int | None = None, copy_oov: bool = False):
+                 max_src_len: int | None = None, copy_oov: bool = False, workers: int = 1):
         # The source bound: config.max_input_len unless given (not the training filter).
         max_src_len = config.max_input_len if max_src_len is None else max_src_len
         if max_src_len < 2:
             raise ValueError(f"max_src_len must be >= 2 (one token and eos), got {max_src_len}")
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
         self.fn, self.config, self.max_src_len = fn, config, max_src_len
+        # Batches decoded at once, each in its own thread (CTranslate2's inter_threads): while one
+        # batch's search runs numpy and Python, another's step runs in the model backend, which
+        # releases the GIL. The step function must allow concurrent calls (onnxruntime sessions
+        # and TorchStepper do). Sampling keeps one random stream over the batches: one worker.
+        self.workers = workers
         self.src_tokenizer, self.tgt_tokenizer = src_tokenizer, tgt_tokenizer
         if config.replace_unk and not all(isinstance(t, VocabTokenizer) for t in (src_tokenizer, tgt_tokenizer)):
             kinds = ", ".join(sorted({type(t).__name__ for t in (src_tokenizer, tgt_tokenizer)}))
@@ -152,10 +160,20 @@ class Translator:
             results[i] = TranslationResult("", [], 0.0, [Candidate("", 0.0, 0.0)], None, [], [])
         rng = np.random.default_rng(self.config.seed)  # one stream over all batches (sampling)
         size, replace = self.config.batch_size, self.config.replace_unk
-        for start in range(0, len(todo), size):
-            chunk = todo[start : start + size]
+        chunks = [todo[start : start + size] for start in range(0, len(todo), size)]
+
+        def decode(chunk: list[tuple[int, list[int], list[str]]]) -> list[list[Hypothesis]]:
             src, lengths = pad_batch([ids for _, ids, _ in chunk], self.src_tokenizer.pad_id)
-            for (i, ids, warnings), hyps in zip(chunk, self._decode(src, lengths, rng, return_attention or replace)):
+            return self._decode(src, lengths, rng, return_attention or replace)
+
+        workers = 1 if self.config.strategy == "sample" else min(self.workers, len(chunks))
+        if workers > 1:
+            with ThreadPoolExecutor(workers, thread_name_prefix="seqkit-decode") as pool:
+                decoded = list(pool.map(decode, chunks))  # in batch order: the same results as one worker
+        else:
+            decoded = [decode(chunk) for chunk in chunks]
+        for chunk, batch_hyps in zip(chunks, decoded):
+            for (i, ids, warnings), hyps in zip(chunk, batch_hyps):
                 words = self._source_words(lines[i], len(ids)) if replace else None
                 results[i] = self._result(hyps, ids, warnings, return_attention, words, oov.get(i, []))
         return results  # type: ignore[return-value]  # every slot is filled above

@@ -328,9 +328,12 @@ def test_bench_decode_tool_runs(tmp_path, capsys):
     spec.loader.exec_module(bench)
     run_dir = make_run(tmp_path)
     report = bench.main([str(run_dir), "--split", "valid", "--limit", "4", "--latency-sentences", "2", "--repeats", "1",
-                         "--json", str(tmp_path / "bench.json")])
+                         "--threads", "2", "--workers", "2", "--batch-size", "2", "--json", str(tmp_path / "bench.json")])
     rows = {(r["backend"], r["strategy"]): r for r in report["results"]}
-    assert set(rows) == {(b, s) for b in ("torch", "ort-fp32", "ort-int8") for s in ("greedy", "beam")}
+    backends = ("torch", "ort-fp32", "ort-int8", "ort-fp32-w2", "ort-int8-w2")
+    assert set(rows) == {(b, s) for b in backends for s in ("greedy", "beam")}
     assert rows[("ort-fp32", "beam")]["same_as_torch"] == 100.0 and rows[("ort-fp32", "greedy")]["bleu_delta"] == 0.0
+    # two batches at once, one onnxruntime thread each: the same hypotheses as one batch at a time
+    assert rows[("ort-fp32-w2", "beam")]["same_as_torch"] == 100.0 == rows[("ort-fp32-w2", "greedy")]["same_as_torch"]
     assert json.loads((tmp_path / "bench.json").read_text())["sentences"] == 4
     assert "| ort-int8 | beam 5 |" in capsys.readouterr().out

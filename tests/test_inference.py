@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +115,51 @@ def test_translate_copies_in_input_order_across_batches(tok, strategy):
         assert r.src_tokens == tok.encode(line) + [tok.eos_id]
         assert r.tokens == tok.encode(line) and r.warnings == []
         assert r.n_best[0] == (line, r.log_prob, r.score)
+
+
+class ThreadedCopyStep(CopyStep):
+    """CopyStep that records which threads ran start() and lets each start wait for another
+    batch's: with two workers, two batches must be in flight at once for any start to return."""
+
+    def __init__(self, vocab: int, parties: int):
+        super().__init__(vocab)
+        self.threads: set[str] = set()
+        self.barrier = threading.Barrier(parties, timeout=30)
+
+    def start(self, src, lengths):
+        self.threads.add(threading.current_thread().name)
+        if len(self.threads) <= self.barrier.parties:
+            self.barrier.wait()  # raises BrokenBarrierError after 30 s if the batches ran one by one
+        return super().start(src, lengths)
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "beam"])
+def test_workers_decode_batches_at_once_with_the_same_results(tok, strategy):
+    lines = ["the cat", "a", "hello world", "sat on the mat", "dog", "ran", "on the", "mat"]
+    one = translator(tok, strategy=strategy, batch_size=2, beam_size=3, n_best=2)
+    fn = ThreadedCopyStep(tok.vocab_size, parties=2)
+    two = Translator(fn, tok, tok, one.config, max_src_len=64, workers=2)
+    first, second = one.translate(lines), two.translate(lines)
+    assert [(r.text, r.tokens, r.score, r.n_best) for r in second] == [(r.text, r.tokens, r.score, r.n_best) for r in first]
+    assert [r.text for r in second] == lines
+    assert len(fn.threads) == 2 and all(name.startswith("seqkit-decode") for name in fn.threads)
+
+
+def test_workers_pass_a_batch_error_through_and_sampling_uses_one(tok):
+    class Failing(CopyStep):
+        def start(self, src, lengths):
+            if len(src) == 1:
+                raise RuntimeError("batch of one failed")
+            return super().start(src, lengths)
+
+    tr = Translator(Failing(tok.vocab_size), tok, tok, SearchConfig(strategy="greedy", batch_size=2), workers=3)
+    with pytest.raises(RuntimeError, match="batch of one failed"):
+        tr.translate(["the cat", "sat", "a"])
+    sampled = Translator(CopyStep(tok.vocab_size), tok, tok, SearchConfig(strategy="sample", batch_size=1, seed=3, top_k=1),
+                         workers=2)
+    assert [r.text for r in sampled.translate(["dog", "cat"])] == ["dog", "cat"]
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        Translator(CopyStep(tok.vocab_size), tok, tok, SearchConfig(), workers=0)
 
 
 def test_n_best_and_scores(tok):

@@ -55,6 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compare-full-rows", action="store_true",
                    help="Add torch and onnxruntime fp32 rows that fetch whole (N, V) log-prob rows per step "
                         "(the search path before step_top_k).")
+    p.add_argument("--workers", type=int, default=1,
+                   help="Also decode every onnxruntime backend with this many batches at once (rows '-wN'), "
+                        "one thread each, its sessions on --threads / N intra-op threads (seqkit.inference.Translator).")
     p.add_argument("--json", type=Path, default=None, help="Write every number to this JSON file.")
     return p.parse_args(argv)
 
@@ -92,6 +95,12 @@ def backends(args: argparse.Namespace, run: Any, export_root: Path) -> dict[str,
         fns[name] = load_model(path, threads=args.threads, shortlist=False).stepper  # the full vocabulary
         if read_config(path).shortlist is not None:
             fns[f"{name}-shortlist"] = load_model(path, threads=args.threads, shortlist=True).stepper
+    if args.workers > 1:  # the same exports, --workers batches at once over sessions of fewer threads
+        per_worker = max(1, args.threads // args.workers)
+        for name, path in (("ort-fp32", fp32), ("ort-int8", int8)):
+            variants = [(name, False)] + ([(f"{name}-shortlist", True)] if read_config(path).shortlist is not None else [])
+            for label, shortlist in variants:
+                fns[f"{label}-w{args.workers}"] = load_model(path, threads=per_worker, shortlist=shortlist).stepper
     if args.compare_execution_mode:
         fns["ort-fp32-parallel"] = load_model(fp32, threads=args.threads, sequential=False, shortlist=False).stepper
     if args.compare_io_binding:
@@ -129,12 +138,18 @@ class FullRows:
         self.select_memory, self.select_state = fn.select_memory, fn.select_state
 
 
-def translator(fn: Any, run: Any, strategy: str, beam: int, batch_size: int) -> Any:
+def translator(fn: Any, run: Any, strategy: str, beam: int, batch_size: int, workers: int = 1) -> Any:
     from seqkit.inference import Translator
 
     search = run.recipe.search.model_copy(update={"strategy": strategy, "beam_size": beam, "n_best": 1,
                                                   "batch_size": batch_size})
-    return Translator(fn, run.src_tok, run.tgt_tok, search)
+    return Translator(fn, run.src_tok, run.tgt_tok, search, workers=workers)
+
+
+def workers_of(name: str) -> int:
+    """A backend row's batches at once: N for the '-wN' rows (--workers), else 1."""
+    head, _, tail = name.rpartition("-w")
+    return int(tail) if head and tail.isdigit() else 1
 
 
 def measure_all(fns: dict[str, Any], run: Any, args: argparse.Namespace, src: list[str], refs: list[str]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -144,7 +159,7 @@ def measure_all(fns: dict[str, Any], run: Any, args: argparse.Namespace, src: li
     from seqkit import metrics
 
     keys = [(name, strategy) for strategy in ("greedy", "beam") for name in fns]
-    batched = {k: translator(fns[k[0]], run, k[1], args.beam_size, args.batch_size) for k in keys}
+    batched = {k: translator(fns[k[0]], run, k[1], args.beam_size, args.batch_size, workers_of(k[0])) for k in keys}
     single = {k: translator(fns[k[0]], run, k[1], args.beam_size, 1) for k in keys}
     rows: dict[tuple[str, str], dict[str, Any]] = {k: {"seconds": float("inf")} for k in keys}
     for k in keys:
@@ -167,7 +182,7 @@ def measure_all(fns: dict[str, Any], run: Any, args: argparse.Namespace, src: li
         row["p50_ms"] = 1000 * float(np.percentile(times[k], 50)) if times[k] else None
         row["p95_ms"] = 1000 * float(np.percentile(times[k], 95)) if times[k] else None
         row["bleu"] = metrics.bleu(row.pop("hyps"), refs).score
-        print(f"{k[0]:18s} {k[1]:6s} {row['sentences_per_s']:8.1f} sent/s  BLEU {row['bleu']:.2f}", file=sys.stderr)
+        print(f"{k[0]:24s} {k[1]:6s} {row['sentences_per_s']:8.1f} sent/s  BLEU {row['bleu']:.2f}", file=sys.stderr)
     return rows
 
 
@@ -205,7 +220,7 @@ def environment(args: argparse.Namespace, run: Any) -> dict[str, Any]:
     import torch
 
     return {"run_dir": str(args.run_dir), "checkpoint": run.checkpoint.name, "split": args.split,
-            "threads": args.threads, "repeats": args.repeats, "batch_size": args.batch_size, "beam": args.beam_size, "torch": torch.__version__,
+            "threads": args.threads, "workers": args.workers, "repeats": args.repeats, "batch_size": args.batch_size, "beam": args.beam_size, "torch": torch.__version__,
             "onnxruntime": onnxruntime.__version__, "python": platform.python_version(), "machine": platform.processor()
             or platform.machine()}
 

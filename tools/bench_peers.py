@@ -303,7 +303,8 @@ def seqkit_decode(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
     report = bench_decode.main([str(args.run_dir), "--threads", str(args.threads), "--repeats", str(args.repeats),
                                 "--export-dir", str(args.work / "exports"), "--latency-sentences",
-                                str(args.latency_sentences), "--beam-size", "5", "--batch-size", "32"])
+                                str(args.latency_sentences), "--beam-size", "5", "--batch-size", "32",
+                                "--workers", str(args.workers)])
     rows = {}
     for r in report["results"]:
         label = "greedy" if r["strategy"] == "greedy" else "beam 5"
@@ -351,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recipe", type=Path, default=None, help="train-speed: the recipe seqkit trains (default: the run's "
                    "recipe.yaml; the shipped one: recipes/translate.yaml)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--workers", type=int, default=1, help="decode: also seqkit's onnxruntime backends with this many "
+                   "batches at once, --threads / N threads each (tools/bench_decode.py --workers)")
     p.add_argument("--latency-sentences", type=int, default=100)
     p.add_argument("--repeats", type=int, default=1, help="decode: seqkit passes per backend (the fastest counts)")
     p.add_argument("--json", type=Path, default=None)

@@ -75,7 +75,9 @@ class RuntimeModel:
         """The exported search defaults with ``overrides`` (SearchConfig fields) applied."""
         return resolve_search(self.config.search, overrides)
 
-    def translator(self, **search_overrides: Any) -> Translator:
+    def translator(self, *, workers: int = 1, **search_overrides: Any) -> Translator:
+        """A Translator with the search defaults + overrides. ``workers`` > 1 decodes that many
+        batches at once, one thread each (load the model with ``threads`` = cores / workers)."""
         if self.config.model_kind == "classifier":
             raise ModelError(f"{self.model_dir}: a classification model labels lines instead of translating them; "
                              "use classify() / classifier()")
@@ -83,7 +85,7 @@ class RuntimeModel:
             raise ModelError(f"{self.model_dir}: a language model (task {self.config.task}) cannot translate; "
                              "use `seqkit generate`")
         return Translator(self.stepper, self.src_tokenizer, self.tgt_tokenizer, self.search_config(**search_overrides),
-                          copy_oov=self.config.copy_oov)
+                          copy_oov=self.config.copy_oov, workers=workers)
 
     def generator(self, **search_overrides: Any) -> Generator:
         if self.config.model_kind != "lm":
