@@ -465,7 +465,7 @@ def case_bad_ema(tmp: Path) -> None:
 
 
 def case_validate_ema_without_ema(tmp: Path) -> None:
-    _load(SUMMARIZE, ["train.validate_ema=true"])
+    _load(TRANSLATE, ["train.validate_ema=true"])
 
 
 def case_negative_coverage_beta(tmp: Path) -> None:

@@ -28,6 +28,9 @@ def test_shipped_summarize_recipe():
     search = recipe.search
     assert search.strategy == "beam" and search.no_repeat_ngram_size == 3
     assert 0 < search.min_len < search.max_len
+    train = recipe.train  # checkpoints are chosen on the moving average, decoded by the test search
+    assert train.ema and train.validate_ema and train.valid_strategy == "beam"
+    assert train.valid_metric_max_sentences is None
 
 
 @pytest.mark.parametrize("name", ["charlm.yaml", "summarize.yaml", "classify.yaml"])
