@@ -171,9 +171,12 @@ def evaluate(model_dirs: tuple[Path, ...], split: str, src: Path | None, refs: t
 @click.option("--shortlist/--no-shortlist", default=None,
               help="An exported model: decode over its vocabulary shortlist, or the full vocabulary "
                    "(default: as its export decided; docs/export.md).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Batches decoded at once, one thread each, the CPU cores shared among them: faster "
+                   "for many lines on several cores (docs/cli.md). Sampling decodes one at a time.")
 def translate(model_dirs: tuple[Path, ...], input_path: Path | None, output_path: Path | None, batch_size: int | None,
               scores: bool, device: str, attention_plot: Path | None, alignments: bool, shortlist: bool | None,
-              **search: Any) -> None:
+              workers: int, **search: Any) -> None:
     """Translate, summarize or classify lines with MODEL_DIR: a run directory (torch) or an
     exported model (onnxruntime).
 
@@ -191,7 +194,8 @@ def translate(model_dirs: tuple[Path, ...], input_path: Path | None, output_path
         flags = ", ".join("--" + k.replace("_", "-") for k in overrides)
         raise InputError(f"{flags}: search options do not apply to a classification model")
     model = LineModel(list(model_dirs), with_implied_strategy(overrides), batch_size=batch_size, device=device,
-                      attention=attention_plot is not None, alignments=alignments, shortlist=shortlist)
+                      attention=attention_plot is not None, alignments=alignments, shortlist=shortlist,
+                      workers=workers)
     chunks = [(1, read_lines(input_path))] if attention_plot is not None else line_chunks(input_path)
     with open_output(output_path) as out:
         for first_line, lines in chunks:

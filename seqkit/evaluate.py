@@ -7,6 +7,7 @@ supplies its front end and its evaluation."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -71,14 +72,15 @@ def _open_run(model_dir: Path, which: str, device: str) -> Any:
 
 
 def open_front_end(model_dir: Path, want: FrontEnd, options: dict[str, Any], *, device: str = "cpu",
-                   which: str = "best", shortlist: bool | None = None) -> Any:
+                   which: str = "best", shortlist: bool | None = None, threads: int | None = None) -> Any:
     """A Translator, Generator or TextClassifier (``want``) over an exported model (onnxruntime)
     or a run directory (torch, its ``which`` checkpoint). ``options``: search overrides, and
-    batch_size. ``shortlist``: an export's vocabulary shortlist (None: its default; load_model)."""
+    batch_size. ``shortlist``: an export's vocabulary shortlist (None: its default; load_model).
+    ``threads``: onnxruntime's intra-op threads per session, or torch's (None: their defaults)."""
     if not model_dir.is_dir():
         raise CheckpointError(f"{model_dir}: no such model or run directory")
     if is_exported(model_dir):
-        model = load_model(model_dir, device=device, shortlist=shortlist)
+        model = load_model(model_dir, device=device, shortlist=shortlist, threads=threads)
         if want == "classifier":
             return model.classifier(options.get("batch_size"))
         return model.translator(**options) if want == "translator" else model.generator(**options)
@@ -86,13 +88,22 @@ def open_front_end(model_dir: Path, want: FrontEnd, options: dict[str, Any], *, 
     if task in TASKS and entry(task).front_end != want and want in _WRONG_FRONT_END:
         raise CheckpointError(_WRONG_FRONT_END[want].format(dir=model_dir, task=task))
     run = _open_run(model_dir, which, device)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     return load_task(run.recipe.task).front_end(run, options)
 
 
 def open_translator(model_dir: Path, search_overrides: dict[str, Any], device: str = "cpu",
-                    which: str = "best", shortlist: bool | None = None) -> Any:
-    """A Translator over an exported model (onnxruntime) or a run directory (torch)."""
-    return open_front_end(model_dir, "translator", search_overrides, device=device, which=which, shortlist=shortlist)
+                    which: str = "best", shortlist: bool | None = None, workers: int = 1) -> Any:
+    """A Translator over an exported model (onnxruntime) or a run directory (torch).
+    ``workers`` > 1: that many batches at once (Translator), the CPU's cores shared among them."""
+    threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
+    translator = open_front_end(model_dir, "translator", search_overrides, device=device, which=which,
+                                shortlist=shortlist, threads=threads)
+    translator.workers = workers
+    return translator
 
 
 def open_generator(model_dir: Path, overrides: dict[str, Any], which: str, device: str) -> Any:
@@ -129,7 +140,7 @@ class LineModel:
 
     def __init__(self, model_dir: Path | list[Path], overrides: dict[str, Any], *, batch_size: int | None,
                  device: str, attention: bool = False, which: str = "best", alignments: bool = False,
-                 shortlist: bool | None = None):
+                 shortlist: bool | None = None, workers: int = 1):
         self.attention, self.last_results, self.n_best = attention or alignments, [], 1
         self.alignments = alignments
         self.classifier = self.translator = None
@@ -141,8 +152,9 @@ class LineModel:
                 raise InputError("an ensemble decodes seq2seq models; a classification model cannot be a member")
             # members average whole rows over the full vocabulary, as load_model's ensembles do
             self.translator = ensemble_translator([str(m) for m in members],
-                                                  [open_translator(m, given, device=device, which=which, shortlist=False)
-                                                   for m in members])
+                                                  [open_translator(m, given, device=device, which=which, shortlist=False,
+                                                                   workers=workers) for m in members])
+            self.translator.workers = workers
             self.n_best = self.translator.config.n_best
             return
         if is_classifier(model_dir):
@@ -154,7 +166,8 @@ class LineModel:
             self.classifier = open_front_end(model_dir, "classifier", {"batch_size": batch_size} if batch_size else {},
                                              device=device, which=which)
         else:
-            self.translator = open_translator(model_dir, given, device=device, which=which, shortlist=shortlist)
+            self.translator = open_translator(model_dir, given, device=device, which=which, shortlist=shortlist,
+                                              workers=workers)
             self.n_best = self.translator.config.n_best
         if alignments and self.n_best > 1:
             raise InputError("--alignments: prints the best hypothesis' alignment, one per line; not with --n-best")

@@ -315,6 +315,15 @@ def test_cli_export_translate_generate(tmp_path):
     by_model = runner.invoke(cli, ["translate", str(tmp_path / "m"), "--beam-size", "3"], input=lines)
     assert by_run.exit_code == 0 and by_model.exit_code == 0, by_model.output
     assert by_model.stdout == by_run.stdout and len(by_model.stdout.splitlines()) == 3
+    # --workers 2 with batches of one line: three batches, two at a time; the same lines, in order
+    threads = torch.get_num_threads()  # --workers shares the cores: this process's torch threads change
+    try:
+        for model in (run_dir, tmp_path / "m"):
+            two = runner.invoke(cli, ["translate", str(model), "--beam-size", "3", "--batch-size", "1", "--workers", "2"],
+                                input=lines)
+            assert two.exit_code == 0 and two.stdout == by_run.stdout, two.output
+    finally:
+        torch.set_num_threads(threads)
     wrong = runner.invoke(cli, ["generate", str(tmp_path / "m")])
     assert wrong.exit_code != 0 and "use `seqkit translate`" in str(wrong.exception)
 
