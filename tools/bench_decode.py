@@ -91,16 +91,16 @@ def backends(args: argparse.Namespace, run: Any, export_root: Path) -> dict[str,
     fp32 = export_once(run, export_root / "fp32", None, args.checkpoint)
     int8 = export_once(run, export_root / "int8", "int8", args.checkpoint)
     fns = {"torch": TorchStepper(run.model, torch.device("cpu"))}
-    for name, path in (("ort-fp32", fp32), ("ort-int8", int8)):
-        fns[name] = load_model(path, threads=args.threads, shortlist=False).stepper  # the full vocabulary
-        if read_config(path).shortlist is not None:
-            fns[f"{name}-shortlist"] = load_model(path, threads=args.threads, shortlist=True).stepper
+    # (row, export, shortlist): the full vocabulary, and the shortlist where the export has one
+    variants = [(name + ("-shortlist" if shortlist else ""), path, shortlist)
+                for name, path in (("ort-fp32", fp32), ("ort-int8", int8))
+                for shortlist in (False, True) if not shortlist or read_config(path).shortlist is not None]
+    for label, path, shortlist in variants:
+        fns[label] = load_model(path, threads=args.threads, shortlist=shortlist).stepper
     if args.workers > 1:  # the same exports, --workers batches at once over sessions of fewer threads
         per_worker = max(1, args.threads // args.workers)
-        for name, path in (("ort-fp32", fp32), ("ort-int8", int8)):
-            variants = [(name, False)] + ([(f"{name}-shortlist", True)] if read_config(path).shortlist is not None else [])
-            for label, shortlist in variants:
-                fns[f"{label}-w{args.workers}"] = load_model(path, threads=per_worker, shortlist=shortlist).stepper
+        for label, path, shortlist in variants:
+            fns[f"{label}-w{args.workers}"] = load_model(path, threads=per_worker, shortlist=shortlist).stepper
     if args.compare_execution_mode:
         fns["ort-fp32-parallel"] = load_model(fp32, threads=args.threads, sequential=False, shortlist=False).stepper
     if args.compare_io_binding:

@@ -45,8 +45,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-MATRIX_OPS = {"MatMul", "Gemm", "LSTM", "GRU", "RNN", "MatMulInteger", "DynamicQuantizeMatMul",
-              "MatMulIntegerToFloat", "QGemm", "DynamicQuantizeLSTM", "FusedMatMul", "FusedGemm"}
+# Recurrent nodes and their gates; the other matrix nodes are products A (..., K) x B (K, N).
+RECURRENT_GATES = {"LSTM": 4, "DynamicQuantizeLSTM": 4, "GRU": 3, "RNN": 1}
+PRODUCT_OPS = {"MatMul", "Gemm", "MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QGemm",
+               "FusedMatMul", "FusedGemm"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -73,31 +75,34 @@ def _shapes(arg: list[dict[str, list[int]]]) -> list[list[int]]:
     return [next(iter(entry.values())) for entry in arg]
 
 
+def _product_dims(op: str, inputs: list[list[int]], outputs: list[list[int]]) -> tuple[int, int, int] | None:
+    """(M, K, N) of a product node from A (..., K) and its output (..., N), A's leading dims
+    flattened into M (1 for a 1-D output); a Gemm's A may be transposed (K, M). None otherwise."""
+    if op not in PRODUCT_OPS or not inputs or not outputs or not inputs[0] or not outputs[0]:
+        return None
+    a, out = inputs[0], outputs[0]
+    k = a[0] if op in {"Gemm", "FusedGemm", "QGemm"} and len(a) == 2 and a[0] != out[0] else a[-1]
+    return math.prod(out[:-1]), k, out[-1]
+
+
 def node_flops(op: str, inputs: list[list[int]], outputs: list[list[int]]) -> float:
     """2 x multiply-adds of a matrix node (0 for any other node). The profile lists a node's
-    non-constant inputs only (weights are initializers), so the shapes used are: MatMul / Gemm
-    A (..., K) and the output (..., N); a recurrent node X (seq, batch, in) and its output Y
-    (seq, dirs, batch, H), with 4 gates for LSTM, 3 for GRU, 1 for RNN."""
-    gates = {"LSTM": 4, "DynamicQuantizeLSTM": 4, "GRU": 3, "RNN": 1}.get(op)
-    if gates and inputs and outputs and len(inputs[0]) == 3 and len(outputs[0]) == 4:
-        (seq, batch, width), (_, dirs, _, hidden) = inputs[0], outputs[0]
-        return 2.0 * seq * batch * dirs * gates * hidden * (width + hidden)
-    if op in MATRIX_OPS and not gates and inputs and outputs and inputs[0] and outputs[0]:
-        a, out = inputs[0], outputs[0]
-        k = a[0] if op in {"Gemm", "FusedGemm", "QGemm"} and len(a) == 2 and a[0] != out[0] else a[-1]
-        return 2.0 * math.prod(out) * k
-    return 0.0
+    non-constant inputs only (weights are initializers), so the shapes used are: a product's A
+    and output (:func:`_product_dims`); a recurrent node X (seq, batch, in) and its output Y
+    (seq, dirs, batch, H), with RECURRENT_GATES gates."""
+    gates = RECURRENT_GATES.get(op)
+    if gates:
+        if inputs and outputs and len(inputs[0]) == 3 and len(outputs[0]) == 4:
+            (seq, batch, width), (_, dirs, _, hidden) = inputs[0], outputs[0]
+            return 2.0 * seq * batch * dirs * gates * hidden * (width + hidden)
+        return 0.0
+    dims = _product_dims(op, inputs, outputs)
+    return 2.0 * math.prod(dims) if dims else 0.0
 
 
 def matmul_shape(op: str, inputs: list[list[int]], outputs: list[list[int]]) -> tuple[int, int, int] | None:
-    """(M, K, N) of a MatMul / Gemm node (A's leading dims flattened into M), else None."""
-    if op not in MATRIX_OPS or op in {"LSTM", "GRU", "RNN", "DynamicQuantizeLSTM"} or not inputs or not outputs:
-        return None
-    a, out = inputs[0], outputs[0]
-    if len(out) < 2 or not a:
-        return None
-    k = a[0] if op in {"Gemm", "FusedGemm", "QGemm"} and len(a) == 2 and a[0] != out[0] else a[-1]
-    return math.prod(out[:-1]), k, out[-1]
+    """(M, K, N) of a product node with an output of 2 or more dims, else None."""
+    return _product_dims(op, inputs, outputs) if outputs and len(outputs[0]) >= 2 else None
 
 
 def read_profile(path: Path) -> list[dict[str, Any]]:
@@ -183,7 +188,6 @@ def decode(model: Any, lines: list[str], args: argparse.Namespace) -> tuple[floa
 
 def matmul_rate(m: int, k: int, n: int, threads: int, seconds: float = 2.0) -> float:
     """GFLOP/s of onnxruntime on one (M, K) x (K, N) float32 MatMul graph, B a constant."""
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
@@ -207,7 +211,6 @@ def matmul_rate(m: int, k: int, n: int, threads: int, seconds: float = 2.0) -> f
         for _ in range(20):
             session.run(None, {"A": a})
         best = min(best, (time.perf_counter() - start) / 20)
-    del onnx
     return 2.0 * m * k * n / best / 1e9
 
 
