@@ -20,6 +20,7 @@ import torch
 from seqkit import __version__
 from seqkit import checkpoint as ckpt
 from seqkit import distributed
+from seqkit.cpu_memory import keep_freed_memory
 from seqkit.data import Corpus, load_split
 from seqkit.devices import torch_device
 from seqkit.embeddings import apply_pretrained
@@ -145,8 +146,10 @@ def train_run(recipe_path: Path, overrides: list[str], resume: bool) -> dict[str
             resume = False
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
+        # A step's largest tensors are mapped afresh each time unless malloc keeps them (seqkit.cpu_memory).
+        malloc = keep_freed_memory() if device.type == "cpu" else "malloc unchanged (not the CPU)"
         seed_everything(recipe.seed)
-        return _fit(recipe, run_dir, resume, device, dist, is_main)
+        return _fit(recipe, run_dir, resume, device, dist, is_main, malloc)
     except OSError as exc:  # a disk that fills (or goes read-only) mid-run: one line naming the file
         where = exc.filename or run_dir
         raise CheckpointError(f"{where}: {exc.strerror or exc}; the last complete checkpoint is untouched") from None
@@ -156,7 +159,8 @@ def train_run(recipe_path: Path, overrides: list[str], resume: bool) -> dict[str
             lock.release()
 
 
-def _fit(recipe: Recipe, run_dir: Path, resume: bool, device: torch.device, dist: Any, is_main: bool) -> dict[str, Any]:
+def _fit(recipe: Recipe, run_dir: Path, resume: bool, device: torch.device, dist: Any, is_main: bool,
+         malloc: str) -> dict[str, Any]:
     if is_main and not resume:
         write_recipe(recipe, run_dir)
     # Ranks > 0 build after rank 0 and read its tokenizer (and labels) as a resume would.
@@ -171,7 +175,7 @@ def _fit(recipe: Recipe, run_dir: Path, resume: bool, device: torch.device, dist
             # to fit the checkpoint: a rejected override must not break the run for good.
             write_recipe(recipe, run_dir)
             trim_metrics(run_dir, trainer.step)
-            _log_environment(recipe, run_dir, device)
+            _log_environment(recipe, run_dir, device, malloc)
         log.info("training on %s; run directory %s", device, run_dir)
         metrics = trainer.fit()
         distributed.barrier(dist)  # rank 0's last checkpoint is durable before any rank exits
@@ -197,11 +201,12 @@ def trim_metrics(run_dir: Path, step: int) -> None:
     atomic_write_text(path, "".join(kept))
 
 
-def _log_environment(recipe: Recipe, run_dir: Path, device: torch.device) -> None:
-    """What train.log needs to reproduce the run: versions, device, threads, the recipe's hash."""
+def _log_environment(recipe: Recipe, run_dir: Path, device: torch.device, malloc: str) -> None:
+    """What train.log needs to reproduce the run: versions, device, threads, allocator, the recipe's hash."""
     digest = sha256_file(run_dir / RECIPE_FILE)
-    log.info("seqkit %s, torch %s, python %s, %s; device %s, %d torch threads (%s)", __version__, torch.__version__,
-             platform.python_version(), platform.platform(terse=True), device, torch.get_num_threads(), thread_wait())
+    log.info("seqkit %s, torch %s, python %s, %s; device %s, %d torch threads (%s), %s", __version__,
+             torch.__version__, platform.python_version(), platform.platform(terse=True), device,
+             torch.get_num_threads(), thread_wait(), malloc)
     log.info("recipe %s (sha256 %s)%s", run_dir / RECIPE_FILE, digest[:16],
              f": {recipe.description}" if recipe.description else "")
 

@@ -339,8 +339,9 @@ def test_bench_decode_tool_runs(tmp_path, capsys):
     report = bench.main([str(run_dir), "--split", "valid", "--limit", "4", "--latency-sentences", "2", "--repeats", "1",
                          "--threads", "2", "--workers", "2", "--batch-size", "2", "--json", str(tmp_path / "bench.json")])
     rows = {(r["backend"], r["strategy"]): r for r in report["results"]}
-    backends = ("torch", "ort-fp32", "ort-int8", "ort-fp32-w2", "ort-int8-w2")
+    backends = ("torch", "ort-fp32", "ort-int8", "torch-w2", "ort-fp32-w2", "ort-int8-w2")
     assert set(rows) == {(b, s) for b in backends for s in ("greedy", "beam")}
+    assert rows[("torch-w2", "beam")]["same_as_torch"] == 100.0  # torch on 1 thread per batch: the same ids
     assert rows[("ort-fp32", "beam")]["same_as_torch"] == 100.0 and rows[("ort-fp32", "greedy")]["bleu_delta"] == 0.0
     # two batches at once, one onnxruntime thread each: the same hypotheses as one batch at a time
     assert rows[("ort-fp32-w2", "beam")]["same_as_torch"] == 100.0 == rows[("ort-fp32-w2", "greedy")]["same_as_torch"]

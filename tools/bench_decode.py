@@ -52,12 +52,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="Add onnxruntime fp32 rows with the parallel execution mode.")
     p.add_argument("--compare-io-binding", action="store_true",
                    help="Add an onnxruntime fp32 row that runs the step graph through IO binding.")
+    p.add_argument("--compare-mkl", action="store_true",
+                   help="Add a torch row whose products run on MKL, as before seqkit.cpu_kernels.OneDnnDecoding.")
     p.add_argument("--compare-full-rows", action="store_true",
                    help="Add torch and onnxruntime fp32 rows that fetch whole (N, V) log-prob rows per step "
                         "(the search path before step_top_k).")
     p.add_argument("--workers", type=int, default=1,
-                   help="Also decode every onnxruntime backend with this many batches at once (rows '-wN'), "
-                        "one thread each, its sessions on --threads / N intra-op threads (seqkit.inference.Translator).")
+                   help="Also decode torch and every onnxruntime backend with this many batches at once (rows "
+                        "'-wN'), one thread each, on --threads / N intra-op threads (seqkit.inference.Translator).")
     p.add_argument("--json", type=Path, default=None, help="Write every number to this JSON file.")
     return p.parse_args(argv)
 
@@ -99,12 +101,16 @@ def backends(args: argparse.Namespace, run: Any, export_root: Path) -> dict[str,
         fns[label] = load_model(path, threads=args.threads, shortlist=shortlist).stepper
     if args.workers > 1:  # the same exports, --workers batches at once over sessions of fewer threads
         per_worker = max(1, args.threads // args.workers)
+        # torch's intra-op threads are the process's: TorchThreads sets them while its row decodes
+        fns[f"torch-w{args.workers}"] = TorchThreads(TorchStepper(run.model, torch.device("cpu")), per_worker)
         for label, path, shortlist in variants:
             fns[f"{label}-w{args.workers}"] = load_model(path, threads=per_worker, shortlist=shortlist).stepper
     if args.compare_execution_mode:
         fns["ort-fp32-parallel"] = load_model(fp32, threads=args.threads, sequential=False, shortlist=False).stepper
     if args.compare_io_binding:
         fns["ort-fp32-io-binding"] = with_io_binding(load_model(fp32, threads=args.threads, shortlist=False).stepper)
+    if args.compare_mkl:
+        fns["torch-mkl"] = TorchStepper(run.model, torch.device("cpu"), onednn=False)  # torch's own kernels
     if args.compare_full_rows:
         fns["torch-full-rows"] = FullRows(fns["torch"])
         fns["ort-fp32-full-rows"] = FullRows(fns["ort-fp32"])
@@ -130,6 +136,29 @@ def with_io_binding(stepper: Any) -> Any:
     return stepper
 
 
+class TorchThreads:
+    """A TorchStepper row decoded with ``threads`` intra-op threads (what ``seqkit translate
+    --workers N`` gives a run directory: cores / N); ``translator`` sets them around each call."""
+
+    def __init__(self, fn: Any, threads: int):
+        self.fn, self.threads = fn, threads
+
+
+class _WithThreads:
+    def __init__(self, translator: Any, threads: int):
+        self.translator, self.threads = translator, threads
+
+    def translate(self, lines: list[str]) -> Any:
+        import torch
+
+        saved = torch.get_num_threads()
+        torch.set_num_threads(self.threads)  # the pool's threads start now and take this count
+        try:
+            return self.translator.translate(lines)
+        finally:
+            torch.set_num_threads(saved)
+
+
 class FullRows:
     """A step function without ``step_top_k``: search reads whole (N, V) log-prob rows."""
 
@@ -143,6 +172,8 @@ def translator(fn: Any, run: Any, strategy: str, beam: int, batch_size: int, wor
 
     search = run.recipe.search.model_copy(update={"strategy": strategy, "beam_size": beam, "n_best": 1,
                                                   "batch_size": batch_size})
+    if isinstance(fn, TorchThreads):
+        return _WithThreads(Translator(fn.fn, run.src_tok, run.tgt_tok, search, workers=workers), fn.threads)
     return Translator(fn, run.src_tok, run.tgt_tok, search, workers=workers)
 
 
@@ -222,7 +253,19 @@ def environment(args: argparse.Namespace, run: Any) -> dict[str, Any]:
     return {"run_dir": str(args.run_dir), "checkpoint": run.checkpoint.name, "split": args.split,
             "threads": args.threads, "workers": args.workers, "repeats": args.repeats, "batch_size": args.batch_size, "beam": args.beam_size, "torch": torch.__version__,
             "onnxruntime": onnxruntime.__version__, "python": platform.python_version(), "machine": platform.processor()
-            or platform.machine()}
+            or platform.machine(), "cpu": cpu_id()}
+
+
+def cpu_id() -> str:
+    """The CPU as /proc/cpuinfo names it, with its family and model numbers: the same model name
+    ("AMD EPYC" on this VM) covers generations whose libraries pick different kernels."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return platform.processor() or platform.machine()
+    fields = dict(line.split(":", 1) for line in text.split("\n\n")[0].splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    return f"{fields.get('model name', '?')} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')})"
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

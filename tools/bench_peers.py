@@ -27,7 +27,9 @@ sentences, the same thread count; BLEU of each, and batch-1 latency p50/p95 over
 
 ``train-speed`` trains each toolkit for ``--steps`` steps from scratch on ``--threads`` threads,
 the toolkits taking turns: OpenNMT-py, seqkit with ``--recipe`` (default: the run's), seqkit
-on OpenNMT-py's architecture; it reports target
+on OpenNMT-py's architecture in fp32 (as OpenNMT-py trains on a CPU: its mixed precision is CUDA
+autocast) and in bf16 (seqkit's CPU default where native); with ``--malloc-defaults`` each seqkit
+run again with glibc's malloc as it comes (what ``seqkit.cpu_memory.keep_freed_memory`` gains); it reports target
 tokens per second of the steps after the first ``--warmup`` (each toolkit's own log), the
 process's CPU share and peak RSS (``/usr/bin/time -v``).
 
@@ -179,8 +181,10 @@ def train_peer(run_dir: Path, work: Path, venv: Path, steps: int, tag: str = "",
     return result
 
 
-def train_seqkit(recipe: Path, work: Path, steps: int, extra: list[str], tag: str) -> dict[str, Any]:
-    """``recipe`` trained for ``steps`` steps (no validation, no checkpoint before the last step)."""
+def train_seqkit(recipe: Path, work: Path, steps: int, extra: list[str], tag: str,
+                 env: dict[str, str] | None = None) -> dict[str, Any]:
+    """``recipe`` trained for ``steps`` steps (no validation, no checkpoint before the last step);
+    ``env``: added to the command's environment."""
     out = work / f"seqkit-{tag}"
     sets = [f"run_dir={out}", f"train.max_steps={steps}", "train.max_time=null", "train.log_every=25",
             f"train.valid_every={10 * steps}", f"train.save_every={10 * steps}", "train.progress=false", *extra]
@@ -191,11 +195,16 @@ def train_seqkit(recipe: Path, work: Path, steps: int, extra: list[str], tag: st
         import shutil
 
         shutil.rmtree(out)
-    result = timed(cmd, work / f"seqkit-train-{tag}.log")
+    result = timed(cmd, work / f"seqkit-train-{tag}.log", env)
     rates = [(int(m.group(1)), float(m.group(2))) for m in
              re.finditer(r"step (\d+) train: loss [\d.]+, (\d+) tok/s", Path(result["log"]).read_text())]
     result["tgt_tok_s_by_step"] = rates
     return result
+
+
+# A glibc tunable at its default value: seqkit.cpu_memory.keep_freed_memory then leaves malloc as it
+# comes (any glibc.malloc setting counts as the user's), and this one changes nothing else.
+MALLOC_DEFAULTS = {"GLIBC_TUNABLES": "glibc.malloc.tcache_count=7"}
 
 
 def steady_rate(rates: list[tuple[int, float]], warmup: int) -> float | None:
@@ -214,9 +223,15 @@ def train_speed(args: argparse.Namespace) -> dict[str, Any]:
                 link.symlink_to(args.work / f"{name}.{side}.sp")
     recipe = args.recipe or args.run_dir / "recipe.yaml"
     threads = [f"train.num_threads={args.threads}"]  # the peer gets OMP_NUM_THREADS of the same
-    rows = {"OpenNMT-py (brnn, input feeding)": train_peer(args.run_dir, work, args.venv, args.steps, "-speed", args.threads),
-            "seqkit, the recipe": train_seqkit(recipe, work, args.steps, threads, "recipe"),
-            "seqkit, OpenNMT-py's architecture": train_seqkit(recipe, work, args.steps, [*ONMT_ARCH, *threads], "onmt-arch")}
+    onmt_bf16 = [s for s in ONMT_ARCH if not s.startswith("train.amp=")] + ["train.amp=bf16"]
+    seqkit_rows = [("the recipe", [], "recipe"), ("OpenNMT-py's architecture", ONMT_ARCH, "onmt-arch"),
+                   ("OpenNMT-py's architecture in bf16", onmt_bf16, "onmt-arch-bf16")]
+    rows = {"OpenNMT-py (brnn, input feeding)": train_peer(args.run_dir, work, args.venv, args.steps, "-speed", args.threads)}
+    for name, sets, tag in seqkit_rows:
+        rows[f"seqkit, {name}"] = train_seqkit(recipe, work, args.steps, [*sets, *threads], tag)
+        if args.malloc_defaults:  # the same run with glibc's malloc as it comes (seqkit.cpu_memory)
+            rows[f"seqkit, {name}, glibc malloc defaults"] = train_seqkit(recipe, work, args.steps, [*sets, *threads],
+                                                                          f"{tag}-malloc", MALLOC_DEFAULTS)
     for r in rows.values():
         r["tgt_tok_s"] = steady_rate(r["tgt_tok_s_by_step"], args.warmup)
     peer = rows["OpenNMT-py (brnn, input feeding)"]["tgt_tok_s"]
@@ -352,7 +367,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recipe", type=Path, default=None, help="train-speed: the recipe seqkit trains (default: the run's "
                    "recipe.yaml; the shipped one: recipes/translate.yaml)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--workers", type=int, default=1, help="decode: also seqkit's onnxruntime backends with this many "
+    p.add_argument("--malloc-defaults", action="store_true", help="train-speed: each seqkit row again with glibc's "
+                   "malloc as it comes (seqkit train otherwise keeps freed blocks: seqkit.cpu_memory)")
+    p.add_argument("--workers", type=int, default=1, help="decode: also seqkit's torch and onnxruntime backends with this many "
                    "batches at once, --threads / N threads each (tools/bench_decode.py --workers)")
     p.add_argument("--latency-sentences", type=int, default=100)
     p.add_argument("--repeats", type=int, default=1, help="decode: seqkit passes per backend (the fastest counts)")
@@ -361,6 +378,10 @@ def main(argv: list[str] | None = None) -> int:
     from seqkit.openmp import set_thread_wait
 
     print(f"seqkit's torch threads wait: {set_thread_wait()}", file=sys.stderr)  # before torch loads
+    sys.path.insert(0, str(ROOT / "tools"))
+    from bench_decode import cpu_id  # noqa: E402  (tools/ is not a package)
+
+    print(f"cpu: {cpu_id()}", file=sys.stderr)  # the library kernels, and so the ratios, follow the CPU generation
     if args.command == "setup":
         setup(args.venv)
         return 0
@@ -377,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
             args.steps = 150
         result = train_speed(args)
     if args.json:
+        result = {**result, "cpu": cpu_id()} if isinstance(result, dict) else result
         args.json.write_text(json.dumps(result, indent=1, default=str), encoding="utf-8")
     return 0
 
