@@ -66,13 +66,13 @@ class OneDnnDecoding(TorchFunctionMode):
     inner products with packed weights; every other call, and these where those conditions do
     not hold, run as they are. The packed weights go into ``cache`` (pass the same dict to the
     modes of one model: :class:`seqkit.models.TorchStepper` enters a new mode per call, in
-    whichever thread decodes) keyed on the parameters' storage, and are packed again when a
+    whichever thread decodes) keyed on the parameters' memory and shapes, and are packed again when a
     parameter changes (its in-place version counter moves); an entry keeps its parameters alive,
     so a key is never some later tensor's."""
 
     def __init__(self, cache: dict | None = None) -> None:
         super().__init__()
-        self._packed: dict[tuple[int, ...], tuple[tuple[int, ...], Tensor, Tensor | None, list[Tensor]]] = (
+        self._packed: dict[tuple, tuple[tuple[int, ...], Tensor, Tensor | None, list[Tensor]]] = (
             {} if cache is None else cache)
 
     def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
@@ -92,7 +92,7 @@ class OneDnnDecoding(TorchFunctionMode):
         """(oneDNN-packed cat(parts, dim=1), sum of the biases or None), cached on the tensors'
         storage and versions."""
         tensors = [t for t in (*parts, *bias) if t is not None]
-        key = tuple(t.data_ptr() for t in tensors)
+        key = tuple((t.data_ptr(), *t.shape, *t.stride()) for t in tensors)  # views of one storage differ
         version = tuple(-1 if t.is_inference() else t._version for t in tensors)  # no counter: never changed outside
         hit = self._packed.get(key)
         if hit is not None and hit[0] == version:

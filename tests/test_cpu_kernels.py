@@ -71,6 +71,19 @@ def test_a_changed_weight_is_packed_again():
 
 
 @onednn
+def test_two_views_of_one_weight_are_packed_apart():
+    torch.manual_seed(0)
+    weight = torch.randn(20, 8)
+    x = torch.randn(3, 8)
+    cache = {}
+    with torch.inference_mode(), OneDnnDecoding(cache):
+        first, second = torch.nn.functional.linear(x, weight[:10]), torch.nn.functional.linear(x, weight[:20])
+    torch.testing.assert_close(first, x @ weight[:10].T, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(second, x @ weight.T, atol=1e-5, rtol=1e-5)  # same data_ptr, not the same weight
+    assert len(cache) == 2
+
+
+@onednn
 @pytest.mark.parametrize("batch_first", [True, False])
 def test_one_lstm_step_in_the_mode_matches_torch(batch_first):
     torch.manual_seed(0)
