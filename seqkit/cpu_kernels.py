@@ -16,9 +16,10 @@ threads) for a beam step's (160 x 256) x (256 x 8,000) output product, against 2
 oneDNN's inner product with the weight packed in its own layout (numpy's OpenBLAS 187 on one,
 onnxruntime's MLAS 162 / 319; tools/bench_products.py). :class:`OneDnnDecoding` is a torch
 function mode that sends a decoding step's ``linear`` and single-step ``lstm`` calls there, each
-weight packed once (and again if it changes): torch decoding 1.25x (greedy) and 1.35x (beam 5)
-faster, the same hypotheses on test2016 (docs/benchmarks.md, run M). It changes sums at float32
-rounding, not the method.
+weight packed once (and again if it changes): torch decoding 1.19-1.25x (greedy) and 1.35x
+(beam 5) faster, the same hypotheses on test2016 (docs/benchmarks.md, runs M and M2), where the
+products are large enough (:func:`onednn_pays`). It changes sums at float32 rounding, not the
+method.
 """
 
 from __future__ import annotations
@@ -52,6 +53,35 @@ def native_rnn(device: torch.device, dtype: torch.dtype | None = torch.float32) 
 
 _LINEAR = torch.nn.functional.linear
 _LSTM = torch._C._VariableFunctions.lstm  # what nn.LSTM.forward calls (torch._VF.lstm)
+
+
+# When the mode pays. It intercepts every torch call of a step in Python (~0.25 ms a step in all),
+# which a small product does not win back: on the VM, 2 threads, a decoding step was slower with
+# the mode for a 64-wide model at any row count (0.37-0.75x) and for 256 x 8,000 at one row
+# (0.94x), faster from 256 x 8,000 at two rows (1.28x; 1.65x at 160) and for a 512-wide LSTM
+# from four rows (2.88x). So a step takes it when the model's largest product has at least
+# ONEDNN_MIN_WEIGHT weight elements and rows x that many reach ONEDNN_MIN_WORK.
+ONEDNN_MIN_WEIGHT = 1 << 18
+ONEDNN_MIN_WORK = 3_000_000
+
+
+def largest_product(model: torch.nn.Module) -> int:
+    """Weight elements of the model's largest product under :class:`OneDnnDecoding`: an
+    ``nn.Linear``'s weight, or one LSTM layer's ``[W_ih W_hh]``."""
+    sizes = [0]
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            sizes.append(module.weight.numel())
+        elif isinstance(module, torch.nn.LSTM):
+            flat = module._flat_weights
+            per_layer = len(flat) // max(module.num_layers * (2 if module.bidirectional else 1), 1)
+            sizes += [flat[i].numel() + flat[i + 1].numel() for i in range(0, len(flat), max(per_layer, 1))]
+    return max(sizes)
+
+
+def onednn_pays(rows: int, largest: int) -> bool:
+    """A step of ``rows`` rows over a model whose largest product is ``largest`` (see above)."""
+    return largest >= ONEDNN_MIN_WEIGHT and rows * largest >= ONEDNN_MIN_WORK
 
 
 def onednn_available() -> bool:

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from seqkit.checkpoint import load_model_tensors, model_tensors
 from seqkit.contracts import UNK_ID
-from seqkit.cpu_kernels import OneDnnDecoding, native_rnn, onednn_available
+from seqkit.cpu_kernels import OneDnnDecoding, largest_product, native_rnn, onednn_available, onednn_pays
 from seqkit.errors import PluginError, SeqkitError
 from seqkit.model_config import HeadConfig, ModelConfig
 from seqkit.registry import build_plugin, validate_spec
@@ -210,37 +210,42 @@ class TorchStepper:
     Memory and state stay torch tensors on ``device`` (search treats them as opaque and only
     reorders them through ``select_memory``/``select_state``). The caller puts the model in
     eval mode. ``onednn``: on a CPU, float32, run the step's linear and LSTM products on oneDNN
-    (:class:`seqkit.cpu_kernels.OneDnnDecoding`); False keeps torch's own kernels (MKL).
+    (:class:`seqkit.cpu_kernels.OneDnnDecoding`): None (default) for the steps where that pays
+    (``seqkit.cpu_kernels.onednn_pays``), True for every step, False never (torch's own kernels).
     """
 
     def __init__(self, model: Seq2Seq | LanguageModel, device: torch.device | str | None = None, *,
-                 onednn: bool = True):
+                 onednn: bool | None = None):
         self.model = model
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.state_batch_dims = model.state_batch_dims
         self.dtype = next(model.parameters()).dtype
-        # CPU float32: linear and one-step LSTM products on oneDNN (``onednn``), packed weights cached here
-        fits = onednn and self.device.type == "cpu" and self.dtype == torch.float32 and onednn_available()
+        # CPU float32: linear and one-step LSTM products on oneDNN, packed weights cached here
+        fits = onednn is not False and self.device.type == "cpu" and self.dtype == torch.float32 and onednn_available()
         self._onednn: dict | None = {} if fits else None
+        self._largest = largest_product(model) if fits and onednn is None else None  # None: every step
 
-    def _products(self) -> contextlib.AbstractContextManager[Any]:
-        """seqkit.cpu_kernels.OneDnnDecoding where it applies (a decode 1.25-1.35x faster on the VM)."""
-        return OneDnnDecoding(self._onednn) if self._onednn is not None else contextlib.nullcontext()
+    def _products(self, rows: int) -> contextlib.AbstractContextManager[Any]:
+        """seqkit.cpu_kernels.OneDnnDecoding for a step of ``rows`` rows where it applies (a
+        decode 1.25-1.35x faster on the VM)."""
+        if self._onednn is None or (self._largest is not None and not onednn_pays(rows, self._largest)):
+            return contextlib.nullcontext()
+        return OneDnnDecoding(self._onednn)
 
-    def _mode(self) -> contextlib.ExitStack:
+    def _mode(self, rows: int) -> contextlib.ExitStack:
         """inference_mode, with torch's own RNN kernels on CPU for a decoding step
         (seqkit.cpu_kernels: oneDNN's LSTM ran a 5-row step 2.7x slower on one thread) and the
         products on oneDNN."""
         stack = contextlib.ExitStack()
         stack.enter_context(torch.inference_mode())
         stack.enter_context(native_rnn(self.device, self.dtype))
-        stack.enter_context(self._products())
+        stack.enter_context(self._products(rows))
         return stack
 
     def start(self, src: np.ndarray, lengths: np.ndarray) -> tuple[State, State]:
         """src (B, S) int64 (LM: (B, 0)), lengths (B,) int64 -> (memory, state)."""
         # the encoder's LSTM keeps oneDNN's RNN (level with torch's own at batch 32)
-        with torch.inference_mode(), self._products():
+        with torch.inference_mode(), self._products(int(src.shape[0]) * max(int(src.shape[1]), 1)):
             if isinstance(self.model, LanguageModel):
                 return (), self.model.init_state(int(src.shape[0]))
             src_t = torch.as_tensor(src, dtype=torch.long, device=self.device)
@@ -249,13 +254,13 @@ class TorchStepper:
 
     def step(self, y_prev: np.ndarray, memory: State, state: State) -> tuple[np.ndarray, np.ndarray | None, State]:
         """y_prev (N,) int64 -> (log_probs (N, V) float32, attention (N, S) float32 or None, state)."""
-        with self._mode():
+        with self._mode(len(y_prev)):
             log_probs, weights, state = self._log_probs(y_prev, memory, state)
             return log_probs.cpu().numpy(), weights, state
 
     def step_top_k(self, y_prev: np.ndarray, memory: State, state: State, k: int, eos_id: int) -> tuple[TopK, np.ndarray | None, State]:
         """y_prev (N,) int64 -> (TopK (N, min(k, V)) of ``step``'s log-probs, attention, state)."""
-        with self._mode():
+        with self._mode(len(y_prev)):
             log_probs, weights, state = self._log_probs(y_prev, memory, state)
             values, ids = top_k_lower_id(log_probs, min(k, log_probs.size(-1)))
             return TopK(values.cpu().numpy(), ids.cpu().numpy(), log_probs[:, eos_id].cpu().numpy()), weights, state

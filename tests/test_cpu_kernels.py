@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from seqkit.cpu_kernels import OneDnnDecoding, native_rnn, onednn_available
+from seqkit.cpu_kernels import OneDnnDecoding, largest_product, native_rnn, onednn_available, onednn_pays
 from seqkit.model_config import ModelConfig
 from seqkit.models import TorchStepper, build_model
 
@@ -132,7 +132,7 @@ def test_the_torch_stepper_decodes_through_the_mode_with_torchs_results():
     model = build_model(cfg, "seq2seq", 12, 40, 0).eval()
     src = np.array([[5, 6, 7, 2], [8, 9, 2, 0]], dtype=np.int64)
     lengths = np.array([4, 3])
-    fast, plain = TorchStepper(model), TorchStepper(model, onednn=False)
+    fast, plain = TorchStepper(model, onednn=True), TorchStepper(model, onednn=False)
     (mem_f, st_f), (mem_p, st_p) = fast.start(src, lengths), plain.start(src, lengths)
     y = np.array([1, 1], dtype=np.int64)
     for _ in range(3):
@@ -158,3 +158,22 @@ def test_bench_products_tool_times_each_library_on_the_same_product(capsys):
     assert names[0] == "torch addmm (MKL sgemm)" and "onnxruntime Gemm (MLAS)" in names and "numpy matmul (its BLAS)" in names
     assert ("torch oneDNN inner product, packed weight" in names) == onednn_available()
     assert all(float(r[5]) < 1e-4 for r in rows)  # the same product, to float32 rounding
+
+
+def test_the_mode_is_taken_only_where_the_products_are_large_enough():
+    lstm_model = torch.nn.Sequential(torch.nn.LSTM(256, 256, 2), torch.nn.Linear(256, 8000))
+    assert largest_product(lstm_model) == 256 * 8000  # more than a layer's 4H x (I + H) = 1024 x 512
+    assert largest_product(torch.nn.LSTM(512, 512, 1)) == 2048 * 1024
+    assert not onednn_pays(1, 256 * 8000) and onednn_pays(2, 256 * 8000)  # measured 0.94x and 1.28x
+    assert not onednn_pays(1000, 256 * 64)  # a small model never: its products are MKL's to win
+
+
+@onednn
+def test_the_stepper_of_a_small_model_keeps_torchs_kernels_by_default():
+    cfg = ModelConfig(decoder={"type": "lstm", "embedding_dim": 8, "hidden_size": 16, "num_layers": 2})
+    model = build_model(cfg, "lm", None, 40, 0).eval()
+    auto, forced = TorchStepper(model), TorchStepper(model, onednn=True)
+    for stepper in (auto, forced):
+        memory, state = stepper.start(np.zeros((4, 0), dtype=np.int64), np.zeros(4, dtype=np.int64))
+        stepper.step(np.ones(4, dtype=np.int64), memory, state)
+    assert auto._onednn == {} and forced._onednn  # nothing packed unless asked: the mode costs more than it gains
