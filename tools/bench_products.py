@@ -5,7 +5,8 @@
 The output layer of a beam-5 step over 32 sentences is a (160 x 256) x (256 x 8,000) product
 (plus bias). torch computes it with MKL's sgemm (``torch.addmm``, what ``nn.Linear`` runs), or,
 inside :class:`seqkit.cpu_kernels.OneDnnDecoding`, with oneDNN's inner product on a weight packed
-once; numpy uses its BLAS (OpenBLAS in the PyPI wheels) and onnxruntime its MLAS. Reports ms and
+once; numpy uses its BLAS (OpenBLAS in the PyPI wheels) and onnxruntime its MLAS, with the session
+options seqkit's runtime uses (threads that sleep while they wait). Reports ms and
 GFLOP/s per call (best of ``--repeats`` timings of ``--calls`` calls) and each result's largest
 difference from torch's.
 """
@@ -13,10 +14,15 @@ difference from torch's.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/ is not a package
+from profile_decode import product_session  # noqa: E402
 
 
 def best_ms(fn: Callable[[], object], calls: int, repeats: int) -> float:
@@ -28,24 +34,6 @@ def best_ms(fn: Callable[[], object], calls: int, repeats: int) -> float:
             fn()
         times.append((time.perf_counter() - start) / calls)
     return 1000 * min(times)
-
-
-def ort_matmul(weight_t: np.ndarray, bias: np.ndarray, rows: int, threads: int) -> Callable[[np.ndarray], np.ndarray]:
-    import onnx
-    import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
-
-    inner, out = weight_t.shape
-    graph = helper.make_graph(
-        [helper.make_node("Gemm", ["x", "w", "b"], ["y"])], "product",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, inner])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, out])],
-        [numpy_helper.from_array(weight_t, "w"), numpy_helper.from_array(bias, "b")])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString(),
-                                   options, providers=["CPUExecutionProvider"])
-    return lambda x: session.run(None, {"x": x})[0]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -80,8 +68,9 @@ def main(argv: list[str] | None = None) -> None:
             onednn = lambda: torch.ops.mkldnn._linear_pointwise(x, packed, b, "none", [], "")  # noqa: E731
             rows.append(("torch oneDNN inner product, packed weight", onednn, lambda: onednn().numpy()))
         rows.append(("numpy matmul (its BLAS)", lambda: x_np @ wt_np + b_np, lambda: x_np @ wt_np + b_np))
-        gemm = ort_matmul(wt_np, b_np, args.rows, threads)
-        rows.append(("onnxruntime Gemm (MLAS)", lambda: gemm(x_np), lambda: gemm(x_np)))
+        session = product_session(wt_np, args.rows, threads, bias=b_np)  # as seqkit.runtime runs it
+        gemm = lambda: session.run(None, {"A": x_np})[0]  # noqa: E731
+        rows.append(("onnxruntime Gemm (MLAS)", gemm, gemm))
         for name, fn, value in rows:
             ms = best_ms(fn, args.calls, args.repeats)
             diff = float(np.abs(value() - ref).max())

@@ -186,21 +186,31 @@ def decode(model: Any, lines: list[str], args: argparse.Namespace) -> tuple[floa
 
 # --- the machine's matrix throughput ------------------------------------------------------
 
-def matmul_rate(m: int, k: int, n: int, threads: int, seconds: float = 2.0) -> float:
-    """GFLOP/s of onnxruntime on one (M, K) x (K, N) float32 MatMul graph, B a constant."""
+def product_session(b: np.ndarray, m: int, threads: int, bias: np.ndarray | None = None) -> Any:
+    """An onnxruntime session, with seqkit's runtime options, of one float32 product A (M, K) x b
+    (K, N), b a constant: a MatMul, or a Gemm adding ``bias`` (N,). Its input is "A"."""
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
     from seqkit.runtime.stepper import session_options
 
-    rng = np.random.default_rng(0)
-    b = numpy_helper.from_array(rng.standard_normal((k, n)).astype(np.float32), "B")
-    graph = helper.make_graph([helper.make_node("MatMul", ["A", "B"], ["Y"])], "matmul",
-                              [helper.make_tensor_value_info("A", TensorProto.FLOAT, [m, k])],
-                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [m, n])], [b])
+    (k, n), weights = b.shape, [numpy_helper.from_array(b, "B")]
+    if bias is None:
+        node = helper.make_node("MatMul", ["A", "B"], ["Y"])
+    else:
+        node = helper.make_node("Gemm", ["A", "B", "C"], ["Y"])
+        weights.append(numpy_helper.from_array(bias, "C"))
+    graph = helper.make_graph([node], "product", [helper.make_tensor_value_info("A", TensorProto.FLOAT, [m, k])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [m, n])], weights)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    session = ort.InferenceSession(model.SerializeToString(), sess_options=session_options(threads),
-                                   providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model.SerializeToString(), sess_options=session_options(threads),
+                                providers=["CPUExecutionProvider"])
+
+
+def matmul_rate(m: int, k: int, n: int, threads: int, seconds: float = 2.0) -> float:
+    """GFLOP/s of onnxruntime on one (M, K) x (K, N) float32 MatMul graph, B a constant."""
+    rng = np.random.default_rng(0)
+    session = product_session(rng.standard_normal((k, n)).astype(np.float32), m, threads)
     a = rng.standard_normal((m, k)).astype(np.float32)
     for _ in range(20):
         session.run(None, {"A": a})
