@@ -185,7 +185,7 @@ def export_seq2seq(run: Any, out: Path, *, opset: int, quantize: str | None,
     config = build_config(run, model, opset, quantize)
     if table is not None:  # decided by the validation check below
         config.shortlist = fmt.ShortlistInfo(default=False, per_source=settings.per_source, frequent=settings.frequent,
-                                             bleu_off=0.0, bleu_on=0.0, sentences=0)
+                                             bleu_off=0.0, bleu_on=0.0, sentences=0, rest_sample=settings.rest_sample)
         table.save(out / fmt.SHORTLIST_FILE)
     trace_graphs(model, config, out)
     save_tokenizers(out / fmt.TOKENIZER_DIR, run.src_tok, run.tgt_tok)

@@ -63,16 +63,23 @@ def build(run: Any, config: ShortlistConfig) -> Shortlist:
 
 
 class _CandidateOutput(nn.Module):
-    """The output layer over the candidate rows only: x (..., E) -> logits (..., C)."""
+    """The output layer over the candidate rows only: x (..., E) -> logits (..., C); with
+    ``rest`` set, also the logits of those rows, kept in ``rest_logits`` for the graph's normalizer."""
 
     def __init__(self, full: nn.Linear):
         super().__init__()
         self.full = full
         self.candidates: Tensor | None = None
+        self.rest: Tensor | None = None
+        self.rest_logits: Tensor | None = None
 
     def forward(self, x: Tensor) -> Tensor:
-        weight = self.full.weight.index_select(0, self.candidates)
-        bias = self.full.bias.index_select(0, self.candidates) if self.full.bias is not None else None
+        self.rest_logits = self._rows(x, self.rest) if self.rest is not None else None
+        return self._rows(x, self.candidates)
+
+    def _rows(self, x: Tensor, ids: Tensor) -> Tensor:
+        weight = self.full.weight.index_select(0, ids)
+        bias = self.full.bias.index_select(0, ids) if self.full.bias is not None else None
         return nn.functional.linear(x, weight, bias)
 
 
@@ -88,18 +95,43 @@ def _over_candidates(model: Seq2Seq) -> Iterator[_CandidateOutput]:
         model.decoder.output = full
 
 
-class _ShortlistStepGraph(nn.Module):
-    """decoder_step_shortlist.onnx: decoder_step.onnx's graph with log_softmax over the candidates."""
+def estimated_log_probs(logits: Tensor, rest_logits: Tensor, candidates: Tensor, rest: Tensor, vocab: int) -> Tensor:
+    """logits (N, C) of the candidates -> log-probabilities under the whole vocabulary's softmax,
+    its normalizer estimated as sum(exp(logits)) + (vocab - C) / R * sum(exp(rest_logits)) with
+    rest_logits (N, R) those of ``rest``, R ids spread over the non-candidates (R = 0: none left).
+    C and R are counted from the tensors (not their traced shapes), so the graph takes any."""
+    top = logits.amax(dim=-1, keepdim=True)  # C >= 1: eos is always a candidate
+    n_candidates = torch.ones_like(candidates).sum().float()
+    n_rest = torch.ones_like(rest).sum().float()
+    scale = (vocab - n_candidates) / n_rest.clamp(min=1)
+    inside = torch.exp(logits - top).sum(dim=-1, keepdim=True)
+    outside = torch.exp(rest_logits - top).sum(dim=-1, keepdim=True)
+    return logits - (top + torch.log(inside + scale * outside))
 
-    def __init__(self, model: Seq2Seq, n_memory: int, has_attention: bool, layer: _CandidateOutput):
+
+class _ShortlistStepGraph(nn.Module):
+    """decoder_step_shortlist.onnx: decoder_step.onnx's graph over the candidates, the softmax
+    normalized over them alone or (``vocab`` given) estimated with the rest_sample rows."""
+
+    def __init__(self, model: Seq2Seq, n_memory: int, has_attention: bool, layer: _CandidateOutput,
+                 vocab: int | None = None):
         super().__init__()
         self.model, self.n_memory, self.has_attention, self.layer = model, n_memory, has_attention, layer
+        self.vocab = vocab
 
     def forward(self, y_prev: Tensor, *flat: Tensor) -> tuple[Tensor, ...]:
-        *flat, candidates = flat
-        self.layer.candidates = candidates  # the traced input itself, so the graph reads it
+        if self.vocab is not None:
+            *flat, candidates, rest = flat
+        else:
+            *flat, candidates = flat
+            rest = None
+        self.layer.candidates, self.layer.rest = candidates, rest  # the traced inputs themselves
         logits, attn, state = self.model.step(y_prev, tuple(flat[: self.n_memory]), tuple(flat[self.n_memory :]))
-        head = [torch.log_softmax(logits.float(), dim=-1)]
+        if rest is None:
+            head = [torch.log_softmax(logits.float(), dim=-1)]
+        else:
+            assert self.layer.rest_logits is not None and self.vocab is not None
+            head = [estimated_log_probs(logits.float(), self.layer.rest_logits.float(), candidates, rest, self.vocab)]
         if self.has_attention:
             head.append(attn.float())
         return (*head, *state)
@@ -107,12 +139,16 @@ class _ShortlistStepGraph(nn.Module):
 
 def trace(model: Seq2Seq, config: fmt.ExportConfig, args: tuple[Tensor, ...], n_memory: int, out: Path) -> None:
     """Write decoder_step_shortlist.onnx; ``args`` are the step graph's probe inputs."""
-    candidates = torch.arange(0, config.tgt_vocab_size, 2)  # every other id: a strict subset
-    io = fmt.shortlist_step_io(config.memory, config.state, config.has_attention)
+    assert config.shortlist is not None
+    vocab = config.tgt_vocab_size
+    candidates = torch.arange(0, vocab, 2)  # every other id: a strict subset
+    rest = torch.arange(1, vocab, 4)  # half the others
+    estimate = config.shortlist.rest_sample > 0
+    io = fmt.shortlist_step_io(config.memory, config.state, config.has_attention, rest_sample=estimate)
     path = out / fmt.SHORTLIST_STEP_FILE
     with _over_candidates(model) as layer:
-        trace_graph(_ShortlistStepGraph(model, n_memory, config.has_attention, layer), (*args, candidates), path,
-                    io, config.opset)
+        graph = _ShortlistStepGraph(model, n_memory, config.has_attention, layer, vocab if estimate else None)
+        trace_graph(graph, (*args, candidates, *([rest] if estimate else [])), path, io, config.opset)
     add_top_k_outputs(path, map_ids=True)
 
 
@@ -141,4 +177,5 @@ def check(run: Any, config: fmt.ExportConfig, full: OrtStepper, short: OrtSteppe
 
 def info(settings: ShortlistConfig, table: Shortlist, checked: dict[str, Any]) -> fmt.ShortlistInfo:
     return fmt.ShortlistInfo(default=checked["default"], per_source=settings.per_source, frequent=settings.frequent,
-                             bleu_off=checked["bleu_off"], bleu_on=checked["bleu_on"], sentences=checked["sentences"])
+                             bleu_off=checked["bleu_off"], bleu_on=checked["bleu_on"], sentences=checked["sentences"],
+                             rest_sample=settings.rest_sample)

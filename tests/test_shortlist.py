@@ -1,6 +1,8 @@
-"""The vocabulary shortlist: how it is built, a batch's candidates, the shortlist step graph
-(ids mapped back, scores renormalized over the candidates), the default decided at export, and
-the full-vocabulary path unchanged (torch and the export still decode identically)."""
+"""The vocabulary shortlist: how it is built, a batch's candidates and rest sample, the shortlist
+step graph (ids mapped back; scores under the whole vocabulary's softmax with the normalizer
+estimated from the rest sample, exact when the sample is the whole rest, or renormalized over
+the candidates with rest_sample 0), the default decided at export, and the full-vocabulary path
+unchanged (torch and the export still decode identically)."""
 
 from __future__ import annotations
 
@@ -50,21 +52,49 @@ def test_save_and_load_check_the_vocabularies(tmp_path):
         Shortlist.load(tmp_path / "s.npz", 3, 3)
 
 
+def test_the_rest_sample_spreads_evenly_over_the_non_candidates():
+    candidates = np.array([0, 1, 2, 10, 11], dtype=np.int64)
+    rest = np.setdiff1d(np.arange(20), candidates)  # 15 ids
+    got = Shortlist.rest_sample(candidates, 5, 20)
+    assert got.tolist() == rest[[1, 4, 7, 10, 13]].tolist()  # the middle of each run of 3
+    assert not np.isin(got, candidates).any() and got.dtype == np.int64
+    assert Shortlist.rest_sample(candidates, 15, 20).tolist() == rest.tolist()  # all of it: exact
+    assert Shortlist.rest_sample(candidates, 99, 20).tolist() == rest.tolist()
+    assert Shortlist.rest_sample(candidates, 0, 20).tolist() == []
+    assert Shortlist.rest_sample(np.arange(20), 4, 20).tolist() == []  # nothing left outside
+
+
+def test_exports_from_before_the_rest_sample_read_as_normalized_over_the_candidates():
+    info = {"default": True, "per_source": 2, "frequent": 3, "bleu_off": 1.0, "bleu_on": 1.0, "sentences": 4}
+    assert fmt.ShortlistInfo.model_validate(info).rest_sample == 0
+
+
 @pytest.mark.parametrize(("mode", "off", "on", "want"), [("auto", 30.0, 29.8, True), ("auto", 30.0, 29.7, False),
                                                          ("on", 30.0, 20.0, True), ("auto", 30.0, 31.0, True)])
 def test_default_on_only_within_the_allowed_bleu_loss(mode, off, on, want):
     assert default_on(mode, off, on, 0.2) is want
 
 
-@pytest.fixture(scope="module")
-def shortlisted(tmp_path_factory):
+def _shortlisted(root, **settings):
     """A tiny run exported with a small shortlist (2 per source piece, 3 frequent), mode on."""
-    root = tmp_path_factory.mktemp("shortlist")
     run_dir = make_run(root)
     recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text())
-    recipe["export"] = {"shortlist": {"mode": "on", "per_source": 2, "frequent": 3}}
+    recipe["export"] = {"shortlist": {"mode": "on", "per_source": 2, "frequent": 3, **settings}}
     (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     return run_dir, export_run(run_dir, root / "model")
+
+
+@pytest.fixture(scope="module")
+def shortlisted(tmp_path_factory):
+    """rest_sample as it comes (128): more than the tiny vocabulary's rest, so the whole rest."""
+    return _shortlisted(tmp_path_factory.mktemp("shortlist"))
+
+
+@pytest.fixture(scope="module", params=[0, 3])
+def sampled(request, tmp_path_factory):
+    """rest_sample 0 (normalized over the candidates, as exports before it) and 3 (a sample)."""
+    return request.param, _shortlisted(tmp_path_factory.mktemp(f"shortlist-{request.param}"),
+                                       rest_sample=request.param)[1]
 
 
 def test_export_ships_the_shortlist_and_its_validation_check(shortlisted):
@@ -87,8 +117,8 @@ def test_without_the_shortlist_the_export_still_decodes_like_torch(shortlisted, 
     assert [r.tokens for r in got] == [r.tokens for r in want]
 
 
-def test_shortlist_scores_are_the_full_scores_renormalized_and_ids_map_back(shortlisted):
-    _, model_dir = shortlisted
+def _first_step(model_dir):
+    """(full stepper, shortlist stepper, memory, state, y, full log-probs) at the first step."""
     full, short = load_model(model_dir, threads=1, shortlist=False).stepper, load_model(model_dir, threads=1).stepper
     tok = load_model(model_dir, threads=1).src_tokenizer
     rows = [tok.encode(line) + [tok.eos_id] for line in SRC_LINES[:3]]
@@ -97,13 +127,17 @@ def test_shortlist_scores_are_the_full_scores_renormalized_and_ids_map_back(shor
         src[i, : len(r)] = r
     lengths = np.array([len(r) for r in rows])
     memory, state = short.start(src, lengths)
-    candidates = memory[-1]
+    candidates, rest = memory[-2:]
     assert candidates.tolist() == short.shortlist.candidates(src, lengths).tolist()
     assert len(candidates) < fmt.read_config(model_dir).tgt_vocab_size  # a strict subset here
     y = np.full(3, 2, dtype=np.int64)
-    logp, _, _ = full.step(y, memory[:-1], state)
-    sub = logp[:, candidates].astype(np.float64)
-    want = sub - np.log(np.exp(sub).sum(axis=1, keepdims=True))
+    logp, _, _ = full.step(y, memory[:-2], state)
+    return short, memory, state, y, logp.astype(np.float64)
+
+
+def _check_scores(short, memory, state, y, want):
+    """The shortlist stepper's top-k, eos and whole rows against ``want`` (N, C)."""
+    candidates = memory[-2]
     top, _, _ = short.step_top_k(y, memory, state, 4, eos_id=3)
     order = np.argsort(-want, axis=1, kind="stable")[:, :4]
     assert isinstance(top, TopK)
@@ -111,9 +145,30 @@ def test_shortlist_scores_are_the_full_scores_renormalized_and_ids_map_back(shor
     np.testing.assert_allclose(top.log_probs, np.take_along_axis(want, order, axis=1), atol=1e-5)
     np.testing.assert_allclose(top.eos, want[:, int(np.searchsorted(candidates, 3))], atol=1e-5)
     rows_out, _, _ = short.step(y, memory, state)  # whole rows: -inf outside the candidates
-    outside = np.setdiff1d(np.arange(logp.shape[1]), candidates)
+    outside = np.setdiff1d(np.arange(rows_out.shape[1]), candidates)
     assert np.isneginf(rows_out[:, outside]).all()
     np.testing.assert_allclose(rows_out[:, candidates], want, atol=1e-5)
+
+
+def test_shortlist_scores_are_the_full_scores_when_the_sample_is_the_whole_rest(shortlisted):
+    short, memory, state, y, logp = _first_step(shortlisted[1])
+    candidates, rest = memory[-2:]
+    assert rest.tolist() == np.setdiff1d(np.arange(logp.shape[1]), candidates).tolist()
+    _check_scores(short, memory, state, y, logp[:, candidates])  # the exact normalizer
+
+
+def test_shortlist_scores_under_a_rest_sample_or_renormalized_over_the_candidates(sampled):
+    size, model_dir = sampled
+    assert fmt.read_config(model_dir).shortlist.rest_sample == size
+    inputs = {i.name for i in load_model(model_dir, threads=1).stepper.step_session.get_inputs()}
+    assert (fmt.REST_SAMPLE in inputs) == (size > 0)  # no such input without a sample
+    short, memory, state, y, logp = _first_step(model_dir)
+    candidates, rest = memory[-2:]
+    assert len(rest) == size
+    inside = np.exp(logp[:, candidates]).sum(axis=1, keepdims=True)
+    scale = (logp.shape[1] - len(candidates)) / max(len(rest), 1)
+    outside = scale * np.exp(logp[:, rest]).sum(axis=1, keepdims=True)
+    _check_scores(short, memory, state, y, logp[:, candidates] - np.log(inside + outside))
 
 
 def test_a_shortlist_of_every_id_decodes_as_the_full_vocabulary(shortlisted):

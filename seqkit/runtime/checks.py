@@ -22,6 +22,7 @@ from seqkit.runtime.format import (
     EOS_LOG_PROBS,
     LOG_PROBS,
     PROBS,
+    REST_SAMPLE,
     TOP_IDS,
     TOP_K,
     TOP_LOG_PROBS,
@@ -47,7 +48,8 @@ def expected_io(config: ExportConfig) -> dict[str, GraphIO]:
         return {"step": step}
     graphs = {"encoder": encoder_io(config.memory, config.state), "step": step}
     if config.shortlist is not None:
-        graphs["step_shortlist"] = GraphIO(inputs={**step.inputs, CANDIDATES: {}}, outputs=step.outputs)
+        extra = {CANDIDATES: {}, **({REST_SAMPLE: {}} if config.shortlist.rest_sample else {})}
+        graphs["step_shortlist"] = GraphIO(inputs={**step.inputs, **extra}, outputs=step.outputs)
     return graphs
 
 

@@ -8,7 +8,8 @@ Layout (``MODEL_DIR``)::
     encoder.onnx          seq2seq only: (src, src_lengths) -> (memory_i..., state_i...)
     decoder_step.onnx     seq2seq: (y_prev, memory_i..., state_i...) -> (log_probs, [attention], state_out_i...)
     decoder_step_shortlist.onnx   seq2seq with a vocabulary shortlist: decoder_step.onnx's inputs
-                          + candidates (C,) int64 -> the same outputs over the C candidate columns
+                          + candidates (C,) int64 [+ rest_sample (R,) int64] -> the same outputs
+                          over the C candidate columns
     shortlist.npz         the shortlist the runtime takes a batch's candidates from (seqkit.shortlist)
     lm_step.onnx          language model: (y_prev, state_i...) -> (log_probs, state_out_i...)
     classifier.onnx       classifier: (src, src_lengths) -> probs (B, C); labels in config.json
@@ -29,8 +30,13 @@ int64 and ``eos_id`` () int64 and returns ``top_log_probs`` (B, k) float32 and `
 (B, k) int64 (ONNX TopK of ``log_probs``: best first, ties to the lower id) and
 ``eos_log_probs`` (B,) float32, so beam search need not fetch the (B, V) rows.
 The shortlist step graph (``config.shortlist``) takes ``candidates`` (C,) int64 ascending
-vocabulary ids: its ``log_probs`` (B, C) are the log_softmax over those columns only, ``eos_id``
+vocabulary ids: its ``log_probs`` (B, C) are log-probabilities of those columns, ``eos_id``
 is the column of eos among them, and ``top_ids`` are vocabulary ids (mapped back in the graph).
+Their normalizer is the softmax's over the whole vocabulary, estimated: the candidates' own sum
+plus (V - C) / R times the sum over ``rest_sample``, R vocabulary ids outside the candidates
+(``shortlist.rest_sample`` = R > 0; the runtime takes them evenly spaced over the rest). With
+``rest_sample`` 0 (exports before it existed) the graph has no such input and normalizes over
+the candidates alone, which overstates every log-probability by the mass outside them.
 ``probs`` (B, C) float32 is softmax of a classifier's logits over its C labels, in the graph.
 """
 
@@ -63,7 +69,7 @@ ENSEMBLE_FILE = "ensemble.json"
 SRC, SRC_LENGTHS, Y_PREV, LOG_PROBS, ATTENTION = "src", "src_lengths", "y_prev", "log_probs", "attention"
 PROBS = "probs"
 TOP_K, EOS_ID, TOP_LOG_PROBS, TOP_IDS, EOS_LOG_PROBS = "top_k", "eos_id", "top_log_probs", "top_ids", "eos_log_probs"
-CANDIDATES = "candidates"
+CANDIDATES, REST_SAMPLE = "candidates", "rest_sample"
 BATCH, SRC_LEN = "batch", "src_len"
 EXTENDED_VOCAB = "extended_vocab"  # log_probs columns with copy_oov: V + S
 
@@ -130,6 +136,9 @@ class ShortlistInfo(BaseModel):
     bleu_off: float
     bleu_on: float
     sentences: int = Field(ge=0)
+    # Ids outside the candidates whose logits estimate the rest of the softmax normalizer (the
+    # step graph's rest_sample input); 0: normalized over the candidates (exports before this field).
+    rest_sample: int = Field(0, ge=0)
 
 
 class ExportConfig(BaseModel):
@@ -227,10 +236,14 @@ def step_io(memory: list[TensorSpec], state: list[TensorSpec], has_attention: bo
     return GraphIO(inputs=inputs, outputs=outputs)
 
 
-def shortlist_step_io(memory: list[TensorSpec], state: list[TensorSpec], has_attention: bool) -> GraphIO:
-    """decoder_step_shortlist.onnx: step_io's inputs + candidates (C,) int64; log_probs (B, C)."""
+def shortlist_step_io(memory: list[TensorSpec], state: list[TensorSpec], has_attention: bool,
+                      rest_sample: bool = False) -> GraphIO:
+    """decoder_step_shortlist.onnx: step_io's inputs + candidates (C,) int64 [+ rest_sample (R,)
+    int64]; log_probs (B, C)."""
     io = step_io(memory, state, has_attention)
     io.inputs[CANDIDATES] = {0: CANDIDATES}
+    if rest_sample:
+        io.inputs[REST_SAMPLE] = {0: "rest"}
     io.outputs[LOG_PROBS] = {0: BATCH, 1: CANDIDATES}
     return io
 

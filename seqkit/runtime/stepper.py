@@ -20,6 +20,7 @@ from seqkit.runtime.format import (
     EOS_ID,
     EOS_LOG_PROBS,
     LOG_PROBS,
+    REST_SAMPLE,
     SRC,
     SRC_LENGTHS,
     TOP_IDS,
@@ -153,39 +154,48 @@ class OrtTopKStepper(OrtStepper):
 
 class OrtShortlistStepper(OrtTopKStepper):
     """OrtTopKStepper over the shortlist step graph: each batch's candidates (seqkit.shortlist)
-    are taken from its source in ``start`` and travel as the last memory element, so search,
-    which treats memory as opaque, needs no change. ``step`` returns whole (N, V) rows with
-    -inf outside the candidates; ``step_top_k`` vocabulary ids (the graph maps them back)."""
+    and, where the export estimates the rest of the normalizer, its rest_sample ids are taken
+    from its source in ``start`` and travel as the last two memory elements, so search, which
+    treats memory as opaque, needs no change. ``step`` returns whole (N, V) rows with -inf
+    outside the candidates; ``step_top_k`` vocabulary ids (the graph maps them back)."""
 
     def __init__(self, config: ExportConfig, encoder: ort.InferenceSession, step: ort.InferenceSession,
                  shortlist: Shortlist):
         super().__init__(config, encoder, step)
         self.shortlist = shortlist
+        # The graph's rest_sample input, and the ids fed to it per batch (an export's choice).
+        self.rest_size = config.shortlist.rest_sample if config.shortlist is not None else 0
+        self.estimates_rest = self.rest_size > 0
 
     def start(self, src: np.ndarray, lengths: np.ndarray) -> tuple[State, State]:
         memory, state = super().start(src, lengths)
-        return (*memory, self.shortlist.candidates(src, lengths)), state
+        candidates = self.shortlist.candidates(src, lengths)
+        rest = Shortlist.rest_sample(candidates, self.rest_size, self.config.tgt_vocab_size)
+        return (*memory, candidates, rest), state
 
     def step(self, y_prev: np.ndarray, memory: State, state: State) -> tuple[np.ndarray, np.ndarray | None, State]:
-        candidates = memory[-1]
+        candidates = memory[-2]
         out = self._run([LOG_PROBS], y_prev, memory, state, 1, 0)
         rows = np.full((len(y_prev), self.config.tgt_vocab_size), -np.inf, dtype=np.float32)
         rows[:, candidates] = out[0]
         return rows, *self._attention_and_state(out[1:])
 
     def step_top_k(self, y_prev: np.ndarray, memory: State, state: State, k: int, eos_id: int) -> tuple[TopK, np.ndarray | None, State]:
-        candidates = memory[-1]
+        candidates = memory[-2]
         k = min(k, len(candidates))
         column = int(np.searchsorted(candidates, eos_id))  # eos is always a candidate (a special id)
         out = self._run([TOP_LOG_PROBS, TOP_IDS, EOS_LOG_PROBS], y_prev, memory, state, k, column)
         return TopK(out[0], out[1], out[2]), *self._attention_and_state(out[3:])
 
     def _feeds(self, y_prev: np.ndarray, memory: State, state: State, k: int, eos_id: int) -> dict[str, np.ndarray]:
-        """The step graph's feeds, the candidates (memory's last element) one of them."""
-        return {**super()._feeds(y_prev, memory[:-1], state, k, eos_id), CANDIDATES: memory[-1]}
+        """The step graph's feeds, the candidates (and rest_sample) among them."""
+        feeds = {**super()._feeds(y_prev, memory[:-2], state, k, eos_id), CANDIDATES: memory[-2]}
+        if self.estimates_rest:
+            feeds[REST_SAMPLE] = memory[-1]
+        return feeds
 
     def select_memory(self, memory: State, index: np.ndarray) -> State:
-        return (*super().select_memory(memory[:-1], index), memory[-1])
+        return (*super().select_memory(memory[:-2], index), *memory[-2:])
 
 
 def make_stepper(config: ExportConfig, encoder: ort.InferenceSession | None, step: ort.InferenceSession,
