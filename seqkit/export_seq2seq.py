@@ -18,6 +18,7 @@ from seqkit.export_verify import sample_inputs, verify_export
 from seqkit.graph_edits import add_top_k_outputs, quantize_graphs
 from seqkit.models import LanguageModel, Seq2Seq, run_encoder
 from seqkit.runtime import format as fmt
+from seqkit.runtime.rows import OutputRows
 from seqkit.runtime.stepper import OrtStepper, make_stepper, open_session, session_options
 from seqkit.shortlist import Shortlist, ShortlistConfig
 from seqkit.tokenizers import save_tokenizers
@@ -134,7 +135,11 @@ def open_stepper(config: fmt.ExportConfig, out: Path, shortlist: Shortlist | Non
             sessions[role] = open_session(out / name, options)
         except Exception as exc:  # noqa: BLE001 - onnxruntime's own exception types
             raise ModelError(f"{name}: the exported graph does not load in onnxruntime: {exc}") from None
-    short = (sessions["step_shortlist"], shortlist) if shortlist is not None else None
+    short = None
+    if shortlist is not None:
+        fed = config.shortlist is not None and config.shortlist.rows == "fed"
+        rows = OutputRows.load(out / fmt.SHORTLIST_ROWS_FILE, config.tgt_vocab_size) if fed else None
+        short = (sessions["step_shortlist"], shortlist, rows)
     return make_stepper(config, sessions.get("encoder"), sessions["step"], short)
 
 
@@ -185,7 +190,8 @@ def export_seq2seq(run: Any, out: Path, *, opset: int, quantize: str | None,
     config = build_config(run, model, opset, quantize)
     if table is not None:  # decided by the validation check below
         config.shortlist = fmt.ShortlistInfo(default=False, per_source=settings.per_source, frequent=settings.frequent,
-                                             bleu_off=0.0, bleu_on=0.0, sentences=0, rest_sample=settings.rest_sample)
+                                             bleu_off=0.0, bleu_on=0.0, sentences=0, rest_sample=settings.rest_sample,
+                                             rows=export_shortlist.ROWS)
         table.save(out / fmt.SHORTLIST_FILE)
     trace_graphs(model, config, out)
     save_tokenizers(out / fmt.TOKENIZER_DIR, run.src_tok, run.tgt_tok)
@@ -197,6 +203,7 @@ def export_seq2seq(run: Any, out: Path, *, opset: int, quantize: str | None,
     if table is not None:
         checked = report["shortlist_fp32"] = _check_shortlist(run, config, out, table, settings)
     if quantize:
+        export_shortlist.quantize_rows(config, out)
         quantize_graphs(config, out)
         report["int8"] = verify_export(model, config, open_stepper(config, out), samples, strict=False)
         if table is not None:  # the int8 export's default follows its own graphs

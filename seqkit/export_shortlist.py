@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -19,15 +20,20 @@ from seqkit.batching import encode_source
 from seqkit.data import load_split
 from seqkit.errors import DataError, ModelError, SeqkitError
 from seqkit.export_trace import trace_graph
-from seqkit.graph_edits import add_top_k_outputs
+from seqkit.graph_edits import add_top_k_outputs, int8_row_products
 from seqkit.inference import Translator
 from seqkit.models import Seq2Seq
 from seqkit.runtime import format as fmt
+from seqkit.runtime.rows import OutputRows
 from seqkit.runtime.stepper import OrtStepper
 from seqkit.shortlist import Shortlist, ShortlistConfig, build_shortlist, default_on
 from seqkit.streaming import sample_split
 
 log = logging.getLogger("seqkit")
+
+# Where new exports' shortlist graph takes the output layer's rows from (format.ShortlistInfo.rows):
+# fed once per batch; "graph" is the layout of exports before it (kept loadable, and tested).
+ROWS = "fed"
 
 
 def unsupported(model: Any) -> str | None:
@@ -64,16 +70,22 @@ def build(run: Any, config: ShortlistConfig) -> Shortlist:
 
 class _CandidateOutput(nn.Module):
     """The output layer over the candidate rows only: x (..., E) -> logits (..., C); with
-    ``rest`` set, also the logits of those rows, kept in ``rest_logits`` for the graph's normalizer."""
+    ``rest`` set, also the logits of those rows, kept in ``rest_logits`` for the graph's normalizer.
+    The rows are gathered from the layer's weights, or (``fed``) are graph inputs themselves:
+    weight (E, n) and bias (n,) per id set."""
 
     def __init__(self, full: nn.Linear):
         super().__init__()
         self.full = full
         self.candidates: Tensor | None = None
         self.rest: Tensor | None = None
+        self.fed: tuple[Tensor, ...] = ()  # (candidate weight, bias[, rest weight, bias])
         self.rest_logits: Tensor | None = None
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.fed:
+            self.rest_logits = torch.matmul(x, self.fed[2]) + self.fed[3] if len(self.fed) == 4 else None
+            return torch.matmul(x, self.fed[0]) + self.fed[1]
         self.rest_logits = self._rows(x, self.rest) if self.rest is not None else None
         return self._rows(x, self.candidates)
 
@@ -81,6 +93,14 @@ class _CandidateOutput(nn.Module):
         weight = self.full.weight.index_select(0, ids)
         bias = self.full.bias.index_select(0, ids) if self.full.bias is not None else None
         return nn.functional.linear(x, weight, bias)
+
+
+def output_rows(model: Seq2Seq) -> OutputRows:
+    """The decoder's output layer as shortlist_rows.npz holds it (float32; no bias: zeros)."""
+    layer = model.decoder.output
+    weight = layer.weight.detach().float().cpu().numpy()
+    bias = layer.bias.detach().float().cpu().numpy() if layer.bias is not None else np.zeros(len(weight), np.float32)
+    return OutputRows(np.ascontiguousarray(weight), bias)
 
 
 @contextlib.contextmanager
@@ -111,21 +131,27 @@ def estimated_log_probs(logits: Tensor, rest_logits: Tensor, candidates: Tensor,
 
 class _ShortlistStepGraph(nn.Module):
     """decoder_step_shortlist.onnx: decoder_step.onnx's graph over the candidates, the softmax
-    normalized over them alone or (``vocab`` given) estimated with the rest_sample rows."""
+    normalized over them alone or (``vocab`` given) estimated with the rest_sample rows; with
+    ``fed``, the output layer's rows are inputs after those ids (shortlist_step_io's order)."""
 
     def __init__(self, model: Seq2Seq, n_memory: int, has_attention: bool, layer: _CandidateOutput,
-                 vocab: int | None = None):
+                 vocab: int | None = None, fed: bool = False):
         super().__init__()
         self.model, self.n_memory, self.has_attention, self.layer = model, n_memory, has_attention, layer
-        self.vocab = vocab
+        self.vocab, self.fed = vocab, fed
 
     def forward(self, y_prev: Tensor, *flat: Tensor) -> tuple[Tensor, ...]:
+        n_rows = (4 if self.vocab is not None else 2) if self.fed else 0
+        if n_rows:
+            flat, fed = flat[:-n_rows], flat[-n_rows:]
+        else:
+            fed = ()
         if self.vocab is not None:
             *flat, candidates, rest = flat
         else:
             *flat, candidates = flat
             rest = None
-        self.layer.candidates, self.layer.rest = candidates, rest  # the traced inputs themselves
+        self.layer.candidates, self.layer.rest, self.layer.fed = candidates, rest, tuple(fed)  # the traced inputs
         logits, attn, state = self.model.step(y_prev, tuple(flat[: self.n_memory]), tuple(flat[self.n_memory :]))
         if rest is None:
             head = [torch.log_softmax(logits.float(), dim=-1)]
@@ -138,18 +164,36 @@ class _ShortlistStepGraph(nn.Module):
 
 
 def trace(model: Seq2Seq, config: fmt.ExportConfig, args: tuple[Tensor, ...], n_memory: int, out: Path) -> None:
-    """Write decoder_step_shortlist.onnx; ``args`` are the step graph's probe inputs."""
+    """Write decoder_step_shortlist.onnx (and, its rows fed, shortlist_rows.npz); ``args`` are
+    the step graph's probe inputs."""
     assert config.shortlist is not None
     vocab = config.tgt_vocab_size
     candidates = torch.arange(0, vocab, 2)  # every other id: a strict subset
     rest = torch.arange(1, vocab, 4)  # half the others
-    estimate = config.shortlist.rest_sample > 0
-    io = fmt.shortlist_step_io(config.memory, config.state, config.has_attention, rest_sample=estimate)
+    estimate, fed = config.shortlist.rest_sample > 0, config.shortlist.rows == "fed"
+    io = fmt.shortlist_step_io(config.memory, config.state, config.has_attention, rest_sample=estimate, fed=fed)
+    ids = [candidates, *([rest] if estimate else [])]
+    rows: list[Tensor] = []
+    if fed:
+        table = output_rows(model)
+        table.save(out / fmt.SHORTLIST_ROWS_FILE)
+        rows = [torch.from_numpy(a) for i in ids for a in table.take(i.numpy())]
     path = out / fmt.SHORTLIST_STEP_FILE
     with _over_candidates(model) as layer:
-        graph = _ShortlistStepGraph(model, n_memory, config.has_attention, layer, vocab if estimate else None)
-        trace_graph(graph, (*args, candidates, *([rest] if estimate else [])), path, io, config.opset)
+        graph = _ShortlistStepGraph(model, n_memory, config.has_attention, layer, vocab if estimate else None, fed)
+        trace_graph(graph, (*args, *ids, *rows), path, io, config.opset)
     add_top_k_outputs(path, map_ids=True)
+
+
+def quantize_rows(config: fmt.ExportConfig, out: Path) -> None:
+    """An int8 export with fed rows, before its graphs are quantized: shortlist_rows.npz as int8
+    per vocabulary id, and the shortlist graph's products over them as DynamicQuantizeMatMul."""
+    if config.shortlist is None or config.shortlist.rows != "fed":
+        return
+    path = out / fmt.SHORTLIST_ROWS_FILE
+    full = OutputRows.load(path, config.tgt_vocab_size)
+    OutputRows.quantized(full.weight, full.bias).save(path)
+    int8_row_products(out / fmt.SHORTLIST_STEP_FILE)
 
 
 def check(run: Any, config: fmt.ExportConfig, full: OrtStepper, short: OrtStepper,
@@ -178,4 +222,4 @@ def check(run: Any, config: fmt.ExportConfig, full: OrtStepper, short: OrtSteppe
 def info(settings: ShortlistConfig, table: Shortlist, checked: dict[str, Any]) -> fmt.ShortlistInfo:
     return fmt.ShortlistInfo(default=checked["default"], per_source=settings.per_source, frequent=settings.frequent,
                              bleu_off=checked["bleu_off"], bleu_on=checked["bleu_on"], sentences=checked["sentences"],
-                             rest_sample=settings.rest_sample)
+                             rest_sample=settings.rest_sample, rows=ROWS)

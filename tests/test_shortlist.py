@@ -127,17 +127,17 @@ def _first_step(model_dir):
         src[i, : len(r)] = r
     lengths = np.array([len(r) for r in rows])
     memory, state = short.start(src, lengths)
-    candidates, rest = memory[-2:]
+    candidates, rest = short.shortlist_of(memory)
     assert candidates.tolist() == short.shortlist.candidates(src, lengths).tolist()
     assert len(candidates) < fmt.read_config(model_dir).tgt_vocab_size  # a strict subset here
     y = np.full(3, 2, dtype=np.int64)
-    logp, _, _ = full.step(y, memory[:-2], state)
+    logp, _, _ = full.step(y, memory[: len(memory) - short.n_tail], state)
     return short, memory, state, y, logp.astype(np.float64)
 
 
 def _check_scores(short, memory, state, y, want):
     """The shortlist stepper's top-k, eos and whole rows against ``want`` (N, C)."""
-    candidates = memory[-2]
+    candidates, _ = short.shortlist_of(memory)
     top, _, _ = short.step_top_k(y, memory, state, 4, eos_id=3)
     order = np.argsort(-want, axis=1, kind="stable")[:, :4]
     assert isinstance(top, TopK)
@@ -152,7 +152,7 @@ def _check_scores(short, memory, state, y, want):
 
 def test_shortlist_scores_are_the_full_scores_when_the_sample_is_the_whole_rest(shortlisted):
     short, memory, state, y, logp = _first_step(shortlisted[1])
-    candidates, rest = memory[-2:]
+    candidates, rest = short.shortlist_of(memory)
     assert rest.tolist() == np.setdiff1d(np.arange(logp.shape[1]), candidates).tolist()
     _check_scores(short, memory, state, y, logp[:, candidates])  # the exact normalizer
 
@@ -163,7 +163,7 @@ def test_shortlist_scores_under_a_rest_sample_or_renormalized_over_the_candidate
     inputs = {i.name for i in load_model(model_dir, threads=1).stepper.step_session.get_inputs()}
     assert (fmt.REST_SAMPLE in inputs) == (size > 0)  # no such input without a sample
     short, memory, state, y, logp = _first_step(model_dir)
-    candidates, rest = memory[-2:]
+    candidates, rest = short.shortlist_of(memory)
     assert len(rest) == size
     inside = np.exp(logp[:, candidates]).sum(axis=1, keepdims=True)
     scale = (logp.shape[1] - len(candidates)) / max(len(rest), 1)
@@ -214,3 +214,88 @@ def test_cli_translate_with_and_without_the_shortlist(shortlisted, tmp_path):
         assert done.exit_code == 0, done.output
         want = load_model(model_dir, threads=1, shortlist=shortlist).translate(SRC_LINES[:3])
         assert done.output.splitlines() == want
+
+
+def test_the_graph_takes_the_output_rows_once_per_batch(shortlisted):
+    """New exports feed the output layer's rows (shortlist_rows.npz): no per-step gather of them."""
+    import onnx
+
+    _, model_dir = shortlisted
+    config = fmt.read_config(model_dir)
+    assert config.shortlist.rows == "fed" and fmt.SHORTLIST_ROWS_FILE in fmt.verify_manifest(model_dir).files
+    graph = onnx.load(str(model_dir / fmt.SHORTLIST_STEP_FILE)).graph
+    inputs = {i.name for i in graph.input}
+    assert {*fmt.CANDIDATE_ROWS[:2], *fmt.REST_ROWS[:2]} <= inputs
+    out_layer = [n for n in graph.node if n.op_type == "MatMul" and set(n.input) & {fmt.CANDIDATE_ROWS[0], fmt.REST_ROWS[0]}]
+    assert len(out_layer) == 2  # one product per id set, over the fed rows
+    short = load_model(model_dir, threads=1).stepper
+    memory, _ = short.start(np.array([[4, 5, 3]]), np.array([3]))
+    candidates, _ = short.shortlist_of(memory)
+    weight, bias = memory[len(memory) - short.n_tail + 2 : len(memory) - short.n_tail + 4]
+    full = short.rows
+    np.testing.assert_array_equal(weight, full.weight[candidates].T)
+    np.testing.assert_array_equal(bias, full.bias[candidates])
+
+
+def test_exports_whose_graph_gathers_the_rows_still_decode_the_same(shortlisted, tmp_path, monkeypatch):
+    from seqkit import export_shortlist
+
+    run_dir, fed_dir = shortlisted
+    monkeypatch.setattr(export_shortlist, "ROWS", "graph")  # the layout of exports before fed rows
+    old_dir = export_run(run_dir, tmp_path / "old")
+    assert fmt.read_config(old_dir).shortlist.rows == "graph"
+    assert fmt.SHORTLIST_ROWS_FILE not in fmt.verify_manifest(old_dir).files
+    old, fed = _first_step(old_dir), _first_step(fed_dir)
+    assert old[0].rows is None and old[0].n_tail == 2
+    for a, b in zip(old[1][-2:], fed[1][len(fed[1]) - fed[0].n_tail :][:2]):
+        np.testing.assert_array_equal(a, b)  # the same candidates and rest sample
+    top_old, _, _ = old[0].step_top_k(old[3], old[1], old[2], 4, eos_id=3)
+    top_fed, _, _ = fed[0].step_top_k(fed[3], fed[1], fed[2], 4, eos_id=3)
+    np.testing.assert_array_equal(top_old.ids, top_fed.ids)
+    np.testing.assert_allclose(top_old.log_probs, top_fed.log_probs, atol=1e-5)
+    for search in ({"strategy": "greedy"}, {"strategy": "beam", "beam_size": 3}):
+        got = load_model(old_dir, threads=1).translate(SRC_LINES, **search)
+        assert got == load_model(fed_dir, threads=1).translate(SRC_LINES, **search)
+
+
+def test_int8_shortlist_multiplies_int8_rows(tmp_path):
+    """An int8 export's shortlist graph: int8 rows with a scale per id, DynamicQuantizeMatMul; its
+    scores (the whole rest sampled: the exact normalizer) match the int8 full-vocabulary graph's."""
+    import onnx
+
+    run_dir = make_run(tmp_path)
+    recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text())
+    recipe["export"] = {"shortlist": {"mode": "on", "per_source": 2, "frequent": 3}}
+    (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    model_dir = export_run(run_dir, tmp_path / "int8", quantize="int8")
+    assert set(fmt.verify_manifest(model_dir).verification) >= {"shortlist_fp32", "shortlist_int8"}
+    rows = load_model(model_dir, threads=1).stepper.rows
+    assert rows.weight.dtype == np.int8 and rows.scale is not None
+    graph = onnx.load(str(model_dir / fmt.SHORTLIST_STEP_FILE)).graph
+    products = [n for n in graph.node if n.op_type == "DynamicQuantizeMatMul" and fmt.CANDIDATE_ROWS[0] in n.input]
+    assert len(products) == 1 and fmt.CANDIDATE_ROWS[2] in products[0].input
+    short, memory, state, y, logp = _first_step(model_dir)  # logp: the int8 full graph's
+    candidates, _ = short.shortlist_of(memory)
+    top, _, _ = short.step_top_k(y, memory, state, 4, eos_id=3)
+    want = logp[:, candidates]
+    np.testing.assert_allclose(top.log_probs, np.take_along_axis(want, np.searchsorted(candidates, top.ids), axis=1),
+                               atol=0.05)  # both int8, quantized alike (per column, symmetric)
+    out = load_model(model_dir, threads=1).translate(SRC_LINES[:2], strategy="beam", beam_size=3)
+    assert len(out) == 2 and all(isinstance(t, str) for t in out)
+
+
+def test_rows_that_do_not_fit_the_model_are_a_model_error(shortlisted, tmp_path):
+    import shutil
+
+    from seqkit.runtime.rows import OutputRows
+
+    _, model_dir = shortlisted
+    broken = tmp_path / "broken"
+    shutil.copytree(model_dir, broken)
+    rows = OutputRows.load(broken / fmt.SHORTLIST_ROWS_FILE, fmt.read_config(broken).tgt_vocab_size)
+    OutputRows(rows.weight[:-1], rows.bias[:-1]).save(broken / fmt.SHORTLIST_ROWS_FILE)
+    manifest = fmt.read_manifest(broken)
+    manifest.files = fmt.hash_files(broken)  # re-signed: the content, not the hash, is wrong
+    fmt.write_manifest(broken, manifest)
+    with pytest.raises(ModelError, match=r"shortlist_rows.npz: not the output rows of this model: weight has shape"):
+        load_model(broken, threads=1)

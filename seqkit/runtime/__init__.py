@@ -29,6 +29,7 @@ from seqkit.runtime.checks import check_graphs, check_search, check_tokenizers
 from seqkit.runtime.classifier import OrtClassifier
 from seqkit.runtime.format import (
     SHORTLIST_FILE,
+    SHORTLIST_ROWS_FILE,
     TOKENIZER_DIR,
     ExportConfig,
     Manifest,
@@ -38,6 +39,7 @@ from seqkit.runtime.format import (
     read_manifest,
     verify_manifest,
 )
+from seqkit.runtime.rows import OutputRows
 from seqkit.runtime.stepper import (
     OrtStepper,
     make_stepper,
@@ -173,8 +175,10 @@ def _open_verified(root: Path, manifest: Manifest, providers: list, *, threads: 
     return RuntimeModel(root, config, manifest, stepper, src_tok, tgt_tok)
 
 
-def _shortlist(root: Path, config: ExportConfig, sessions: dict[str, Any], wanted: bool | None) -> tuple[Any, Shortlist] | None:
-    """(shortlist step session, Shortlist) when the model decodes over its shortlist, else None."""
+def _shortlist(root: Path, config: ExportConfig, sessions: dict[str, Any],
+               wanted: bool | None) -> tuple[Any, Shortlist, OutputRows | None] | None:
+    """(shortlist step session, Shortlist, the rows it is fed or None) when the model decodes
+    over its shortlist, else None."""
     if config.shortlist is None:
         if wanted:
             raise ModelError(f"{root}: this export has no vocabulary shortlist; export it again with "
@@ -186,7 +190,16 @@ def _shortlist(root: Path, config: ExportConfig, sessions: dict[str, Any], wante
         table = Shortlist.load(root / SHORTLIST_FILE, config.src_vocab_size or 0, config.tgt_vocab_size)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelError(f"{root / SHORTLIST_FILE}: not a shortlist of this model: {exc}") from None
-    return sessions["step_shortlist"], table
+    rows = None
+    if config.shortlist.rows == "fed":
+        try:
+            rows = OutputRows.load(root / SHORTLIST_ROWS_FILE, config.tgt_vocab_size)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelError(f"{root / SHORTLIST_ROWS_FILE}: not the output rows of this model: {exc}") from None
+        if (rows.scale is not None) != (config.quantized is not None):
+            raise ModelError(f"{root / SHORTLIST_ROWS_FILE}: {rows.weight.dtype} rows in an export whose config.json "
+                             f"says quantized: {config.quantized}")
+    return sessions["step_shortlist"], table, rows
 
 
 def _load_ensemble(root: Path, manifest: Manifest, providers: list, **options: Any) -> RuntimeModel:

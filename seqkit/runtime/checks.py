@@ -16,13 +16,11 @@ from pydantic import ValidationError
 
 from seqkit.errors import ModelError
 from seqkit.runtime.format import (
-    CANDIDATES,
     CONFIG_FILE,
     EOS_ID,
     EOS_LOG_PROBS,
     LOG_PROBS,
     PROBS,
-    REST_SAMPLE,
     TOP_IDS,
     TOP_K,
     TOP_LOG_PROBS,
@@ -31,6 +29,7 @@ from seqkit.runtime.format import (
     TensorSpec,
     classifier_io,
     encoder_io,
+    shortlist_step_io,
     step_io,
 )
 from seqkit.search import SearchConfig
@@ -48,7 +47,9 @@ def expected_io(config: ExportConfig) -> dict[str, GraphIO]:
         return {"step": step}
     graphs = {"encoder": encoder_io(config.memory, config.state), "step": step}
     if config.shortlist is not None:
-        extra = {CANDIDATES: {}, **({REST_SAMPLE: {}} if config.shortlist.rest_sample else {})}
+        info = config.shortlist
+        extra = shortlist_step_io(config.memory, config.state, config.has_attention, rest_sample=info.rest_sample > 0,
+                                  fed=info.rows == "fed", quantized=config.quantized is not None).inputs
         graphs["step_shortlist"] = GraphIO(inputs={**step.inputs, **extra}, outputs=step.outputs)
     return graphs
 

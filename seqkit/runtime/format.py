@@ -11,6 +11,7 @@ Layout (``MODEL_DIR``)::
                           + candidates (C,) int64 [+ rest_sample (R,) int64] -> the same outputs
                           over the C candidate columns
     shortlist.npz         the shortlist the runtime takes a batch's candidates from (seqkit.shortlist)
+    shortlist_rows.npz    the output layer's rows the runtime feeds that graph (shortlist.rows "fed")
     lm_step.onnx          language model: (y_prev, state_i...) -> (log_probs, state_out_i...)
     classifier.onnx       classifier: (src, src_lengths) -> probs (B, C); labels in config.json
     tokenizer/src/ tokenizer/tgt/   as written by seqkit.tokenizers.save_tokenizers (LM: tgt only)
@@ -37,6 +38,13 @@ plus (V - C) / R times the sum over ``rest_sample``, R vocabulary ids outside th
 (``shortlist.rest_sample`` = R > 0; the runtime takes them evenly spaced over the rest). With
 ``rest_sample`` 0 (exports before it existed) the graph has no such input and normalizes over
 the candidates alone, which overstates every log-probability by the mass outside them.
+With ``shortlist.rows`` "fed" the graph holds no output layer: the runtime takes its rows from
+``shortlist_rows.npz`` once per batch (:class:`seqkit.runtime.rows.OutputRows`) and feeds
+``candidate_weight`` (H, C) and ``candidate_bias`` (C,) float32 (and ``rest_weight`` (H, R),
+``rest_bias`` (R,) with a rest sample), so no step gathers them again; in an int8 export the
+weights are int8 with ``candidate_scale`` (C,) / ``rest_scale`` (R,) float32 per column
+(w = scale * q) and the product is com.microsoft DynamicQuantizeMatMul. "graph" (exports before
+the field) gathers the rows from the graph's own weights at every step.
 ``probs`` (B, C) float32 is softmax of a classifier's logits over its C labels, in the graph.
 """
 
@@ -63,6 +71,7 @@ LM_STEP_FILE = "lm_step.onnx"
 CLASSIFIER_FILE = "classifier.onnx"
 SHORTLIST_STEP_FILE = "decoder_step_shortlist.onnx"
 SHORTLIST_FILE = "shortlist.npz"
+SHORTLIST_ROWS_FILE = "shortlist_rows.npz"
 ENSEMBLE_FILE = "ensemble.json"
 
 # Input and output names of the graphs. Dynamic axes use these symbolic dimension names.
@@ -70,6 +79,9 @@ SRC, SRC_LENGTHS, Y_PREV, LOG_PROBS, ATTENTION = "src", "src_lengths", "y_prev",
 PROBS = "probs"
 TOP_K, EOS_ID, TOP_LOG_PROBS, TOP_IDS, EOS_LOG_PROBS = "top_k", "eos_id", "top_log_probs", "top_ids", "eos_log_probs"
 CANDIDATES, REST_SAMPLE = "candidates", "rest_sample"
+# The output layer's rows fed to a "fed" shortlist graph: (weight, bias[, scale]) per id set.
+CANDIDATE_ROWS = ("candidate_weight", "candidate_bias", "candidate_scale")
+REST_ROWS = ("rest_weight", "rest_bias", "rest_scale")
 BATCH, SRC_LEN = "batch", "src_len"
 EXTENDED_VOCAB = "extended_vocab"  # log_probs columns with copy_oov: V + S
 
@@ -139,6 +151,9 @@ class ShortlistInfo(BaseModel):
     # Ids outside the candidates whose logits estimate the rest of the softmax normalizer (the
     # step graph's rest_sample input); 0: normalized over the candidates (exports before this field).
     rest_sample: int = Field(0, ge=0)
+    # Where the shortlist graph's output rows come from: "graph" (gathered from its own weights at
+    # every step; exports before this field) or "fed" (shortlist_rows.npz, once per batch).
+    rows: Literal["graph", "fed"] = "graph"
 
 
 class ExportConfig(BaseModel):
@@ -237,13 +252,19 @@ def step_io(memory: list[TensorSpec], state: list[TensorSpec], has_attention: bo
 
 
 def shortlist_step_io(memory: list[TensorSpec], state: list[TensorSpec], has_attention: bool,
-                      rest_sample: bool = False) -> GraphIO:
+                      rest_sample: bool = False, fed: bool = False, quantized: bool = False) -> GraphIO:
     """decoder_step_shortlist.onnx: step_io's inputs + candidates (C,) int64 [+ rest_sample (R,)
-    int64]; log_probs (B, C)."""
+    int64] [+ the fed output rows: weight (H, C), bias (C,)[, scale (C,) int8]]; log_probs (B, C)."""
     io = step_io(memory, state, has_attention)
     io.inputs[CANDIDATES] = {0: CANDIDATES}
     if rest_sample:
         io.inputs[REST_SAMPLE] = {0: "rest"}
+    for names, dim, used in ((CANDIDATE_ROWS, CANDIDATES, fed), (REST_ROWS, "rest", fed and rest_sample)):
+        if used:
+            weight, bias, scale = names
+            io.inputs[weight], io.inputs[bias] = {1: dim}, {0: dim}
+            if quantized:
+                io.inputs[scale] = {0: dim}
     io.outputs[LOG_PROBS] = {0: BATCH, 1: CANDIDATES}
     return io
 

@@ -16,10 +16,12 @@ import onnxruntime as ort
 from seqkit.runtime.format import (
     ATTENTION,
     BATCH,
+    CANDIDATE_ROWS,
     CANDIDATES,
     EOS_ID,
     EOS_LOG_PROBS,
     LOG_PROBS,
+    REST_ROWS,
     REST_SAMPLE,
     SRC,
     SRC_LENGTHS,
@@ -30,6 +32,7 @@ from seqkit.runtime.format import (
     ExportConfig,
     state_out_name,
 )
+from seqkit.runtime.rows import OutputRows
 from seqkit.search import TopK
 from seqkit.shortlist import Shortlist
 
@@ -153,55 +156,74 @@ class OrtTopKStepper(OrtStepper):
 
 
 class OrtShortlistStepper(OrtTopKStepper):
-    """OrtTopKStepper over the shortlist step graph: each batch's candidates (seqkit.shortlist)
-    and, where the export estimates the rest of the normalizer, its rest_sample ids are taken
-    from its source in ``start`` and travel as the last two memory elements, so search, which
-    treats memory as opaque, needs no change. ``step`` returns whole (N, V) rows with -inf
-    outside the candidates; ``step_top_k`` vocabulary ids (the graph maps them back)."""
+    """OrtTopKStepper over the shortlist step graph: each batch's candidates (seqkit.shortlist),
+    its rest_sample ids where the export estimates the rest of the normalizer, and, where the
+    graph takes the output layer's rows as inputs (``rows``: seqkit.runtime.rows), those rows,
+    are taken from its source in ``start`` and travel at the end of memory, so search, which
+    treats memory as opaque, needs no change (:meth:`shortlist_of` reads them back). ``step``
+    returns whole (N, V) rows with -inf outside the candidates; ``step_top_k`` vocabulary ids
+    (the graph maps them back)."""
 
     def __init__(self, config: ExportConfig, encoder: ort.InferenceSession, step: ort.InferenceSession,
-                 shortlist: Shortlist):
+                 shortlist: Shortlist, rows: OutputRows | None = None):
         super().__init__(config, encoder, step)
-        self.shortlist = shortlist
+        self.shortlist, self.rows = shortlist, rows
         # The graph's rest_sample input, and the ids fed to it per batch (an export's choice).
         self.rest_size = config.shortlist.rest_sample if config.shortlist is not None else 0
         self.estimates_rest = self.rest_size > 0
+        self.fed_names: list[str] = []
+        if rows is not None:
+            n = 2 if rows.scale is None else 3
+            self.fed_names = [*CANDIDATE_ROWS[:n], *(REST_ROWS[:n] if self.estimates_rest else ())]
+        self.n_tail = 2 + len(self.fed_names)  # candidates, rest, fed rows
 
     def start(self, src: np.ndarray, lengths: np.ndarray) -> tuple[State, State]:
         memory, state = super().start(src, lengths)
         candidates = self.shortlist.candidates(src, lengths)
         rest = Shortlist.rest_sample(candidates, self.rest_size, self.config.tgt_vocab_size)
-        return (*memory, candidates, rest), state
+        fed: tuple[np.ndarray, ...] = ()
+        if self.rows is not None:
+            fed = self.rows.take(candidates) + (self.rows.take(rest) if self.estimates_rest else ())
+        return (*memory, candidates, rest, *fed), state
+
+    def shortlist_of(self, memory: State) -> tuple[np.ndarray, np.ndarray]:
+        """(candidates, rest_sample ids) of a batch, from its memory."""
+        candidates, rest = memory[len(memory) - self.n_tail : len(memory) - self.n_tail + 2]
+        return candidates, rest
 
     def step(self, y_prev: np.ndarray, memory: State, state: State) -> tuple[np.ndarray, np.ndarray | None, State]:
-        candidates = memory[-2]
+        candidates, _ = self.shortlist_of(memory)
         out = self._run([LOG_PROBS], y_prev, memory, state, 1, 0)
         rows = np.full((len(y_prev), self.config.tgt_vocab_size), -np.inf, dtype=np.float32)
         rows[:, candidates] = out[0]
         return rows, *self._attention_and_state(out[1:])
 
     def step_top_k(self, y_prev: np.ndarray, memory: State, state: State, k: int, eos_id: int) -> tuple[TopK, np.ndarray | None, State]:
-        candidates = memory[-2]
+        candidates, _ = self.shortlist_of(memory)
         k = min(k, len(candidates))
         column = int(np.searchsorted(candidates, eos_id))  # eos is always a candidate (a special id)
         out = self._run([TOP_LOG_PROBS, TOP_IDS, EOS_LOG_PROBS], y_prev, memory, state, k, column)
         return TopK(out[0], out[1], out[2]), *self._attention_and_state(out[3:])
 
     def _feeds(self, y_prev: np.ndarray, memory: State, state: State, k: int, eos_id: int) -> dict[str, np.ndarray]:
-        """The step graph's feeds, the candidates (and rest_sample) among them."""
-        feeds = {**super()._feeds(y_prev, memory[:-2], state, k, eos_id), CANDIDATES: memory[-2]}
+        """The step graph's feeds, the candidates (rest_sample, rows) among them."""
+        model, tail = memory[: len(memory) - self.n_tail], memory[len(memory) - self.n_tail :]
+        feeds = {**super()._feeds(y_prev, model, state, k, eos_id), CANDIDATES: tail[0]}
         if self.estimates_rest:
-            feeds[REST_SAMPLE] = memory[-1]
+            feeds[REST_SAMPLE] = tail[1]
+        feeds.update(zip(self.fed_names, tail[2:]))
         return feeds
 
     def select_memory(self, memory: State, index: np.ndarray) -> State:
-        return (*super().select_memory(memory[:-2], index), *memory[-2:])
+        cut = len(memory) - self.n_tail
+        return (*super().select_memory(memory[:cut], index), *memory[cut:])
 
 
 def make_stepper(config: ExportConfig, encoder: ort.InferenceSession | None, step: ort.InferenceSession,
-                 shortlist: tuple[ort.InferenceSession, Shortlist] | None = None) -> OrtStepper:
+                 shortlist: tuple[ort.InferenceSession, Shortlist, OutputRows | None] | None = None) -> OrtStepper:
     """The stepper an export supports: OrtTopKStepper when its step graph has top_k outputs;
-    OrtShortlistStepper over ``shortlist`` (its step session and the shortlist) when given."""
+    OrtShortlistStepper over ``shortlist`` (its step session, the shortlist and, where the graph
+    takes them as inputs, the output layer's rows) when given."""
     if shortlist is not None and encoder is not None:
-        return OrtShortlistStepper(config, encoder, shortlist[0], shortlist[1])
+        return OrtShortlistStepper(config, encoder, *shortlist)
     return (OrtTopKStepper if config.step_top_k else OrtStepper)(config, encoder, step)
