@@ -299,3 +299,28 @@ def test_rows_that_do_not_fit_the_model_are_a_model_error(shortlisted, tmp_path)
     fmt.write_manifest(broken, manifest)
     with pytest.raises(ModelError, match=r"shortlist_rows.npz: not the output rows of this model: weight has shape"):
         load_model(broken, threads=1)
+
+
+def test_bench_exports_tool_times_exports_side_by_side(shortlisted, tmp_path, capsys):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "tools" / "bench_exports.py"
+    spec = importlib.util.spec_from_file_location("bench_exports", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    _, model_dir = shortlisted
+    src, ref = tmp_path / "src.txt", tmp_path / "ref.txt"
+    src.write_text("\n".join(SRC_LINES) + "\n", encoding="utf-8")
+    ref.write_text("\n".join(SRC_LINES) + "\n", encoding="utf-8")
+    out = tmp_path / "bench.json"
+    assert tool.main([str(model_dir), str(model_dir), "--src", str(src), "--ref", str(ref), "--threads", "1",
+                      "--repeats", "1", "--beam-size", "2", "--no-shortlist", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["shortlist"] for r in rows] == [False, False] and rows[0]["bleu"] == rows[1]["bleu"]
+    assert rows[0]["vs_first"] == 1.0 and all(r["seconds"] > 0 for r in rows)
+    assert "| export | shortlist |" in capsys.readouterr().out
+    ref.write_text("one line\n", encoding="utf-8")
+    assert tool.main([str(model_dir), "--src", str(src), "--ref", str(ref)]) == 1
+    assert f"error: {ref}: 1 lines, but {src} has {len(SRC_LINES)}" in capsys.readouterr().err
