@@ -72,19 +72,18 @@ class _CandidateOutput(nn.Module):
     """The output layer over the candidate rows only: x (..., E) -> logits (..., C); with
     ``rest`` set, also the logits of those rows, kept in ``rest_logits`` for the graph's normalizer.
     The rows are gathered from the layer's weights, or (``fed``) are graph inputs themselves:
-    weight (E, n) and bias (n,) per id set."""
+    weight (E, C + R) and bias (C + R,), the candidates' and the rest sample's in one product."""
 
     def __init__(self, full: nn.Linear):
         super().__init__()
         self.full = full
         self.candidates: Tensor | None = None
         self.rest: Tensor | None = None
-        self.fed: tuple[Tensor, ...] = ()  # (candidate weight, bias[, rest weight, bias])
+        self.fed: tuple[Tensor, Tensor] | None = None
         self.rest_logits: Tensor | None = None
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.fed:
-            self.rest_logits = torch.matmul(x, self.fed[2]) + self.fed[3] if len(self.fed) == 4 else None
+        if self.fed is not None:
             return torch.matmul(x, self.fed[0]) + self.fed[1]
         self.rest_logits = self._rows(x, self.rest) if self.rest is not None else None
         return self._rows(x, self.candidates)
@@ -130,9 +129,10 @@ def estimated_log_probs(logits: Tensor, rest_logits: Tensor, candidates: Tensor,
 
 
 class _ShortlistStepGraph(nn.Module):
-    """decoder_step_shortlist.onnx: decoder_step.onnx's graph over the candidates, the softmax
-    normalized over them alone or (``vocab`` given) estimated with the rest_sample rows; with
-    ``fed``, the output layer's rows are inputs after those ids (shortlist_step_io's order)."""
+    """decoder_step_shortlist.onnx: decoder_step.onnx's graph over the candidates. Rows fed
+    (``fed``): one log_softmax over the fed candidate and rest columns, the first C kept (the
+    rest's biases carry the sample's scale); rows gathered in the graph: the softmax normalized
+    over the candidates alone or (``vocab`` given) estimated with the rest_sample rows."""
 
     def __init__(self, model: Seq2Seq, n_memory: int, has_attention: bool, layer: _CandidateOutput,
                  vocab: int | None = None, fed: bool = False):
@@ -141,19 +141,19 @@ class _ShortlistStepGraph(nn.Module):
         self.vocab, self.fed = vocab, fed
 
     def forward(self, y_prev: Tensor, *flat: Tensor) -> tuple[Tensor, ...]:
-        n_rows = (4 if self.vocab is not None else 2) if self.fed else 0
-        if n_rows:
-            flat, fed = flat[:-n_rows], flat[-n_rows:]
-        else:
-            fed = ()
-        if self.vocab is not None:
+        rest = None
+        if self.fed:
+            *flat, candidates, weight, bias = flat
+            self.layer.fed = (weight, bias)
+        elif self.vocab is not None:
             *flat, candidates, rest = flat
         else:
             *flat, candidates = flat
-            rest = None
-        self.layer.candidates, self.layer.rest, self.layer.fed = candidates, rest, tuple(fed)  # the traced inputs
+        self.layer.candidates, self.layer.rest = candidates, rest  # the traced inputs themselves
         logits, attn, state = self.model.step(y_prev, tuple(flat[: self.n_memory]), tuple(flat[self.n_memory :]))
-        if rest is None:
+        if self.fed:
+            head = [torch.log_softmax(logits.float(), dim=-1).narrow(-1, 0, candidates.shape[0])]
+        elif rest is None:
             head = [torch.log_softmax(logits.float(), dim=-1)]
         else:
             assert self.layer.rest_logits is not None and self.vocab is not None
@@ -172,16 +172,16 @@ def trace(model: Seq2Seq, config: fmt.ExportConfig, args: tuple[Tensor, ...], n_
     rest = torch.arange(1, vocab, 4)  # half the others
     estimate, fed = config.shortlist.rest_sample > 0, config.shortlist.rows == "fed"
     io = fmt.shortlist_step_io(config.memory, config.state, config.has_attention, rest_sample=estimate, fed=fed)
-    ids = [candidates, *([rest] if estimate else [])]
-    rows: list[Tensor] = []
     if fed:
         table = output_rows(model)
         table.save(out / fmt.SHORTLIST_ROWS_FILE)
-        rows = [torch.from_numpy(a) for i in ids for a in table.take(i.numpy())]
+        extra = [candidates, *(torch.from_numpy(a) for a in table.take(candidates.numpy(), rest.numpy(), vocab))]
+    else:
+        extra = [candidates, *([rest] if estimate else [])]
     path = out / fmt.SHORTLIST_STEP_FILE
     with _over_candidates(model) as layer:
         graph = _ShortlistStepGraph(model, n_memory, config.has_attention, layer, vocab if estimate else None, fed)
-        trace_graph(graph, (*args, *ids, *rows), path, io, config.opset)
+        trace_graph(graph, (*args, *extra), path, io, config.opset)
     add_top_k_outputs(path, map_ids=True)
 
 

@@ -40,30 +40,27 @@ def add_top_k_outputs(path: Path, *, map_ids: bool = False) -> None:
 
 
 def int8_row_products(path: Path) -> None:
-    """In place, on a shortlist step graph with fed rows: each MatMul over a fed weight input
-    (``candidate_weight``, ``rest_weight``: (H, n)) becomes com.microsoft DynamicQuantizeMatMul
-    over that input as int8 with a per-column scale input (``candidate_scale``, ``rest_scale``),
-    the activations quantized per call; the bias Add after it is unchanged."""
+    """In place, on a shortlist step graph with fed rows: the MatMul over ``rows_weight`` (H, n)
+    becomes com.microsoft DynamicQuantizeMatMul over that input as int8 with a per-column scale
+    input (``rows_scale``), the activations quantized per call; the bias Add after it is unchanged."""
     import onnx
     from onnx import TensorProto, helper
 
     graph_model = onnx.load(str(path))
     graph = graph_model.graph
     inputs = {i.name: i for i in graph.input}
-    for weight, _, scale in (fmt.CANDIDATE_ROWS, fmt.REST_ROWS):
-        if weight not in inputs:
-            continue
-        users = [n for n in graph.node if weight in n.input]
-        if len(users) != 1 or users[0].op_type != "MatMul" or list(users[0].input).index(weight) != 1:
-            raise ModelError(f"{path.name}: {weight} feeds {[n.op_type for n in users]}, not one MatMul's B")
-        node = users[0]
-        replacement = helper.make_node("DynamicQuantizeMatMul", [node.input[0], weight, scale], list(node.output),
-                                       name=f"{node.name or weight}_int8", domain="com.microsoft")
-        graph.node.insert(list(graph.node).index(node), replacement)
-        graph.node.remove(node)
-        inputs[weight].type.tensor_type.elem_type = TensorProto.INT8
-        dim = inputs[weight].type.tensor_type.shape.dim[1]
-        graph.input.append(helper.make_tensor_value_info(scale, TensorProto.FLOAT, [dim.dim_param or dim.dim_value]))
+    users = [n for n in graph.node if fmt.ROWS_WEIGHT in n.input]
+    if len(users) != 1 or users[0].op_type != "MatMul" or list(users[0].input).index(fmt.ROWS_WEIGHT) != 1:
+        raise ModelError(f"{path.name}: {fmt.ROWS_WEIGHT} feeds {[n.op_type for n in users]}, not one MatMul's B")
+    node = users[0]
+    replacement = helper.make_node("DynamicQuantizeMatMul", [node.input[0], fmt.ROWS_WEIGHT, fmt.ROWS_SCALE],
+                                   list(node.output), name=f"{node.name or 'rows'}_int8", domain="com.microsoft")
+    graph.node.insert(list(graph.node).index(node), replacement)
+    graph.node.remove(node)
+    weight = inputs[fmt.ROWS_WEIGHT]
+    weight.type.tensor_type.elem_type = TensorProto.INT8
+    dim = weight.type.tensor_type.shape.dim[1]
+    graph.input.append(helper.make_tensor_value_info(fmt.ROWS_SCALE, TensorProto.FLOAT, [dim.dim_param or dim.dim_value]))
     if not any(o.domain == "com.microsoft" for o in graph_model.opset_import):
         graph_model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     onnx.save(graph_model, str(path))

@@ -161,7 +161,7 @@ def test_shortlist_scores_under_a_rest_sample_or_renormalized_over_the_candidate
     size, model_dir = sampled
     assert fmt.read_config(model_dir).shortlist.rest_sample == size
     inputs = {i.name for i in load_model(model_dir, threads=1).stepper.step_session.get_inputs()}
-    assert (fmt.REST_SAMPLE in inputs) == (size > 0)  # no such input without a sample
+    assert fmt.REST_SAMPLE not in inputs  # rows fed: the sample's rows come with the candidates'
     short, memory, state, y, logp = _first_step(model_dir)
     candidates, rest = short.shortlist_of(memory)
     assert len(rest) == size
@@ -217,7 +217,8 @@ def test_cli_translate_with_and_without_the_shortlist(shortlisted, tmp_path):
 
 
 def test_the_graph_takes_the_output_rows_once_per_batch(shortlisted):
-    """New exports feed the output layer's rows (shortlist_rows.npz): no per-step gather of them."""
+    """New exports feed the output layer's rows (shortlist_rows.npz): the candidates' and the rest
+    sample's in one product, taken once per batch; no per-step gather of them."""
     import onnx
 
     _, model_dir = shortlisted
@@ -225,16 +226,20 @@ def test_the_graph_takes_the_output_rows_once_per_batch(shortlisted):
     assert config.shortlist.rows == "fed" and fmt.SHORTLIST_ROWS_FILE in fmt.verify_manifest(model_dir).files
     graph = onnx.load(str(model_dir / fmt.SHORTLIST_STEP_FILE)).graph
     inputs = {i.name for i in graph.input}
-    assert {*fmt.CANDIDATE_ROWS[:2], *fmt.REST_ROWS[:2]} <= inputs
-    out_layer = [n for n in graph.node if n.op_type == "MatMul" and set(n.input) & {fmt.CANDIDATE_ROWS[0], fmt.REST_ROWS[0]}]
-    assert len(out_layer) == 2  # one product per id set, over the fed rows
+    assert {fmt.CANDIDATES, fmt.ROWS_WEIGHT, fmt.ROWS_BIAS} <= inputs and fmt.REST_SAMPLE not in inputs
+    products = [n for n in graph.node if fmt.ROWS_WEIGHT in n.input]
+    assert [n.op_type for n in products] == ["MatMul"]
+    assert [n.op_type for n in graph.node].count("LogSoftmax") == 1
     short = load_model(model_dir, threads=1).stepper
     memory, _ = short.start(np.array([[4, 5, 3]]), np.array([3]))
-    candidates, _ = short.shortlist_of(memory)
-    weight, bias = memory[len(memory) - short.n_tail + 2 : len(memory) - short.n_tail + 4]
-    full = short.rows
-    np.testing.assert_array_equal(weight, full.weight[candidates].T)
-    np.testing.assert_array_equal(bias, full.bias[candidates])
+    candidates, rest = short.shortlist_of(memory)
+    assert len(rest) > 0
+    weight, bias = memory[len(memory) - short.n_tail + 2 :]
+    ids = np.concatenate([candidates, rest])
+    np.testing.assert_array_equal(weight, short.rows.weight[ids].T)
+    np.testing.assert_array_equal(bias[: len(candidates)], short.rows.bias[candidates])
+    scale = (config.tgt_vocab_size - len(candidates)) / len(rest)  # the sample stands for the whole rest
+    np.testing.assert_allclose(bias[len(candidates) :], short.rows.bias[rest] + np.log(scale), rtol=1e-6)
 
 
 def test_exports_whose_graph_gathers_the_rows_still_decode_the_same(shortlisted, tmp_path, monkeypatch):
@@ -272,8 +277,8 @@ def test_int8_shortlist_multiplies_int8_rows(tmp_path):
     rows = load_model(model_dir, threads=1).stepper.rows
     assert rows.weight.dtype == np.int8 and rows.scale is not None
     graph = onnx.load(str(model_dir / fmt.SHORTLIST_STEP_FILE)).graph
-    products = [n for n in graph.node if n.op_type == "DynamicQuantizeMatMul" and fmt.CANDIDATE_ROWS[0] in n.input]
-    assert len(products) == 1 and fmt.CANDIDATE_ROWS[2] in products[0].input
+    products = [n for n in graph.node if fmt.ROWS_WEIGHT in n.input]
+    assert [n.op_type for n in products] == ["DynamicQuantizeMatMul"] and fmt.ROWS_SCALE in products[0].input
     short, memory, state, y, logp = _first_step(model_dir)  # logp: the int8 full graph's
     candidates, _ = short.shortlist_of(memory)
     top, _, _ = short.step_top_k(y, memory, state, 4, eos_id=3)

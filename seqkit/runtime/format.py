@@ -39,12 +39,14 @@ plus (V - C) / R times the sum over ``rest_sample``, R vocabulary ids outside th
 ``rest_sample`` 0 (exports before it existed) the graph has no such input and normalizes over
 the candidates alone, which overstates every log-probability by the mass outside them.
 With ``shortlist.rows`` "fed" the graph holds no output layer: the runtime takes its rows from
-``shortlist_rows.npz`` once per batch (:class:`seqkit.runtime.rows.OutputRows`) and feeds
-``candidate_weight`` (H, C) and ``candidate_bias`` (C,) float32 (and ``rest_weight`` (H, R),
-``rest_bias`` (R,) with a rest sample), so no step gathers them again; in an int8 export the
-weights are int8 with ``candidate_scale`` (C,) / ``rest_scale`` (R,) float32 per column
-(w = scale * q) and the product is com.microsoft DynamicQuantizeMatMul. "graph" (exports before
-the field) gathers the rows from the graph's own weights at every step.
+``shortlist_rows.npz`` once per batch (:class:`seqkit.runtime.rows.OutputRows`), those of the
+candidates and then of the rest sample, and feeds ``rows_weight`` (H, C + R) and ``rows_bias``
+(C + R,) float32, log((V - C) / R) added to the rest's biases; the graph takes one product and
+one log_softmax over the C + R columns and keeps the first C (the estimate above, exactly), so
+it has no ``rest_sample`` input. In an int8 export ``rows_weight`` is int8 with ``rows_scale``
+(C + R,) float32 per column (w = scale * q) and the product is com.microsoft
+DynamicQuantizeMatMul. "graph" (exports before the field) gathers the rows from the graph's own
+weights at every step.
 ``probs`` (B, C) float32 is softmax of a classifier's logits over its C labels, in the graph.
 """
 
@@ -79,9 +81,8 @@ SRC, SRC_LENGTHS, Y_PREV, LOG_PROBS, ATTENTION = "src", "src_lengths", "y_prev",
 PROBS = "probs"
 TOP_K, EOS_ID, TOP_LOG_PROBS, TOP_IDS, EOS_LOG_PROBS = "top_k", "eos_id", "top_log_probs", "top_ids", "eos_log_probs"
 CANDIDATES, REST_SAMPLE = "candidates", "rest_sample"
-# The output layer's rows fed to a "fed" shortlist graph: (weight, bias[, scale]) per id set.
-CANDIDATE_ROWS = ("candidate_weight", "candidate_bias", "candidate_scale")
-REST_ROWS = ("rest_weight", "rest_bias", "rest_scale")
+# The output layer's rows fed to a "fed" shortlist graph (candidates', then the rest sample's).
+ROWS_WEIGHT, ROWS_BIAS, ROWS_SCALE = "rows_weight", "rows_bias", "rows_scale"
 BATCH, SRC_LEN = "batch", "src_len"
 EXTENDED_VOCAB = "extended_vocab"  # log_probs columns with copy_oov: V + S
 
@@ -253,18 +254,17 @@ def step_io(memory: list[TensorSpec], state: list[TensorSpec], has_attention: bo
 
 def shortlist_step_io(memory: list[TensorSpec], state: list[TensorSpec], has_attention: bool,
                       rest_sample: bool = False, fed: bool = False, quantized: bool = False) -> GraphIO:
-    """decoder_step_shortlist.onnx: step_io's inputs + candidates (C,) int64 [+ rest_sample (R,)
-    int64] [+ the fed output rows: weight (H, C), bias (C,)[, scale (C,) int8]]; log_probs (B, C)."""
+    """decoder_step_shortlist.onnx: step_io's inputs + candidates (C,) int64, then [rest_sample
+    (R,) int64] (rows in the graph) or the fed rows (rows_weight (H, C + R), rows_bias (C + R,)
+    [, rows_scale (C + R,) with int8 weights]); log_probs (B, C)."""
     io = step_io(memory, state, has_attention)
     io.inputs[CANDIDATES] = {0: CANDIDATES}
-    if rest_sample:
+    if fed:
+        io.inputs[ROWS_WEIGHT], io.inputs[ROWS_BIAS] = {1: "rows"}, {0: "rows"}
+        if quantized:
+            io.inputs[ROWS_SCALE] = {0: "rows"}
+    elif rest_sample:
         io.inputs[REST_SAMPLE] = {0: "rest"}
-    for names, dim, used in ((CANDIDATE_ROWS, CANDIDATES, fed), (REST_ROWS, "rest", fed and rest_sample)):
-        if used:
-            weight, bias, scale = names
-            io.inputs[weight], io.inputs[bias] = {1: dim}, {0: dim}
-            if quantized:
-                io.inputs[scale] = {0: dim}
     io.outputs[LOG_PROBS] = {0: BATCH, 1: CANDIDATES}
     return io
 

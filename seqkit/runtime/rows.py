@@ -32,12 +32,19 @@ class OutputRows:
         q = np.clip(np.rint(weight / scale[:, None]), -127, 127).astype(np.int8)
         return cls(q, bias.astype(np.float32), scale)
 
-    def take(self, ids: np.ndarray) -> tuple[np.ndarray, ...]:
-        """The rows of ``ids`` (n,) as the graph takes them: (weight (H, n), bias (n,)[, scale (n,)])."""
+    def take(self, candidates: np.ndarray, rest: np.ndarray | None, vocab: int) -> tuple[np.ndarray, ...]:
+        """The rows the graph takes for a batch: those of ``candidates`` (C,) then of ``rest`` (R,)
+        (None: no rest sample) as (weight (H, C + R), bias (C + R,)[, scale (C + R,)]), the rest's
+        biases raised by log((vocab - C) / R), so that the log_softmax over all C + R columns is
+        each candidate's log-probability with the normalizer estimated from the sample."""
+        ids = candidates if rest is None else np.concatenate([candidates, rest])
         weight = np.ascontiguousarray(self.weight[ids].T)
+        bias = self.bias[ids]  # a copy (fancy indexing)
+        if rest is not None and len(rest):
+            bias[len(candidates) :] += np.float32(np.log((vocab - len(candidates)) / len(rest)))
         if self.scale is None:
-            return weight, self.bias[ids]
-        return weight, self.bias[ids], self.scale[ids]
+            return weight, bias
+        return weight, bias, self.scale[ids]
 
     def save(self, path: Path) -> None:
         arrays = {"weight": self.weight, "bias": self.bias}

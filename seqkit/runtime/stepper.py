@@ -16,13 +16,14 @@ import onnxruntime as ort
 from seqkit.runtime.format import (
     ATTENTION,
     BATCH,
-    CANDIDATE_ROWS,
     CANDIDATES,
     EOS_ID,
     EOS_LOG_PROBS,
     LOG_PROBS,
-    REST_ROWS,
     REST_SAMPLE,
+    ROWS_BIAS,
+    ROWS_SCALE,
+    ROWS_WEIGHT,
     SRC,
     SRC_LENGTHS,
     TOP_IDS,
@@ -172,9 +173,8 @@ class OrtShortlistStepper(OrtTopKStepper):
         self.rest_size = config.shortlist.rest_sample if config.shortlist is not None else 0
         self.estimates_rest = self.rest_size > 0
         self.fed_names: list[str] = []
-        if rows is not None:
-            n = 2 if rows.scale is None else 3
-            self.fed_names = [*CANDIDATE_ROWS[:n], *(REST_ROWS[:n] if self.estimates_rest else ())]
+        if rows is not None:  # the rest sample's rows are fed with the candidates', not its ids
+            self.fed_names = [ROWS_WEIGHT, ROWS_BIAS] + ([ROWS_SCALE] if rows.scale is not None else [])
         self.n_tail = 2 + len(self.fed_names)  # candidates, rest, fed rows
 
     def start(self, src: np.ndarray, lengths: np.ndarray) -> tuple[State, State]:
@@ -183,7 +183,7 @@ class OrtShortlistStepper(OrtTopKStepper):
         rest = Shortlist.rest_sample(candidates, self.rest_size, self.config.tgt_vocab_size)
         fed: tuple[np.ndarray, ...] = ()
         if self.rows is not None:
-            fed = self.rows.take(candidates) + (self.rows.take(rest) if self.estimates_rest else ())
+            fed = self.rows.take(candidates, rest if self.estimates_rest else None, self.config.tgt_vocab_size)
         return (*memory, candidates, rest, *fed), state
 
     def shortlist_of(self, memory: State) -> tuple[np.ndarray, np.ndarray]:
@@ -209,9 +209,10 @@ class OrtShortlistStepper(OrtTopKStepper):
         """The step graph's feeds, the candidates (rest_sample, rows) among them."""
         model, tail = memory[: len(memory) - self.n_tail], memory[len(memory) - self.n_tail :]
         feeds = {**super()._feeds(y_prev, model, state, k, eos_id), CANDIDATES: tail[0]}
-        if self.estimates_rest:
+        if self.rows is not None:
+            feeds.update(zip(self.fed_names, tail[2:]))
+        elif self.estimates_rest:
             feeds[REST_SAMPLE] = tail[1]
-        feeds.update(zip(self.fed_names, tail[2:]))
         return feeds
 
     def select_memory(self, memory: State, index: np.ndarray) -> State:
