@@ -69,28 +69,21 @@ def build(run: Any, config: ShortlistConfig) -> Shortlist:
 
 
 class _CandidateOutput(nn.Module):
-    """The output layer over the candidate rows only: x (..., E) -> logits (..., C); with
-    ``rest`` set, also the logits of those rows, kept in ``rest_logits`` for the graph's normalizer.
-    The rows are gathered from the layer's weights, or (``fed``) are graph inputs themselves:
-    weight (E, C + R) and bias (C + R,), the candidates' and the rest sample's in one product."""
+    """The output layer over the candidate rows only: x (..., E) -> logits (..., C), the rows
+    gathered from the layer's weights (exports before fed rows) or (``fed``) graph inputs
+    themselves: weight (E, C + R) and bias (C + R,), the candidates' and the rest sample's."""
 
     def __init__(self, full: nn.Linear):
         super().__init__()
         self.full = full
         self.candidates: Tensor | None = None
-        self.rest: Tensor | None = None
         self.fed: tuple[Tensor, Tensor] | None = None
-        self.rest_logits: Tensor | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         if self.fed is not None:
             return torch.matmul(x, self.fed[0]) + self.fed[1]
-        self.rest_logits = self._rows(x, self.rest) if self.rest is not None else None
-        return self._rows(x, self.candidates)
-
-    def _rows(self, x: Tensor, ids: Tensor) -> Tensor:
-        weight = self.full.weight.index_select(0, ids)
-        bias = self.full.bias.index_select(0, ids) if self.full.bias is not None else None
+        weight = self.full.weight.index_select(0, self.candidates)
+        bias = self.full.bias.index_select(0, self.candidates) if self.full.bias is not None else None
         return nn.functional.linear(x, weight, bias)
 
 
@@ -114,50 +107,26 @@ def _over_candidates(model: Seq2Seq) -> Iterator[_CandidateOutput]:
         model.decoder.output = full
 
 
-def estimated_log_probs(logits: Tensor, rest_logits: Tensor, candidates: Tensor, rest: Tensor, vocab: int) -> Tensor:
-    """logits (N, C) of the candidates -> log-probabilities under the whole vocabulary's softmax,
-    its normalizer estimated as sum(exp(logits)) + (vocab - C) / R * sum(exp(rest_logits)) with
-    rest_logits (N, R) those of ``rest``, R ids spread over the non-candidates (R = 0: none left).
-    C and R are counted from the tensors (not their traced shapes), so the graph takes any."""
-    top = logits.amax(dim=-1, keepdim=True)  # C >= 1: eos is always a candidate
-    n_candidates = torch.ones_like(candidates).sum().float()
-    n_rest = torch.ones_like(rest).sum().float()
-    scale = (vocab - n_candidates) / n_rest.clamp(min=1)
-    inside = torch.exp(logits - top).sum(dim=-1, keepdim=True)
-    outside = torch.exp(rest_logits - top).sum(dim=-1, keepdim=True)
-    return logits - (top + torch.log(inside + scale * outside))
-
-
 class _ShortlistStepGraph(nn.Module):
     """decoder_step_shortlist.onnx: decoder_step.onnx's graph over the candidates. Rows fed
     (``fed``): one log_softmax over the fed candidate and rest columns, the first C kept (the
-    rest's biases carry the sample's scale); rows gathered in the graph: the softmax normalized
-    over the candidates alone or (``vocab`` given) estimated with the rest_sample rows."""
+    rest's biases carry the sample's scale); rows gathered in the graph (the layout of exports
+    before fed rows): the softmax normalized over the candidates alone."""
 
-    def __init__(self, model: Seq2Seq, n_memory: int, has_attention: bool, layer: _CandidateOutput,
-                 vocab: int | None = None, fed: bool = False):
+    def __init__(self, model: Seq2Seq, n_memory: int, has_attention: bool, layer: _CandidateOutput, fed: bool):
         super().__init__()
-        self.model, self.n_memory, self.has_attention, self.layer = model, n_memory, has_attention, layer
-        self.vocab, self.fed = vocab, fed
+        self.model, self.n_memory, self.has_attention, self.layer, self.fed = model, n_memory, has_attention, layer, fed
 
     def forward(self, y_prev: Tensor, *flat: Tensor) -> tuple[Tensor, ...]:
-        rest = None
         if self.fed:
             *flat, candidates, weight, bias = flat
             self.layer.fed = (weight, bias)
-        elif self.vocab is not None:
-            *flat, candidates, rest = flat
         else:
             *flat, candidates = flat
-        self.layer.candidates, self.layer.rest = candidates, rest  # the traced inputs themselves
+        self.layer.candidates = candidates  # the traced input itself, so the graph reads it
         logits, attn, state = self.model.step(y_prev, tuple(flat[: self.n_memory]), tuple(flat[self.n_memory :]))
-        if self.fed:
-            head = [torch.log_softmax(logits.float(), dim=-1).narrow(-1, 0, candidates.shape[0])]
-        elif rest is None:
-            head = [torch.log_softmax(logits.float(), dim=-1)]
-        else:
-            assert self.layer.rest_logits is not None and self.vocab is not None
-            head = [estimated_log_probs(logits.float(), self.layer.rest_logits.float(), candidates, rest, self.vocab)]
+        log_probs = torch.log_softmax(logits.float(), dim=-1)
+        head = [log_probs.narrow(-1, 0, candidates.shape[0]) if self.fed else log_probs]
         if self.has_attention:
             head.append(attn.float())
         return (*head, *state)
@@ -169,19 +138,18 @@ def trace(model: Seq2Seq, config: fmt.ExportConfig, args: tuple[Tensor, ...], n_
     assert config.shortlist is not None
     vocab = config.tgt_vocab_size
     candidates = torch.arange(0, vocab, 2)  # every other id: a strict subset
-    rest = torch.arange(1, vocab, 4)  # half the others
-    estimate, fed = config.shortlist.rest_sample > 0, config.shortlist.rows == "fed"
-    io = fmt.shortlist_step_io(config.memory, config.state, config.has_attention, rest_sample=estimate, fed=fed)
+    fed = config.shortlist.rows == "fed"
+    io = fmt.shortlist_step_io(config.memory, config.state, config.has_attention, fed=fed)
+    extra = [candidates]
     if fed:
         table = output_rows(model)
         table.save(out / fmt.SHORTLIST_ROWS_FILE)
-        extra = [candidates, *(torch.from_numpy(a) for a in table.take(candidates.numpy(), rest.numpy(), vocab))]
-    else:
-        extra = [candidates, *([rest] if estimate else [])]
+        rest = np.arange(1, vocab, 4)  # half the others
+        extra += [torch.from_numpy(a) for a in table.take(candidates.numpy(), rest, vocab)]
     path = out / fmt.SHORTLIST_STEP_FILE
     with _over_candidates(model) as layer:
-        graph = _ShortlistStepGraph(model, n_memory, config.has_attention, layer, vocab if estimate else None, fed)
-        trace_graph(graph, (*args, *extra), path, io, config.opset)
+        trace_graph(_ShortlistStepGraph(model, n_memory, config.has_attention, layer, fed), (*args, *extra), path,
+                    io, config.opset)
     add_top_k_outputs(path, map_ids=True)
 
 

@@ -30,8 +30,6 @@ def add_top_k_outputs(path: Path, *, map_ids: bool = False) -> None:
     ])
     if map_ids:
         graph.node.append(helper.make_node("Gather", [fmt.CANDIDATES, columns], [fmt.TOP_IDS], axis=0))
-        if fmt.CANDIDATES not in {i.name for i in graph.input}:  # the trace dropped it: rows fed, no rest
-            graph.input.append(helper.make_tensor_value_info(fmt.CANDIDATES, TensorProto.INT64, [fmt.CANDIDATES]))
     graph.output.extend([helper.make_tensor_value_info(fmt.TOP_LOG_PROBS, TensorProto.FLOAT, [fmt.BATCH, "k"]),
                          helper.make_tensor_value_info(fmt.TOP_IDS, TensorProto.INT64, [fmt.BATCH, "k"]),
                          helper.make_tensor_value_info(fmt.EOS_LOG_PROBS, TensorProto.FLOAT, [fmt.BATCH])])

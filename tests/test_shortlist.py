@@ -161,7 +161,9 @@ def test_shortlist_scores_under_a_rest_sample_or_renormalized_over_the_candidate
     size, model_dir = sampled
     assert fmt.read_config(model_dir).shortlist.rest_sample == size
     inputs = {i.name for i in load_model(model_dir, threads=1).stepper.step_session.get_inputs()}
-    assert fmt.REST_SAMPLE not in inputs  # rows fed: the sample's rows come with the candidates'
+    step_inputs = {i.name for i in load_model(model_dir, threads=1, shortlist=False).stepper.step_session.get_inputs()}
+    # rows fed: the sample's rows come with the candidates', its ids are no input of their own
+    assert inputs - step_inputs == {fmt.CANDIDATES, fmt.ROWS_WEIGHT, fmt.ROWS_BIAS}
     short, memory, state, y, logp = _first_step(model_dir)
     candidates, rest = short.shortlist_of(memory)
     assert len(rest) == size
@@ -226,7 +228,7 @@ def test_the_graph_takes_the_output_rows_once_per_batch(shortlisted):
     assert config.shortlist.rows == "fed" and fmt.SHORTLIST_ROWS_FILE in fmt.verify_manifest(model_dir).files
     graph = onnx.load(str(model_dir / fmt.SHORTLIST_STEP_FILE)).graph
     inputs = {i.name for i in graph.input}
-    assert {fmt.CANDIDATES, fmt.ROWS_WEIGHT, fmt.ROWS_BIAS} <= inputs and fmt.REST_SAMPLE not in inputs
+    assert {fmt.CANDIDATES, fmt.ROWS_WEIGHT, fmt.ROWS_BIAS} <= inputs and "rest_sample" not in inputs
     products = [n for n in graph.node if fmt.ROWS_WEIGHT in n.input]
     assert [n.op_type for n in products] == ["MatMul"]
     assert [n.op_type for n in graph.node].count("LogSoftmax") == 1
@@ -242,11 +244,12 @@ def test_the_graph_takes_the_output_rows_once_per_batch(shortlisted):
     np.testing.assert_allclose(bias[len(candidates) :], short.rows.bias[rest] + np.log(scale), rtol=1e-6)
 
 
-def test_exports_whose_graph_gathers_the_rows_still_decode_the_same(shortlisted, tmp_path, monkeypatch):
+def test_exports_whose_graph_gathers_the_rows_still_decode_the_same(tmp_path, monkeypatch):
     from seqkit import export_shortlist
 
-    run_dir, fed_dir = shortlisted
-    monkeypatch.setattr(export_shortlist, "ROWS", "graph")  # the layout of exports before fed rows
+    # Exports before fed rows: rows gathered in the graph, normalized over the candidates alone.
+    run_dir, fed_dir = _shortlisted(tmp_path, rest_sample=0)
+    monkeypatch.setattr(export_shortlist, "ROWS", "graph")
     old_dir = export_run(run_dir, tmp_path / "old")
     assert fmt.read_config(old_dir).shortlist.rows == "graph"
     assert fmt.SHORTLIST_ROWS_FILE not in fmt.verify_manifest(old_dir).files
@@ -329,3 +332,16 @@ def test_bench_exports_tool_times_exports_side_by_side(shortlisted, tmp_path, ca
     ref.write_text("one line\n", encoding="utf-8")
     assert tool.main([str(model_dir), "--src", str(src), "--ref", str(ref)]) == 1
     assert f"error: {ref}: 1 lines, but {src} has {len(SRC_LINES)}" in capsys.readouterr().err
+
+
+def test_a_rest_sample_without_fed_rows_is_a_model_error(shortlisted, tmp_path):
+    import json
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(shortlisted[1], broken)
+    config = json.loads((broken / fmt.CONFIG_FILE).read_text())
+    config["shortlist"]["rows"] = "graph"  # rest_sample stays 128
+    (broken / fmt.CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(ModelError, match=r"config.json: shortlist: rest_sample 128 needs rows 'fed'"):
+        fmt.read_config(broken)

@@ -48,8 +48,8 @@ def expected_io(config: ExportConfig) -> dict[str, GraphIO]:
     graphs = {"encoder": encoder_io(config.memory, config.state), "step": step}
     if config.shortlist is not None:
         info = config.shortlist
-        extra = shortlist_step_io(config.memory, config.state, config.has_attention, rest_sample=info.rest_sample > 0,
-                                  fed=info.rows == "fed", quantized=config.quantized is not None).inputs
+        extra = shortlist_step_io(config.memory, config.state, config.has_attention, fed=info.rows == "fed",
+                                  quantized=config.quantized is not None).inputs
         graphs["step_shortlist"] = GraphIO(inputs={**step.inputs, **extra}, outputs=step.outputs)
     return graphs
 

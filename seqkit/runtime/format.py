@@ -8,8 +8,8 @@ Layout (``MODEL_DIR``)::
     encoder.onnx          seq2seq only: (src, src_lengths) -> (memory_i..., state_i...)
     decoder_step.onnx     seq2seq: (y_prev, memory_i..., state_i...) -> (log_probs, [attention], state_out_i...)
     decoder_step_shortlist.onnx   seq2seq with a vocabulary shortlist: decoder_step.onnx's inputs
-                          + candidates (C,) int64 [+ rest_sample (R,) int64] -> the same outputs
-                          over the C candidate columns
+                          + candidates (C,) int64 [+ rows_weight, rows_bias[, rows_scale]]
+                          -> the same outputs over the C candidate columns
     shortlist.npz         the shortlist the runtime takes a batch's candidates from (seqkit.shortlist)
     shortlist_rows.npz    the output layer's rows the runtime feeds that graph (shortlist.rows "fed")
     lm_step.onnx          language model: (y_prev, state_i...) -> (log_probs, state_out_i...)
@@ -33,20 +33,18 @@ int64 and ``eos_id`` () int64 and returns ``top_log_probs`` (B, k) float32 and `
 The shortlist step graph (``config.shortlist``) takes ``candidates`` (C,) int64 ascending
 vocabulary ids: its ``log_probs`` (B, C) are log-probabilities of those columns, ``eos_id``
 is the column of eos among them, and ``top_ids`` are vocabulary ids (mapped back in the graph).
-Their normalizer is the softmax's over the whole vocabulary, estimated: the candidates' own sum
-plus (V - C) / R times the sum over ``rest_sample``, R vocabulary ids outside the candidates
-(``shortlist.rest_sample`` = R > 0; the runtime takes them evenly spaced over the rest). With
-``rest_sample`` 0 (exports before it existed) the graph has no such input and normalizes over
-the candidates alone, which overstates every log-probability by the mass outside them.
 With ``shortlist.rows`` "fed" the graph holds no output layer: the runtime takes its rows from
 ``shortlist_rows.npz`` once per batch (:class:`seqkit.runtime.rows.OutputRows`), those of the
-candidates and then of the rest sample, and feeds ``rows_weight`` (H, C + R) and ``rows_bias``
-(C + R,) float32, log((V - C) / R) added to the rest's biases; the graph takes one product and
-one log_softmax over the C + R columns and keeps the first C (the estimate above, exactly), so
-it has no ``rest_sample`` input. In an int8 export ``rows_weight`` is int8 with ``rows_scale``
-(C + R,) float32 per column (w = scale * q) and the product is com.microsoft
-DynamicQuantizeMatMul. "graph" (exports before the field) gathers the rows from the graph's own
-weights at every step.
+candidates and then of ``shortlist.rest_sample`` = R vocabulary ids outside them (evenly spaced
+over the rest), and feeds ``rows_weight`` (H, C + R) and ``rows_bias`` (C + R,) float32,
+log((V - C) / R) added to the rest's biases; the graph takes one product and one log_softmax
+over the C + R columns and keeps the first C: the softmax's normalizer over the whole vocabulary,
+estimated as the candidates' own sum plus (V - C) / R times the sample's. In an int8 export
+``rows_weight`` is int8 with ``rows_scale`` (C + R,) float32 per column (w = scale * q) and the
+product is com.microsoft DynamicQuantizeMatMul. ``rest_sample`` 0 feeds the candidates' rows
+alone. "graph" (exports before the field, whose ``rest_sample`` is 0) gathers the rows from the
+graph's own weights at every step and normalizes over the candidates alone, which overstates
+every log-probability by the mass outside them.
 ``probs`` (B, C) float32 is softmax of a classifier's logits over its C labels, in the graph.
 """
 
@@ -80,7 +78,7 @@ ENSEMBLE_FILE = "ensemble.json"
 SRC, SRC_LENGTHS, Y_PREV, LOG_PROBS, ATTENTION = "src", "src_lengths", "y_prev", "log_probs", "attention"
 PROBS = "probs"
 TOP_K, EOS_ID, TOP_LOG_PROBS, TOP_IDS, EOS_LOG_PROBS = "top_k", "eos_id", "top_log_probs", "top_ids", "eos_log_probs"
-CANDIDATES, REST_SAMPLE = "candidates", "rest_sample"
+CANDIDATES = "candidates"
 # The output layer's rows fed to a "fed" shortlist graph (candidates', then the rest sample's).
 ROWS_WEIGHT, ROWS_BIAS, ROWS_SCALE = "rows_weight", "rows_bias", "rows_scale"
 BATCH, SRC_LEN = "batch", "src_len"
@@ -149,12 +147,18 @@ class ShortlistInfo(BaseModel):
     bleu_off: float
     bleu_on: float
     sentences: int = Field(ge=0)
-    # Ids outside the candidates whose logits estimate the rest of the softmax normalizer (the
-    # step graph's rest_sample input); 0: normalized over the candidates (exports before this field).
+    # Ids outside the candidates whose logits (their rows fed with the candidates') estimate the
+    # rest of the softmax normalizer; 0: normalized over the candidates (exports before this field).
     rest_sample: int = Field(0, ge=0)
     # Where the shortlist graph's output rows come from: "graph" (gathered from its own weights at
     # every step; exports before this field) or "fed" (shortlist_rows.npz, once per batch).
     rows: Literal["graph", "fed"] = "graph"
+
+    @model_validator(mode="after")
+    def _sample_needs_fed_rows(self) -> ShortlistInfo:
+        if self.rest_sample and self.rows != "fed":
+            raise ValueError(f"rest_sample {self.rest_sample} needs rows 'fed' (a 'graph' shortlist scores its candidates only)")
+        return self
 
 
 class ExportConfig(BaseModel):
@@ -253,18 +257,16 @@ def step_io(memory: list[TensorSpec], state: list[TensorSpec], has_attention: bo
 
 
 def shortlist_step_io(memory: list[TensorSpec], state: list[TensorSpec], has_attention: bool,
-                      rest_sample: bool = False, fed: bool = False, quantized: bool = False) -> GraphIO:
-    """decoder_step_shortlist.onnx: step_io's inputs + candidates (C,) int64, then [rest_sample
-    (R,) int64] (rows in the graph) or the fed rows (rows_weight (H, C + R), rows_bias (C + R,)
-    [, rows_scale (C + R,) with int8 weights]); log_probs (B, C)."""
+                      fed: bool = False, quantized: bool = False) -> GraphIO:
+    """decoder_step_shortlist.onnx: step_io's inputs + candidates (C,) int64 [+ the fed rows:
+    rows_weight (H, C + R), rows_bias (C + R,)[, rows_scale (C + R,) with int8 weights]];
+    log_probs (B, C)."""
     io = step_io(memory, state, has_attention)
     io.inputs[CANDIDATES] = {0: CANDIDATES}
     if fed:
         io.inputs[ROWS_WEIGHT], io.inputs[ROWS_BIAS] = {1: "rows"}, {0: "rows"}
         if quantized:
             io.inputs[ROWS_SCALE] = {0: "rows"}
-    elif rest_sample:
-        io.inputs[REST_SAMPLE] = {0: "rest"}
     io.outputs[LOG_PROBS] = {0: BATCH, 1: CANDIDATES}
     return io
 

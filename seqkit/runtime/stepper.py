@@ -20,7 +20,6 @@ from seqkit.runtime.format import (
     EOS_ID,
     EOS_LOG_PROBS,
     LOG_PROBS,
-    REST_SAMPLE,
     ROWS_BIAS,
     ROWS_SCALE,
     ROWS_WEIGHT,
@@ -157,23 +156,21 @@ class OrtTopKStepper(OrtStepper):
 
 
 class OrtShortlistStepper(OrtTopKStepper):
-    """OrtTopKStepper over the shortlist step graph: each batch's candidates (seqkit.shortlist),
-    its rest_sample ids where the export estimates the rest of the normalizer, and, where the
-    graph takes the output layer's rows as inputs (``rows``: seqkit.runtime.rows), those rows,
-    are taken from its source in ``start`` and travel at the end of memory, so search, which
-    treats memory as opaque, needs no change (:meth:`shortlist_of` reads them back). ``step``
-    returns whole (N, V) rows with -inf outside the candidates; ``step_top_k`` vocabulary ids
-    (the graph maps them back)."""
+    """OrtTopKStepper over the shortlist step graph: each batch's candidates (seqkit.shortlist)
+    and, where the graph takes the output layer's rows as inputs (``rows``: seqkit.runtime.rows),
+    its rest_sample ids and the rows of both are taken from its source in ``start`` and travel
+    at the end of memory, so search, which treats memory as opaque, needs no change
+    (:meth:`shortlist_of` reads them back). ``step`` returns whole (N, V) rows with -inf outside
+    the candidates; ``step_top_k`` vocabulary ids (the graph maps them back)."""
 
     def __init__(self, config: ExportConfig, encoder: ort.InferenceSession, step: ort.InferenceSession,
                  shortlist: Shortlist, rows: OutputRows | None = None):
         super().__init__(config, encoder, step)
         self.shortlist, self.rows = shortlist, rows
-        # The graph's rest_sample input, and the ids fed to it per batch (an export's choice).
-        self.rest_size = config.shortlist.rest_sample if config.shortlist is not None else 0
-        self.estimates_rest = self.rest_size > 0
+        # Rest-sample ids per batch (an export's choice; only a graph fed its rows scores them).
+        self.rest_size = config.shortlist.rest_sample if config.shortlist is not None and rows is not None else 0
         self.fed_names: list[str] = []
-        if rows is not None:  # the rest sample's rows are fed with the candidates', not its ids
+        if rows is not None:
             self.fed_names = [ROWS_WEIGHT, ROWS_BIAS] + ([ROWS_SCALE] if rows.scale is not None else [])
         self.n_tail = 2 + len(self.fed_names)  # candidates, rest, fed rows
 
@@ -183,7 +180,7 @@ class OrtShortlistStepper(OrtTopKStepper):
         rest = Shortlist.rest_sample(candidates, self.rest_size, self.config.tgt_vocab_size)
         fed: tuple[np.ndarray, ...] = ()
         if self.rows is not None:
-            fed = self.rows.take(candidates, rest if self.estimates_rest else None, self.config.tgt_vocab_size)
+            fed = self.rows.take(candidates, rest if self.rest_size else None, self.config.tgt_vocab_size)
         return (*memory, candidates, rest, *fed), state
 
     def shortlist_of(self, memory: State) -> tuple[np.ndarray, np.ndarray]:
@@ -206,14 +203,10 @@ class OrtShortlistStepper(OrtTopKStepper):
         return TopK(out[0], out[1], out[2]), *self._attention_and_state(out[3:])
 
     def _feeds(self, y_prev: np.ndarray, memory: State, state: State, k: int, eos_id: int) -> dict[str, np.ndarray]:
-        """The step graph's feeds, the candidates (rest_sample, rows) among them."""
+        """The step graph's feeds, the candidates (and fed rows) among them."""
         model, tail = memory[: len(memory) - self.n_tail], memory[len(memory) - self.n_tail :]
-        feeds = {**super()._feeds(y_prev, model, state, k, eos_id), CANDIDATES: tail[0]}
-        if self.rows is not None:
-            feeds.update(zip(self.fed_names, tail[2:]))
-        elif self.estimates_rest:
-            feeds[REST_SAMPLE] = tail[1]
-        return feeds
+        return {**super()._feeds(y_prev, model, state, k, eos_id), CANDIDATES: tail[0],
+                **dict(zip(self.fed_names, tail[2:]))}
 
     def select_memory(self, memory: State, index: np.ndarray) -> State:
         cut = len(memory) - self.n_tail
